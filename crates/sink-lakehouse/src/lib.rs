@@ -1,0 +1,321 @@
+//! Delta Lake sink.
+//!
+//! **Layout.** A task's table lives at `<root>/<schema>/<table>`; `root` is a local directory
+//! (created when missing) or an object-store URI the delta crate understands. A missing table
+//! is created from the mapping's schema; columns the mapping has and the table lacks are added
+//! (schema merge on write), columns the table has and the mapping lacks are written as NULL.
+//!
+//! **Exactly-once.** [`DeltaSink::commit`] makes ONE Delta transaction holding the data files
+//! written since the last commit, a `txn` action (app id = task name, version = epoch) and, in
+//! the commit info under `rtsync`, the task, epoch and source position. On open the sink reads
+//! the task's `txn` version from the table's snapshot and the position from the commit info of
+//! that epoch: the table, not a side file, says where the task stands. A commit whose epoch the
+//! table already holds is skipped (idempotent); a concurrent commit by a twin of the same task
+//! is refused by Delta's conflict checker and surfaces as [`ErrorKind::Fenced`].
+//!
+//! **Memory.** The delta writer streams Parquet to storage as batches arrive; what is held is
+//! bounded by the row-group buffer, not by the commit interval.
+//!
+//! **Latency.** Delta writes a checkpoint every `delta.checkpointInterval` commits; after each
+//! one the sink reloads the table so the in-memory log replay stays short and commit latency
+//! flat over millions of commits.
+
+mod error;
+mod read;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use futures::TryStreamExt;
+use rtsync_core::{Checkpoint, CommitStats, ErrorKind, Sink, SyncError, SyncResult};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use error::classify;
+pub use read::query_table;
+
+/// The commit-info key under which rtsync records its checkpoint.
+pub const COMMIT_INFO_KEY: &str = "rtsync";
+/// Default checkpoint interval written into tables rtsync creates.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
+/// Default size at which the writer rolls to a new Parquet file within one commit.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// Where the target table is.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakehouseSinkConfig {
+    /// A local directory or an object-store URI (`s3://bucket/lake`, `file:///data/lake`).
+    pub root: String,
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    pub table: String,
+    /// Object-store options (credentials, region, endpoint), passed to the delta crate.
+    #[serde(default)]
+    pub storage_options: HashMap<String, String>,
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: u64,
+}
+
+fn default_schema() -> String {
+    "public".to_string()
+}
+
+fn default_target_file_size() -> u64 {
+    DEFAULT_TARGET_FILE_SIZE
+}
+
+impl fmt::Debug for LakehouseSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opts: Vec<&String> = self.storage_options.keys().collect();
+        f.debug_struct("LakehouseSinkConfig")
+            .field("root", &self.root)
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("storage_options", &opts)
+            .field("target_file_size", &self.target_file_size)
+            .finish()
+    }
+}
+
+impl LakehouseSinkConfig {
+    pub fn new(root: impl Into<String>, schema: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            schema: schema.into(),
+            table: table.into(),
+            storage_options: HashMap::new(),
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+        }
+    }
+
+    pub fn validate(&self) -> SyncResult<()> {
+        if self.root.trim().is_empty() {
+            return Err(SyncError::config("sink.root: must not be empty"));
+        }
+        for (field, value) in [("sink.schema", &self.schema), ("sink.table", &self.table)] {
+            if value.is_empty() || value.contains('/') || value.contains('\\') || value == "." || value == ".." {
+                return Err(SyncError::config(format!("{field}: {value:?} is not a valid name")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The same location with another table name (the `<table>__dlq` dead-letter table).
+    pub fn sibling(&self, table: impl Into<String>) -> Self {
+        Self { table: table.into(), ..self.clone() }
+    }
+
+    /// `<root>/<schema>/<table>` as the text the delta crate resolves (local dirs created).
+    pub fn table_location(&self) -> String {
+        let root = self.root.trim_end_matches('/');
+        format!("{root}/{}/{}", self.schema, self.table)
+    }
+
+    pub fn table_url(&self) -> SyncResult<Url> {
+        let location = self.table_location();
+        deltalake::ensure_table_uri(&location).map_err(|e| classify(e, &format!("resolving the table location {location}")))
+    }
+}
+
+/// The rtsync checkpoint as stored in a commit's info.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredCheckpoint {
+    task: String,
+    epoch: u64,
+    position: serde_json::Value,
+}
+
+/// A Delta table written by one task, append mode.
+pub struct DeltaSink {
+    config: LakehouseSinkConfig,
+    task: String,
+    table: Option<DeltaTable>,
+    writer: Option<RecordBatchWriter>,
+    buffered_rows: usize,
+    committed_epoch: u64,
+    checkpoint_interval: u64,
+}
+
+impl DeltaSink {
+    pub fn new(task: impl Into<String>, config: LakehouseSinkConfig) -> SyncResult<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            task: task.into(),
+            table: None,
+            writer: None,
+            buffered_rows: 0,
+            committed_epoch: 0,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        })
+    }
+
+    pub fn config(&self) -> &LakehouseSinkConfig {
+        &self.config
+    }
+
+    fn location(&self) -> String {
+        self.config.table_location()
+    }
+
+    async fn load(&self) -> SyncResult<DeltaTable> {
+        let url = self.config.table_url()?;
+        let mut table = DeltaTableBuilder::from_url(url)
+            .map_err(|e| classify(e, &format!("opening table {}", self.location())))?
+            .with_storage_options(self.config.storage_options.clone())
+            .build()
+            .map_err(|e| classify(e, &format!("opening table {}", self.location())))?;
+        match table.load().await {
+            Ok(()) => Ok(table),
+            Err(deltalake::DeltaTableError::NotATable(_)) => Ok(table),
+            Err(e) => Err(classify(e, &format!("loading table {}", self.location()))),
+        }
+    }
+
+    async fn create(&self, table: DeltaTable, schema: &SchemaRef) -> SyncResult<DeltaTable> {
+        let structure: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| SyncError::with_source(ErrorKind::Sink, "the mapped schema has a type Delta cannot store", e))?;
+        let interval = self.checkpoint_interval.to_string();
+        table
+            .create()
+            .with_table_name(&self.config.table)
+            .with_columns(structure.fields().cloned())
+            .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(interval))
+            .with_comment(format!("synced by rtsync task {}", self.task))
+            .await
+            .map_err(|e| classify(e, &format!("creating table {}", self.location())))
+    }
+
+    fn new_writer(&self, table: &DeltaTable) -> SyncResult<RecordBatchWriter> {
+        Ok(RecordBatchWriter::for_table(table)
+            .map_err(|e| classify(e, &format!("preparing a writer for {}", self.location())))?
+            .with_target_file_size(self.config.target_file_size))
+    }
+
+    /// The task's checkpoint: the `txn` version and the position in that epoch's commit info.
+    async fn read_checkpoint(&self, table: &DeltaTable) -> SyncResult<Option<Checkpoint>> {
+        let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {}", self.location())))?;
+        let epoch = snapshot
+            .transaction_version(table.log_store().as_ref(), &self.task)
+            .await
+            .map_err(|e| classify(e, &format!("reading the checkpoint of task {} in {}", self.task, self.location())))?;
+        let Some(epoch) = epoch else {
+            return Ok(None);
+        };
+        let epoch = u64::try_from(epoch).map_err(|_| SyncError::sink(format!("table {} holds a negative txn version for task {}", self.location(), self.task)))?;
+        let mut history = table.history(None);
+        while let Some(info) = history
+            .try_next()
+            .await
+            .map_err(|e| classify(e, &format!("reading the history of {}", self.location())))?
+        {
+            let Some(stored) = info.info.get(COMMIT_INFO_KEY) else {
+                continue;
+            };
+            let Ok(stored) = serde_json::from_value::<StoredCheckpoint>(stored.clone()) else {
+                continue;
+            };
+            if stored.task == self.task && stored.epoch == epoch {
+                return Ok(Some(Checkpoint { task: stored.task, epoch, position: stored.position }));
+            }
+        }
+        Err(SyncError::sink(format!(
+            "table {} says task {} committed epoch {epoch}, but that commit's position is no longer in the Delta log \
+             (log retention removed it); undeploy the task and start it again with an explicit start position",
+            self.location(),
+            self.task
+        )))
+    }
+}
+
+#[async_trait]
+impl Sink for DeltaSink {
+    async fn open(&mut self, schema: SchemaRef) -> SyncResult<Option<Checkpoint>> {
+        let mut table = self.load().await?;
+        if table.version().is_none() {
+            tracing::info!(table = %self.location(), "creating target table");
+            table = self.create(table, &schema).await?;
+        } else if let Ok(snapshot) = table.snapshot()
+            && let Some(interval) = snapshot.metadata().configuration().get("delta.checkpointInterval")
+        {
+            self.checkpoint_interval = interval.parse().unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+        }
+        let checkpoint = self.read_checkpoint(&table).await?;
+        self.committed_epoch = checkpoint.as_ref().map_or(0, |c| c.epoch);
+        self.writer = Some(self.new_writer(&table)?);
+        self.table = Some(table);
+        self.buffered_rows = 0;
+        Ok(checkpoint)
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> SyncResult<()> {
+        let location = self.location();
+        let writer = self.writer.as_mut().ok_or_else(|| SyncError::internal("write called before open"))?;
+        let rows = batch.num_rows();
+        writer
+            .write_with_mode(batch, WriteMode::MergeSchema)
+            .await
+            .map_err(|e| classify(e, &format!("writing data files of {location}")))?;
+        self.buffered_rows += rows;
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> SyncResult<CommitStats> {
+        if checkpoint.epoch <= self.committed_epoch {
+            tracing::debug!(task = %self.task, epoch = checkpoint.epoch, "epoch already committed, skipping");
+            return Ok(CommitStats::default());
+        }
+        let location = self.location();
+        let mut table = self.table.take().ok_or_else(|| SyncError::internal("commit called before open"))?;
+        let writer = self.writer.take().ok_or_else(|| SyncError::internal("commit called before open"))?;
+        let bytes = writer.buffer_len() as u64;
+        let epoch = i64::try_from(checkpoint.epoch).map_err(|_| SyncError::internal("epoch overflow"))?;
+        let stored = StoredCheckpoint { task: checkpoint.task.clone(), epoch: checkpoint.epoch, position: checkpoint.position.clone() };
+        let info = serde_json::to_value(&stored).map_err(|e| SyncError::with_source(ErrorKind::Internal, "serializing the checkpoint", e))?;
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(&self.task, epoch))
+            .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
+        let mut writer = writer.with_commit_properties(properties);
+        let result = writer.flush_and_commit(&mut table).await;
+        let version = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Keep the table for the error path; the engine restarts the attempt anyway.
+                self.table = Some(table);
+                self.writer = Some(writer);
+                return Err(classify(e, &format!("committing to {location}")));
+            }
+        };
+        self.committed_epoch = checkpoint.epoch;
+        let rows = std::mem::take(&mut self.buffered_rows) as u64;
+        if self.checkpoint_interval > 0 && (version as u64).is_multiple_of(self.checkpoint_interval) {
+            // A checkpoint was just written: start from it instead of growing the replay.
+            table = self.load().await?;
+        }
+        self.writer = Some(self.new_writer(&table)?);
+        self.table = Some(table);
+        Ok(CommitStats { version: Some(version as i64), rows, files: 0, bytes })
+    }
+
+    fn buffered_rows(&self) -> usize {
+        self.buffered_rows
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.writer.as_ref().map_or(0, RecordBatchWriter::buffer_len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

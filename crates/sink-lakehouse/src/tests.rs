@@ -1,0 +1,117 @@
+use std::sync::Arc;
+
+use deltalake::arrow::array::{AsArray, Int64Array, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+use super::*;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]))
+}
+
+fn batch(ids: &[i64]) -> RecordBatch {
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))],
+    )
+    .unwrap()
+}
+
+fn checkpoint(epoch: u64, offset: i64) -> Checkpoint {
+    Checkpoint { task: "t1".into(), epoch, position: serde_json::json!({"next": {"0": offset}}) }
+}
+
+async fn ids(config: &LakehouseSinkConfig) -> Vec<i64> {
+    let out = query_table(config, "SELECT id FROM t ORDER BY id").await.unwrap();
+    out.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect()
+}
+
+#[tokio::test]
+async fn commit_carries_the_checkpoint_and_is_idempotent_per_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "orders");
+
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(sink.open(schema()).await.unwrap(), None, "a new table has no checkpoint");
+    sink.write(batch(&[1, 2, 3])).await.unwrap();
+    assert_eq!(sink.buffered_rows(), 3);
+    let stats = sink.commit(&checkpoint(1, 3)).await.unwrap();
+    assert_eq!(stats.rows, 3);
+    assert!(stats.version.is_some());
+    // a position-only commit (nothing written) still moves the checkpoint
+    sink.commit(&checkpoint(2, 5)).await.unwrap();
+    // an epoch the table holds is skipped, whatever is buffered
+    sink.write(batch(&[99])).await.unwrap();
+    assert_eq!(sink.commit(&checkpoint(2, 5)).await.unwrap(), CommitStats::default());
+    drop(sink);
+
+    let mut reopened = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(reopened.open(schema()).await.unwrap(), Some(checkpoint(2, 5)));
+    reopened.write(batch(&[4])).await.unwrap();
+    reopened.commit(&checkpoint(3, 6)).await.unwrap();
+    assert_eq!(ids(&config).await, vec![1, 2, 3, 4]);
+
+    // another task's checkpoint in the same table is its own
+    let mut other = DeltaSink::new("t2", config.clone()).unwrap();
+    assert_eq!(other.open(schema()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn checkpoints_survive_delta_log_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "s", "many");
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    sink.checkpoint_interval = 5;
+    sink.open(schema()).await.unwrap();
+    for epoch in 1..=12u64 {
+        sink.write(batch(&[epoch as i64])).await.unwrap();
+        sink.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    }
+    let mut reopened = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(reopened.open(schema()).await.unwrap(), Some(checkpoint(12, 12)));
+    assert_eq!(ids(&config).await, (1..=12).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_new_mapped_column_is_added_to_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "s", "evolve");
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    sink.open(schema()).await.unwrap();
+    sink.write(batch(&[1])).await.unwrap();
+    sink.commit(&checkpoint(1, 1)).await.unwrap();
+
+    let wider = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("extra", DataType::Utf8, true),
+    ]));
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    sink.open(wider.clone()).await.unwrap();
+    let rows = RecordBatch::try_new(
+        wider,
+        vec![
+            Arc::new(Int64Array::from(vec![2])),
+            Arc::new(StringArray::from(vec!["n2"])),
+            Arc::new(StringArray::from(vec!["x"])),
+        ],
+    )
+    .unwrap();
+    sink.write(rows).await.unwrap();
+    sink.commit(&checkpoint(2, 2)).await.unwrap();
+    let out = query_table(&config, "SELECT id, extra FROM t ORDER BY id").await.unwrap();
+    let extra: Vec<Option<String>> = out
+        .iter()
+        .flat_map(|b| b.column(1).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(extra, vec![None, Some("x".to_string())]);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let err = LakehouseSinkConfig::new("/tmp", "a/b", "t").validate().unwrap_err();
+    assert!(err.to_string().starts_with("sink.schema"), "{err}");
+    let err = LakehouseSinkConfig::new("", "public", "t").validate().unwrap_err();
+    assert!(err.to_string().starts_with("sink.root"), "{err}");
+}
