@@ -358,3 +358,6 @@ impl DeadLetters {
         Ok(batch)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -299,7 +299,7 @@ impl Sink for DeltaSink {
         };
         self.committed_epoch = checkpoint.epoch;
         let rows = std::mem::take(&mut self.buffered_rows) as u64;
-        if self.checkpoint_interval > 0 && (version as u64).is_multiple_of(self.checkpoint_interval) {
+        if self.checkpoint_interval > 0 && (version as u64 + 1).is_multiple_of(self.checkpoint_interval) {
             // A checkpoint was just written: start from it instead of growing the replay.
             table = self.load().await?;
         }

