@@ -25,7 +25,7 @@ pub use error::{ErrorKind, SyncError, SyncResult};
 pub use mapping::{ColumnMapping, MappedBatch, Rejected};
 pub use position::Position;
 pub use sink::{Checkpoint, CommitStats, Sink};
-pub use source::Source;
+pub use source::{Source, TableDescription};
 
 /// Re-exported so that every crate of the workspace names one arrow.
 pub use arrow;

@@ -5,6 +5,18 @@ use async_trait::async_trait;
 
 use crate::{ChangeBatch, Position, SyncResult};
 
+/// What a table source reads: the row schema (without [`crate::OP_COLUMN`]) and the columns
+/// that identify a row. Filled from the source's catalog before the task opens its sink, so the
+/// target table can be created from it and upserts know their key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDescription {
+    /// Columns in source order, with the Arrow types the source emits for them.
+    pub schema: SchemaRef,
+    /// Primary-key columns in key order; empty when the table has none (then only REPLICA
+    /// IDENTITY FULL / full row images can identify rows, and the task appends).
+    pub primary_key: Vec<String>,
+}
+
 /// One Kafka topic or one database table, read in order. Calls never overlap.
 #[async_trait]
 pub trait Source: Send {
@@ -14,6 +26,12 @@ pub trait Source: Send {
     /// wal_level logical, privileges). A definite error names the fix. Called before
     /// [`Source::open`], may be called alone (`datasource test`).
     async fn check(&mut self) -> SyncResult<()>;
+
+    /// Table sources (CDC): the table's columns and primary key, read from the source's
+    /// catalog. Called after [`Source::check`] and before [`Source::open`]. Kafka returns None.
+    async fn describe(&mut self) -> SyncResult<Option<TableDescription>> {
+        Ok(None)
+    }
 
     /// Opens the stream just after `resume` (None: first start; the source takes a snapshot
     /// or its configured start position). Returns the schema of the rows it will emit.

@@ -143,8 +143,10 @@ impl<S: Source> Task<S> {
                 return Ok(());
             }
             let wait = next_commit.saturating_duration_since(Instant::now()).min(MAX_POLL_WAIT);
-            if let Some(batch) = self.source.next_batch(wait).await? {
-                self.process(batch, &mut pending).await?;
+            match self.source.next_batch(wait).await? {
+                Some(batch) => self.process(batch, &mut pending).await?,
+                // A source that returns at once when idle must not starve the runtime.
+                None => tokio::task::yield_now().await,
             }
             let due = Instant::now() >= next_commit;
             let full = pending.rows >= self.config.max_buffered_rows || self.sink.buffered_bytes() >= self.config.max_buffered_bytes;

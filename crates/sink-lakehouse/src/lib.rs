@@ -22,9 +22,11 @@
 
 mod error;
 mod read;
+mod upsert;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use deltalake::arrow::datatypes::SchemaRef;
@@ -134,12 +136,32 @@ struct StoredCheckpoint {
     position: serde_json::Value,
 }
 
-/// A Delta table written by one task, append mode.
+/// How rows are applied to the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Every row is appended (Kafka).
+    Append,
+    /// Rows carry [`rtsync_core::OP_COLUMN`] and are applied per primary key (CDC): the table
+    /// mirrors the source table.
+    Upsert { keys: Vec<String> },
+}
+
+/// A column `__unchanged_<name>` (Boolean) beside `<name>` marks rows whose `<name>` value
+/// the source did not send (PostgreSQL TOAST): the stored value is kept.
+pub const UNCHANGED_PREFIX: &str = "__unchanged_";
+
+/// A Delta table written by one task.
 pub struct DeltaSink {
     config: LakehouseSinkConfig,
+    mode: SinkMode,
+    /// Upsert mode: change batches since the last commit (MERGE needs them all at once).
+    pending: Vec<RecordBatch>,
+    pending_bytes: usize,
     task: String,
     table: Option<DeltaTable>,
-    writer: Option<RecordBatchWriter>,
+    /// In a mutex only so the sink is `Sync` (the writer's encoders are not); accessed through
+    /// `get_mut`, never locked across an await.
+    writer: Option<Mutex<RecordBatchWriter>>,
     buffered_rows: usize,
     committed_epoch: u64,
     checkpoint_interval: u64,
@@ -150,6 +172,9 @@ impl DeltaSink {
         config.validate()?;
         Ok(Self {
             config,
+            mode: SinkMode::Append,
+            pending: Vec::new(),
+            pending_bytes: 0,
             task: task.into(),
             table: None,
             writer: None,
@@ -159,8 +184,22 @@ impl DeltaSink {
         })
     }
 
+    /// A sink that applies change rows per primary key (`keys`, in key order).
+    pub fn upsert(task: impl Into<String>, config: LakehouseSinkConfig, keys: Vec<String>) -> SyncResult<Self> {
+        if keys.is_empty() {
+            return Err(SyncError::config("upsert mode needs at least one primary-key column"));
+        }
+        let mut sink = Self::new(task, config)?;
+        sink.mode = SinkMode::Upsert { keys };
+        Ok(sink)
+    }
+
     pub fn config(&self) -> &LakehouseSinkConfig {
         &self.config
+    }
+
+    pub fn mode(&self) -> &SinkMode {
+        &self.mode
     }
 
     fn location(&self) -> String {
@@ -182,6 +221,7 @@ impl DeltaSink {
     }
 
     async fn create(&self, table: DeltaTable, schema: &SchemaRef) -> SyncResult<DeltaTable> {
+        let schema = table_schema(schema);
         let structure: StructType = schema
             .as_ref()
             .try_into_kernel()
@@ -253,15 +293,26 @@ impl Sink for DeltaSink {
         }
         let checkpoint = self.read_checkpoint(&table).await?;
         self.committed_epoch = checkpoint.as_ref().map_or(0, |c| c.epoch);
-        self.writer = Some(self.new_writer(&table)?);
+        self.writer = Some(Mutex::new(self.new_writer(&table)?));
         self.table = Some(table);
         self.buffered_rows = 0;
         Ok(checkpoint)
     }
 
     async fn write(&mut self, batch: RecordBatch) -> SyncResult<()> {
+        if matches!(self.mode, SinkMode::Upsert { .. }) {
+            self.buffered_rows += batch.num_rows();
+            self.pending_bytes += batch.get_array_memory_size();
+            self.pending.push(batch);
+            return Ok(());
+        }
         let location = self.location();
-        let writer = self.writer.as_mut().ok_or_else(|| SyncError::internal("write called before open"))?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| SyncError::internal("write called before open"))?
+            .get_mut()
+            .map_err(|_| SyncError::internal("the writer panicked earlier"))?;
         let rows = batch.num_rows();
         writer
             .write_with_mode(batch, WriteMode::MergeSchema)
@@ -278,7 +329,12 @@ impl Sink for DeltaSink {
         }
         let location = self.location();
         let mut table = self.table.take().ok_or_else(|| SyncError::internal("commit called before open"))?;
-        let writer = self.writer.take().ok_or_else(|| SyncError::internal("commit called before open"))?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| SyncError::internal("commit called before open"))?
+            .into_inner()
+            .map_err(|_| SyncError::internal("the writer panicked earlier"))?;
         let bytes = writer.buffer_len() as u64;
         let epoch = i64::try_from(checkpoint.epoch).map_err(|_| SyncError::internal("epoch overflow"))?;
         let stored = StoredCheckpoint { task: checkpoint.task.clone(), epoch: checkpoint.epoch, position: checkpoint.position.clone() };
@@ -286,14 +342,46 @@ impl Sink for DeltaSink {
         let properties = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.task, epoch))
             .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
-        let mut writer = writer.with_commit_properties(properties);
-        let result = writer.flush_and_commit(&mut table).await;
+        let mut writer = writer.with_commit_properties(properties.clone());
+        let result = match &self.mode {
+            SinkMode::Append => writer.flush_and_commit(&mut table).await,
+            SinkMode::Upsert { keys } => {
+                let keys = keys.clone();
+                let changes = std::mem::take(&mut self.pending);
+                self.pending_bytes = 0;
+                match upsert::prepare(&changes, &keys)? {
+                    Some(batch) if upsert::only_reads(&batch) => {
+                        let rows = upsert::without_op(&batch)?;
+                        match writer.write_with_mode(rows, WriteMode::MergeSchema).await {
+                            Ok(()) => writer.flush_and_commit(&mut table).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Some(batch) => {
+                        let before = table.version();
+                        match upsert::merge(table.clone(), batch, &keys, properties).await {
+                            Ok(merged) => {
+                                table = merged;
+                                if table.version() == before {
+                                    // Nothing changed: record the checkpoint on its own.
+                                    writer.flush_and_commit(&mut table).await
+                                } else {
+                                    Ok(table.version().unwrap_or_default())
+                                }
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => writer.flush_and_commit(&mut table).await,
+                }
+            }
+        };
         let version = match result {
             Ok(v) => v,
             Err(e) => {
                 // Keep the table for the error path; the engine restarts the attempt anyway.
                 self.table = Some(table);
-                self.writer = Some(writer);
+                self.writer = Some(Mutex::new(writer));
                 return Err(classify(e, &format!("committing to {location}")));
             }
         };
@@ -303,7 +391,7 @@ impl Sink for DeltaSink {
             // A checkpoint was just written: start from it instead of growing the replay.
             table = self.load().await?;
         }
-        self.writer = Some(self.new_writer(&table)?);
+        self.writer = Some(Mutex::new(self.new_writer(&table)?));
         self.table = Some(table);
         Ok(CommitStats { version: Some(version as i64), rows, files: 0, bytes })
     }
@@ -313,8 +401,21 @@ impl Sink for DeltaSink {
     }
 
     fn buffered_bytes(&self) -> usize {
-        self.writer.as_ref().map_or(0, RecordBatchWriter::buffer_len)
+        self.pending_bytes
+            + self
+                .writer.as_ref().and_then(|w| w.lock().ok().map(|w| w.buffer_len())).unwrap_or(0)
     }
+}
+
+/// The table's columns: the rows' columns without the op column and unchanged masks.
+fn table_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != rtsync_core::OP_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX))
+        .cloned()
+        .collect();
+    std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields))
 }
 
 #[cfg(test)]

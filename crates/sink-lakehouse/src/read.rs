@@ -1,5 +1,9 @@
 //! Reading a table back with SQL (DataFusion): for `demo`, `task preview` checks and tests.
 
+use std::sync::Arc;
+
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
@@ -27,5 +31,27 @@ pub async fn query_table(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<
     let query_err = |e| SyncError::with_source(ErrorKind::Config, format!("query {sql:?} on {location} failed"), e);
     ctx.register_table("t", provider).map_err(query_err)?;
     let frame = ctx.sql(sql).await.map_err(query_err)?;
-    frame.collect().await.map_err(query_err)
+    let batches = frame.collect().await.map_err(query_err)?;
+    batches.iter().map(without_view_types).collect()
+}
+
+/// DataFusion reads strings and binaries as view types; callers get the plain ones the
+/// writer uses, so a value read back has the type it was written with.
+fn without_view_types(batch: &RecordBatch) -> SyncResult<RecordBatch> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let plain = match f.data_type() {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            other => other.clone(),
+        };
+        columns.push(if &plain == f.data_type() { c.clone() } else { cast(c, &plain)? });
+        fields.push(f.as_ref().clone().with_data_type(plain));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use deltalake::arrow::array::{AsArray, Int64Array, StringArray};
+use deltalake::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
 use super::*;
@@ -114,4 +114,96 @@ fn config_validation_names_the_field() {
     assert!(err.to_string().starts_with("sink.schema"), "{err}");
     let err = LakehouseSinkConfig::new("", "public", "t").validate().unwrap_err();
     assert!(err.to_string().starts_with("sink.root"), "{err}");
+}
+
+fn change_schema(extra: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new(rtsync_core::OP_COLUMN, DataType::Utf8, false),
+        Field::new(format!("{UNCHANGED_PREFIX}name"), DataType::Boolean, true),
+    ];
+    if extra {
+        fields.push(Field::new("extra", DataType::Int64, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn changes(rows: &[(i64, Option<&str>, &str, bool)]) -> RecordBatch {
+    RecordBatch::try_new(
+        change_schema(false),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(deltalake::arrow::array::BooleanArray::from(rows.iter().map(|r| Some(r.3)).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+async fn id_names(config: &LakehouseSinkConfig) -> Vec<(i64, Option<String>)> {
+    let out = query_table(config, "SELECT id, name FROM t ORDER BY id").await.unwrap();
+    out.iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let names = b.column(1).as_string::<i32>();
+            (0..b.num_rows()).map(|i| (ids.value(i), names.is_valid(i).then(|| names.value(i).to_string()))).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn upsert_mode_mirrors_the_source_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "mirror");
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    assert_eq!(sink.open(change_schema(false)).await.unwrap(), None);
+    // snapshot rows: appended
+    sink.write(changes(&[(1, Some("a"), "r", false), (2, Some("b"), "r", false), (3, Some("c"), "r", false)])).await.unwrap();
+    sink.commit(&checkpoint(1, 1)).await.unwrap();
+    assert_eq!(id_names(&config).await, vec![(1, Some("a".into())), (2, Some("b".into())), (3, Some("c".into()))]);
+
+    // insert, update twice, delete, a primary-key change (delete old + insert new), TOAST unchanged
+    sink.write(changes(&[(4, Some("d"), "c", false), (1, Some("a1"), "u", false)])).await.unwrap();
+    sink.write(changes(&[(1, Some("a2"), "u", false), (2, None, "d", false), (3, None, "d", false), (30, Some("c"), "c", false)]))
+        .await
+        .unwrap();
+    sink.write(changes(&[(4, None, "u", true)])).await.unwrap();
+    sink.commit(&checkpoint(2, 2)).await.unwrap();
+    assert_eq!(
+        id_names(&config).await,
+        vec![(1, Some("a2".into())), (4, Some("d".into())), (30, Some("c".into()))],
+        "last op per key wins; the unchanged TOAST value is kept"
+    );
+
+    // deleting what is not there changes nothing, but the checkpoint still moves
+    sink.write(changes(&[(99, None, "d", false)])).await.unwrap();
+    sink.commit(&checkpoint(3, 3)).await.unwrap();
+    let mut again = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    assert_eq!(again.open(change_schema(false)).await.unwrap(), Some(checkpoint(3, 3)));
+
+    // a column added at the source is added to the table
+    let wide = RecordBatch::try_new(
+        change_schema(true),
+        vec![
+            Arc::new(Int64Array::from(vec![5])),
+            Arc::new(StringArray::from(vec!["e"])),
+            Arc::new(StringArray::from(vec!["c"])),
+            Arc::new(deltalake::arrow::array::BooleanArray::from(vec![false])),
+            Arc::new(Int64Array::from(vec![50])),
+        ],
+    )
+    .unwrap();
+    again.write(wide).await.unwrap();
+    again.commit(&checkpoint(4, 4)).await.unwrap();
+    let out = query_table(&config, "SELECT id, extra FROM t ORDER BY id").await.unwrap();
+    let extra: Vec<Option<i64>> = out
+        .iter()
+        .flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
+        .collect();
+    assert_eq!(extra, vec![None, None, None, Some(50)]);
+    let cols = query_table(&config, "SELECT * FROM t LIMIT 1").await.unwrap()[0].schema();
+    assert!(cols.field_with_name(rtsync_core::OP_COLUMN).is_err(), "no op column in the table");
+    assert!(cols.field_with_name("__unchanged_name").is_err(), "no mask column in the table");
 }

@@ -71,8 +71,9 @@ impl Source for LogSource {
         self.next = resume.and_then(|r| r.0.get(&0).copied()).unwrap_or(0) as usize;
         Ok(source_schema())
     }
-    async fn next_batch(&mut self, _max_wait: Duration) -> SyncResult<Option<ChangeBatch<Offs>>> {
+    async fn next_batch(&mut self, max_wait: Duration) -> SyncResult<Option<ChangeBatch<Offs>>> {
         if self.next >= self.log.len() {
+            tokio::time::sleep(max_wait).await;
             return Ok(None);
         }
         let end = (self.next + self.per_batch).min(self.log.len());
