@@ -1,30 +1,57 @@
-//! placeholder
-#[cfg(test)]
-mod scratch {
-    use sonic_rs::{PointerTree, JsonValueTrait};
-    fn run(tree_paths: &[&[&str]], json: &str) {
-        let mut tree = PointerTree::new();
-        for p in tree_paths { tree.add_path(p.iter()); }
-        let r = std::panic::catch_unwind(|| sonic_rs::get_many(json, &tree).map(|v| v.iter().map(|x| x.as_ref().map(|l| l.as_raw_str().to_string())).collect::<Vec<_>>()));
-        match r { Ok(Ok(v)) => println!("{json:?} -> {v:?}"), Ok(Err(e)) => println!("{json:?} -> ERR {e} nf={} ty={} syn={}", e.is_not_found(), e.is_unmatched_type(), e.is_syntax()), Err(_) => println!("{json:?} -> PANIC") }
-    }
-    #[test]
-    fn quirks() {
-        run(&[&["a"]], r#"{"a":1, "b": xx"#);
-        run(&[&["a"],&[]], r#"{"a":1, "b": xx"#);
-        run(&[&["a"],&[]], r#"{"a":1, "b": 2} zz"#);
-        run(&[&["a","b"]], r#"{"a":{}, "b": 2}"#);
-        run(&[&["a","b"], &["c"]], r#"{"a":"str", "c": 2}"#);
-        run(&[&["a"], &["c"]], r#"{"a":1, "a": 2}"#);
-        run(&[&["a"], &["a", "x"]], r#"{"a":{"x":1,"x":2}}"#);
-        run(&[&["a"], &[]], r#"{"a":1,"a":2, "c": 3}"#);
-        run(&[&["a"]], r#"[1]"#);
-        run(&[&["a"]], r#"{"a":"\u00e9\ud83d\ude00"}"#);
-        run(&[&["a"]], "{\"a\":\"x\u{1}\"}");
-        run(&[&["a"]], r#"{"a":01}"#);
-        run(&[&["a"]], r#"{"a":1.}"#);
-        run(&[&["a"]], r#"{"a":"\ud800"}"#);
-        let lv = sonic_rs::get_from_str(r#"{"a":"\u00e9\ud83d\ude00 \"q\""}"#, &["a"]).unwrap();
-        println!("{:?}", lv.as_str());
-    }
-}
+//! Computed columns over Kafka JSON messages: JSONPath expressions and typed casts, from the
+//! source's Arrow batch to the target's Arrow batch.
+//!
+//! A task's `[[columns]]` ([`ColumnSpec`]) are compiled once by [`compile`] into a
+//! [`KafkaJsonMapping`], which implements [`rtsync_core::ColumnMapping`]. Compilation refuses
+//! anything that can be known wrong without data (names, types, JSONPath syntax), naming the
+//! column, so a bad spec fails when it is loaded, not at the first message.
+//!
+//! **The hot path.** Each message's JSON is read once and serves every column of its row:
+//!
+//! * paths made only of names and indices (`$.id`, `$.items[0].sku`, `$['a b']`) share one
+//!   trie and are extracted in a single validating pass over the message bytes, with no DOM
+//!   (`src/json.rs` says why this is not sonic-rs' `get_many`);
+//! * other paths (wildcards, filters, slices, `..`, negative indices) are parsed once by
+//!   jsonpath-rust at compile time and evaluated on a tree that borrows the message and keeps
+//!   each value's raw text (`src/node.rs`), built only when the mapping has such a path;
+//! * values are cast from their raw text straight into per-column Arrow builders
+//!   (`src/column.rs`, `src/cast.rs`); decimals and integers are read exactly from the digits,
+//!   never through `f64`.
+//!
+//! **Errors.** A message whose value is not UTF-8, not JSON (anything after the value
+//! included), nested deeper than [`MAX_DEPTH`], or holding a value a column cannot take, is
+//! *rejected*: left out of the output and listed in [`rtsync_core::MappedBatch::rejected`] with
+//! its raw bytes and a reason naming the column, its type, the path and the value (at most 80
+//! characters of it), e.g. `column "amount" (decimal(18,2)) at $.amount: value "abc" is not a
+//! decimal`. The task's error policy decides what happens next. A missing path and a JSON
+//! `null` are NULL; a tombstone (no value) is NULL in every path column.
+//!
+//! **Casts.** `string`: strings unescaped, other values as their JSON text. `json`: the value's
+//! JSON text (a string keeps its quotes). `boolean`: `true`/`false`, strings `"true"`/`"false"`
+//! in any case. `int`/`bigint`: whole numbers in range (`1.0` and `1e3` are whole), strings
+//! holding one. `double`: numbers, numeric strings (`"NaN"` and `"inf"` included; digits beyond
+//! the range of a double are an error). `decimal(p,s)`: numbers and numeric strings, exactly;
+//! more than `s` fraction digits are rounded half away from zero, more than `p-s` integer digits
+//! are an error. `date`: `"YYYY-MM-DD"` or whole days since 1970-01-01. `timestamp`: RFC 3339
+//! with an offset (converted to UTC), `YYYY-MM-DD HH:MM:SS[.f]` or with `T` and no offset
+//! (UTC), or whole epoch milliseconds; digits past microseconds are truncated. A path that can
+//! match several values gives `string` and `json` columns a JSON array of every match; other
+//! types take exactly one match.
+//!
+//! **Built-in fields** (`key`, `value`, `timestamp`, `partition`, `offset`, `headers`) are
+//! copied from the source columns: key and value must be UTF-8 and are cast as the content of a
+//! string (a `json` column checks they are JSON); the message timestamp goes from milliseconds
+//! to microseconds. With no columns configured the target gets every built-in field
+//! ([`default_columns`]).
+
+mod cast;
+mod column;
+mod expr;
+mod json;
+mod mapping;
+mod node;
+mod spec;
+
+pub use json::MAX_DEPTH;
+pub use mapping::{KafkaJsonMapping, compile, default_columns};
+pub use spec::{ColumnSpec, ColumnType, MAX_DECIMAL_PRECISION, TIMESTAMP_TZ, TYPE_NAMES};

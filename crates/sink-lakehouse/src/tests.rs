@@ -202,7 +202,7 @@ async fn upsert_mode_mirrors_the_source_table() {
         .iter()
         .flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
         .collect();
-    assert_eq!(extra, vec![None, None, None, Some(50)]);
+    assert_eq!(extra, vec![None, None, Some(50), None], "ids 1, 4, 5, 30");
     let cols = query_table(&config, "SELECT * FROM t LIMIT 1").await.unwrap()[0].schema();
     assert!(cols.field_with_name(rtsync_core::OP_COLUMN).is_err(), "no op column in the table");
     assert!(cols.field_with_name("__unchanged_name").is_err(), "no mask column in the table");
