@@ -20,8 +20,7 @@ use rtsync_source_kafka::{KafkaSourceConfig, StartOffset};
 use tokio::sync::watch;
 
 use crate::progress::thousands;
-use crate::runner::{RunOptions, run_task};
-use crate::spec::{SourceSpec, TaskSpec};
+use rtsync_control::{RunOptions, SourceSpec, TaskSpec, run_task};
 
 pub const DEMO_TASK: &str = "demo_orders";
 const TOPIC: &str = "orders";
