@@ -7,6 +7,11 @@ use arrow::record_batch::RecordBatch;
 /// (Kafka) leave it out; every row is then an insert.
 pub const OP_COLUMN: &str = "__op";
 
+/// The reserved column listing, per row, the columns whose values the source did not send
+/// (PostgreSQL TOAST values an UPDATE left unchanged): `List<Utf8>`, NULL when none. Those
+/// columns are NULL in the row and the sink keeps the stored value.
+pub const UNCHANGED_COLUMN: &str = "__unchanged";
+
 /// The operation of one row image, stored in [`OP_COLUMN`] as its one-letter code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -18,6 +23,9 @@ pub enum Op {
     Update,
     /// `d`: deleted; the row holds the before-image (at least the key).
     Delete,
+    /// `t`: the table was truncated; every row committed before this one is gone. The row's
+    /// other columns are NULL.
+    Truncate,
 }
 
 impl Op {
@@ -27,6 +35,7 @@ impl Op {
             Op::Create => "c",
             Op::Update => "u",
             Op::Delete => "d",
+            Op::Truncate => "t",
         }
     }
 
@@ -36,6 +45,7 @@ impl Op {
             "c" => Some(Op::Create),
             "u" => Some(Op::Update),
             "d" => Some(Op::Delete),
+            "t" => Some(Op::Truncate),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ pub mod position;
 pub mod sink;
 pub mod source;
 
-pub use batch::{ChangeBatch, OP_COLUMN, Op};
+pub use batch::{ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN};
 pub use config::{ErrorPolicy, TaskName};
 pub use error::{ErrorKind, SyncError, SyncResult};
 pub use mapping::{ColumnMapping, MappedBatch, Rejected};

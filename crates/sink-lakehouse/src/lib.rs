@@ -307,6 +307,7 @@ impl Sink for DeltaSink {
             return Ok(());
         }
         let location = self.location();
+        let batch = append_rows(batch, &location)?;
         let writer = self
             .writer
             .as_mut()
@@ -350,16 +351,16 @@ impl Sink for DeltaSink {
                 let changes = std::mem::take(&mut self.pending);
                 self.pending_bytes = 0;
                 match upsert::prepare(&changes, &keys)? {
-                    Some(batch) if upsert::only_reads(&batch) => {
-                        let rows = upsert::without_op(&batch)?;
+                    Some(p) if !p.truncate && upsert::only_reads(&p.rows) => {
+                        let rows = upsert::without_op(&p.rows)?;
                         match writer.write_with_mode(rows, WriteMode::MergeSchema).await {
                             Ok(()) => writer.flush_and_commit(&mut table).await,
                             Err(e) => Err(e),
                         }
                     }
-                    Some(batch) => {
+                    Some(p) => {
                         let before = table.version();
-                        match upsert::merge(table.clone(), batch, &keys, properties).await {
+                        match upsert::merge(table.clone(), p.rows, &keys, p.truncate, properties).await {
                             Ok(merged) => {
                                 table = merged;
                                 if table.version() == before {
@@ -407,12 +408,42 @@ impl Sink for DeltaSink {
     }
 }
 
+/// Append mode: change rows without a key are appended as they are (their op column dropped);
+/// a truncate cannot be applied by appending and stops the task.
+fn append_rows(batch: RecordBatch, location: &str) -> SyncResult<RecordBatch> {
+    use deltalake::arrow::array::AsArray;
+    let Some(ops) = batch.column_by_name(rtsync_core::OP_COLUMN) else {
+        return Ok(batch);
+    };
+    if let Some(ops) = ops.as_string_opt::<i32>()
+        && ops.iter().any(|op| op == Some("t"))
+    {
+        return Err(SyncError::sink(format!(
+            "the source table was truncated, and {location} has no primary key to apply it by: \
+             undeploy the task, empty the target table and deploy again"
+        )));
+    }
+    let keep: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            f.name() != rtsync_core::OP_COLUMN && f.name() != rtsync_core::UNCHANGED_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    Ok(batch.project(&keep)?)
+}
+
 /// The table's columns: the rows' columns without the op column and unchanged masks.
 fn table_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = schema
         .fields()
         .iter()
-        .filter(|f| f.name() != rtsync_core::OP_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX))
+        .filter(|f| {
+            f.name() != rtsync_core::OP_COLUMN && f.name() != rtsync_core::UNCHANGED_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX)
+        })
         .cloned()
         .collect();
     std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields))

@@ -207,3 +207,61 @@ async fn upsert_mode_mirrors_the_source_table() {
     assert!(cols.field_with_name(rtsync_core::OP_COLUMN).is_err(), "no op column in the table");
     assert!(cols.field_with_name("__unchanged_name").is_err(), "no mask column in the table");
 }
+
+/// The PostgreSQL source's shape: `__unchanged` lists the TOAST columns an update left out.
+fn pg_changes(rows: &[(i64, Option<&str>, &str, Option<&[&str]>)]) -> RecordBatch {
+    use deltalake::arrow::array::{ListBuilder, StringBuilder};
+    let mut unchanged = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        match r.3 {
+            Some(cols) => {
+                for c in cols {
+                    unchanged.values().append_value(c);
+                }
+                unchanged.append(true);
+            }
+            None => unchanged.append(false),
+        }
+    }
+    let unchanged = unchanged.finish();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new(rtsync_core::OP_COLUMN, DataType::Utf8, false),
+            Field::new(rtsync_core::UNCHANGED_COLUMN, unchanged.data_type().clone(), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(unchanged),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn truncate_and_listed_unchanged_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "pg");
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    sink.open(pg_changes(&[]).schema()).await.unwrap();
+    sink.write(pg_changes(&[(1, Some("a"), "c", None), (2, Some("b"), "c", None)])).await.unwrap();
+    sink.commit(&checkpoint(1, 1)).await.unwrap();
+    sink.write(pg_changes(&[(1, None, "u", Some(&["name"])), (2, Some("b2"), "u", Some(&[]))])).await.unwrap();
+    sink.commit(&checkpoint(2, 2)).await.unwrap();
+    assert_eq!(id_names(&config).await, vec![(1, Some("a".into())), (2, Some("b2".into()))], "the TOAST value is kept");
+    // rows before a truncate are gone, rows after it stay, in one commit
+    sink.write(pg_changes(&[(3, Some("c"), "c", None), (0, None, "t", None), (4, Some("d"), "c", None), (1, Some("a9"), "c", None)]))
+        .await
+        .unwrap();
+    sink.commit(&checkpoint(3, 3)).await.unwrap();
+    assert_eq!(id_names(&config).await, vec![(1, Some("a9".into())), (4, Some("d".into()))]);
+    // a truncate alone empties the table
+    sink.write(pg_changes(&[(0, None, "t", None)])).await.unwrap();
+    sink.commit(&checkpoint(4, 4)).await.unwrap();
+    assert_eq!(id_names(&config).await, vec![]);
+    let mut again = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    assert_eq!(again.open(pg_changes(&[]).schema()).await.unwrap(), Some(checkpoint(4, 4)));
+}

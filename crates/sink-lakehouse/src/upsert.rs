@@ -29,7 +29,8 @@ use deltalake::datafusion::logical_expr::when;
 use deltalake::datafusion::prelude::{Column, Expr, SessionContext, lit};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError};
-use rtsync_core::{ErrorKind, OP_COLUMN, SyncError, SyncResult};
+use deltalake::arrow::datatypes::DataType;
+use rtsync_core::{ErrorKind, OP_COLUMN, SyncError, SyncResult, UNCHANGED_COLUMN};
 
 use crate::UNCHANGED_PREFIX;
 
@@ -152,17 +153,71 @@ pub(crate) fn only_reads(batch: &RecordBatch) -> bool {
     }
 }
 
+/// Turns the source's `__unchanged` list column into one `__unchanged_<col>` Boolean mask per
+/// column that is ever listed, which is what the collapse and the MERGE work with.
+pub(crate) fn expand_unchanged(batch: &RecordBatch) -> SyncResult<RecordBatch> {
+    let Some(list) = batch.column_by_name(UNCHANGED_COLUMN) else {
+        return Ok(batch.clone());
+    };
+    let list = list
+        .as_list_opt::<i32>()
+        .ok_or_else(|| SyncError::internal(format!("{UNCHANGED_COLUMN} must be a list of column names")))?;
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if f.name() == UNCHANGED_COLUMN {
+            continue;
+        }
+        fields.push(f.as_ref().clone());
+        columns.push(c.clone());
+    }
+    let data: Vec<String> = fields.iter().map(|f| f.name().clone()).filter(|n| n != OP_COLUMN).collect();
+    for name in data {
+        let mut any = false;
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let hit = list.is_valid(i)
+                    && list.value(i).as_string_opt::<i32>().is_some_and(|names| names.iter().any(|n| n == Some(name.as_str())));
+                any |= hit;
+                Some(hit)
+            })
+            .collect();
+        if any {
+            fields.push(Field::new(format!("{UNCHANGED_PREFIX}{name}"), DataType::Boolean, true));
+            columns.push(Arc::new(mask));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// The change rows of one commit, ready to apply.
+pub(crate) struct Prepared {
+    /// Collapsed to the last row per key; none of them a truncate.
+    pub rows: RecordBatch,
+    /// A truncate came before `rows`: every target row they do not touch is deleted.
+    pub truncate: bool,
+}
+
 /// All buffered change batches as one collapsed batch.
-pub(crate) fn prepare(batches: &[RecordBatch], keys: &[String]) -> SyncResult<Option<RecordBatch>> {
-    let unified = unify(batches)?;
+pub(crate) fn prepare(batches: &[RecordBatch], keys: &[String]) -> SyncResult<Option<Prepared>> {
+    let expanded: Vec<RecordBatch> = batches.iter().map(expand_unchanged).collect::<SyncResult<_>>()?;
+    let unified = unify(&expanded)?;
     let Some(first) = unified.first() else {
         return Ok(None);
     };
     let all = concat_batches(&first.schema(), &unified)?;
-    if all.column_by_name(OP_COLUMN).is_none() {
+    let Some(ops) = all.column_by_name(OP_COLUMN) else {
         return Err(SyncError::new(ErrorKind::Internal, format!("upsert mode needs the {OP_COLUMN} column in every change batch")));
-    }
-    Ok(Some(collapse(&all, keys)?))
+    };
+    let ops = ops.as_string_opt::<i32>().ok_or_else(|| SyncError::internal(format!("{OP_COLUMN} must be text")))?;
+    // Only what follows the last truncate matters.
+    let last_truncate = (0..ops.len()).rev().find(|&i| ops.is_valid(i) && ops.value(i) == "t");
+    let (all, truncate) = match last_truncate {
+        Some(t) => (all.slice(t + 1, all.num_rows() - t - 1), true),
+        None => (all, false),
+    };
+    Ok(Some(Prepared { rows: collapse(&all, keys)?, truncate }))
 }
 
 /// The batch without the op column and unchanged masks, for appends.
@@ -185,6 +240,7 @@ pub(crate) async fn merge(
     table: DeltaTable,
     changes: RecordBatch,
     keys: &[String],
+    truncate: bool,
     properties: CommitProperties,
 ) -> Result<DeltaTable, DeltaTableError> {
     let column = |rel: &str, name: &str| Expr::Column(Column::new(Some(rel), name));
@@ -207,7 +263,7 @@ pub(crate) async fn merge(
     };
     let source = SessionContext::new().read_batch(changes)?;
     let is_delete = column("s", OP_COLUMN).eq(lit("d"));
-    let (table, _metrics) = table
+    let builder = table
         .merge(source, on)
         .with_source_alias("s")
         .with_target_alias("t")
@@ -230,8 +286,10 @@ pub(crate) async fn merge(
             data_columns
                 .iter()
                 .fold(i.predicate(column("s", OP_COLUMN).not_eq(lit("d"))), |i, c| i.set(c.as_str(), column("s", c)))
-        })?
-        .await?;
+        })?;
+    // After a truncate, every row the changes do not touch is gone: same transaction.
+    let builder = if truncate { builder.when_not_matched_by_source_delete(|d| d)? } else { builder };
+    let (table, _metrics) = builder.await?;
     Ok(table)
 }
 
@@ -288,7 +346,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let out = prepare(&[a, wide], &["id".to_string()]).unwrap().unwrap();
+        let out = prepare(&[a, wide], &["id".to_string()]).unwrap().unwrap().rows;
         assert_eq!(out.num_rows(), 2);
         let extra = out.column_by_name("extra").unwrap();
         assert!(extra.is_null(0));
