@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rtsync_core::{ColumnMapping, ErrorPolicy, SyncResult};
+use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rtsync_core::arrow::record_batch::RecordBatch;
+use rtsync_core::{ColumnMapping, ErrorPolicy, MappedBatch, OP_COLUMN, Source, SyncError, SyncResult, TableDescription};
 use rtsync_engine::{Backoff, EngineConfig, Task, TaskMetrics};
 use rtsync_sink_lakehouse::DeltaSink;
 use rtsync_source_kafka::KafkaSource;
+use rtsync_source_postgres::PostgresSource;
 use tokio::sync::watch;
 
 use crate::spec::{SourceSpec, TaskSpec};
@@ -30,12 +33,58 @@ fn engine_config(spec: &TaskSpec) -> EngineConfig {
     }
 }
 
+/// The mapping of a table source: every column as the source sends it, plus the op column
+/// (and, when the source sends them, unchanged-column lists) for the upsert sink.
+struct TableMapping {
+    schema: SchemaRef,
+}
+
+impl TableMapping {
+    fn new(description: &TableDescription) -> Self {
+        let mut fields: Vec<Field> = description.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+        Self { schema: Arc::new(Schema::new(fields)) }
+    }
+}
+
+impl ColumnMapping for TableMapping {
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn map(&self, input: &RecordBatch) -> SyncResult<MappedBatch> {
+        Ok(MappedBatch { rows: input.clone(), rejected: Vec::new() })
+    }
+}
+
+/// Runs a table (CDC) source: describes the table first, so the target is created from its
+/// columns and upserts by its primary key (appends when it has none).
+async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut source: S) -> SyncResult<()> {
+    source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
+    let description = source
+        .describe()
+        .await?
+        .ok_or_else(|| SyncError::internal("a table source did not describe its table"))?;
+    let mapping: Arc<dyn ColumnMapping> = Arc::new(TableMapping::new(&description));
+    let sink: Box<dyn rtsync_core::Sink> = if description.primary_key.is_empty() {
+        tracing::warn!(task = %spec.name, "the source table has no primary key: rows are appended, not upserted");
+        Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?)
+    } else {
+        Box::new(DeltaSink::upsert(&spec.name, spec.sink.clone(), description.primary_key.clone())?)
+    };
+    Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone()).run().await
+}
+
 /// One attempt: fresh connections, resume from the table's checkpoint.
 async fn attempt(spec: &TaskSpec, opts: &RunOptions) -> SyncResult<()> {
-    let mapping: Arc<dyn ColumnMapping> = Arc::new(rtsync_mapping::compile(&spec.columns)?);
-    let sink = Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?);
     match &spec.source {
+        SourceSpec::Postgresql(config) => {
+            let source = PostgresSource::new(&spec.name, config.clone())?;
+            run_table_source(spec, opts, source).await
+        }
         SourceSpec::Kafka(config) => {
+            let mapping: Arc<dyn ColumnMapping> = Arc::new(rtsync_mapping::compile(&spec.columns)?);
+            let sink = Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?);
             let source = KafkaSource::new(&spec.name, config.clone())?;
             let mut task = Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone());
             if spec.error_policy == ErrorPolicy::DeadLetter {

@@ -8,6 +8,7 @@ use rtsync_engine::{DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT
 use rtsync_mapping::ColumnSpec;
 use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use rtsync_source_kafka::KafkaSourceConfig;
+use rtsync_source_postgres::PostgresSourceConfig;
 use serde::{Deserialize, Serialize};
 
 /// One real-time sync task.
@@ -37,6 +38,16 @@ pub struct TaskSpec {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceSpec {
     Kafka(KafkaSourceConfig),
+    /// PostgreSQL, Aurora PostgreSQL and PolarDB PostgreSQL (one connector).
+    #[serde(alias = "postgres", alias = "aurora-postgresql", alias = "polardb-postgresql")]
+    Postgresql(PostgresSourceConfig),
+}
+
+impl SourceSpec {
+    /// CDC sources mirror a table: every source column is mapped, upserts by primary key.
+    pub fn is_table(&self) -> bool {
+        !matches!(self, SourceSpec::Kafka(_))
+    }
 }
 
 fn default_commit_interval() -> Duration {
@@ -87,6 +98,12 @@ impl TaskSpec {
         }
         match &self.source {
             SourceSpec::Kafka(k) => k.validate()?,
+            SourceSpec::Postgresql(p) => p.validate()?,
+        }
+        if self.source.is_table() && !self.columns.is_empty() {
+            return Err(SyncError::config(
+                "columns: a table source maps every source column to the target as it is; remove [[columns]]",
+            ));
         }
         self.sink.validate()?;
         rtsync_mapping::compile(&self.columns).map_err(|e| e.context_prefix("columns"))?;
@@ -134,13 +151,36 @@ type = "string"
     fn the_minimal_spec_parses() {
         let spec = TaskSpec::from_toml(MINIMAL).unwrap();
         assert_eq!(spec.name, "orders");
-        let SourceSpec::Kafka(k) = &spec.source;
+        let SourceSpec::Kafka(k) = &spec.source else { panic!("kafka expected") };
         assert_eq!(k.topic, "orders");
         assert_eq!(spec.sink.table_location(), "./lakehouse/public/orders");
         assert_eq!(spec.columns.len(), 2);
         assert_eq!(spec.error_policy, ErrorPolicy::Fail);
         assert_eq!(spec.commit_interval, Duration::from_secs(1));
         assert_eq!(spec.dead_letter_sink().table, "orders__dlq");
+    }
+
+    #[test]
+    fn the_minimal_postgres_spec_parses() {
+        let spec = TaskSpec::from_toml(
+            r#"
+name = "pg_orders"
+[source]
+type = "postgresql"
+url = "postgres://user:password@127.0.0.1:5432/shop"
+schema = "public"
+table = "orders"
+[sink]
+root = "./lakehouse"
+schema = "public"
+table = "orders"
+"#,
+        )
+        .unwrap();
+        let SourceSpec::Postgresql(p) = &spec.source else { panic!("postgresql expected") };
+        assert_eq!(p.table, "orders");
+        assert!(spec.source.is_table());
+        assert!(!format!("{spec:?}").contains("password@"), "the password never prints");
     }
 
     #[test]

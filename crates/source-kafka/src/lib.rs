@@ -217,7 +217,7 @@ fn missing_topic(topic: &str, servers: &str) -> SyncError {
 
 /// Turns a librdkafka error into an rtsync error: connectivity is transient, authentication
 /// and authorization are definite.
-pub(crate) fn classify(err: KafkaError, doing: &str, servers: &str) -> SyncError {
+pub fn classify(err: KafkaError, doing: &str, servers: &str) -> SyncError {
     let code = err.rdkafka_error_code();
     let kind = match code {
         Some(
@@ -292,9 +292,12 @@ impl Source for KafkaSource {
             stop: self.stop.clone(),
             tx,
         };
+        // The reader's events belong to the caller's span (the daemon routes them to the
+        // attempt's log by it).
+        let span = tracing::Span::current();
         let handle = std::thread::Builder::new()
             .name(format!("kafka-{}", self.task))
-            .spawn(move || reader.run())
+            .spawn(move || span.in_scope(|| reader.run()))
             .map_err(|e| SyncError::with_source(ErrorKind::Internal, "starting the Kafka reader thread", e))?;
         self.reader = Some(handle);
         self.batches = Some(rx);

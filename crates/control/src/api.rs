@@ -1,0 +1,142 @@
+//! The HTTP JSON API (reference: `docs/api.md`). Every route maps to one [`Control`] method;
+//! errors answer `{"error": {"code", "message"}}` with the status of their [`crate::error::Code`].
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::http::{Handler, Request, Response};
+use crate::model::{ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster};
+use crate::service::Control;
+use crate::{meta, metrics, preview};
+
+pub const API_PREFIX: [&str; 2] = ["api", "v1"];
+
+pub struct Api {
+    pub control: Arc<Control>,
+}
+
+fn body<T: DeserializeOwned>(req: &Request) -> Result<T> {
+    let bytes: &[u8] = if req.body.is_empty() { b"{}" } else { &req.body };
+    serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("request body: {e}")))
+}
+
+fn ok<T: serde::Serialize>(value: Result<T>) -> Response {
+    match value {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => Response::error(&e),
+    }
+}
+
+fn created<T: serde::Serialize>(value: Result<T>) -> Response {
+    match value {
+        Ok(v) => Response::json(201, &v),
+        Err(e) => Response::error(&e),
+    }
+}
+
+fn no_content(value: Result<()>) -> Response {
+    match value {
+        Ok(()) => Response { status: 204, content_type: "application/json", body: Vec::new() },
+        Err(e) => Response::error(&e),
+    }
+}
+
+fn int_query(req: &Request, key: &str) -> Result<Option<i64>> {
+    req.query(key)
+        .map(|v| v.parse::<i64>().map_err(|_| Error::bad_request(format!("query parameter {key}={v:?} is not a number"))))
+        .transpose()
+}
+
+fn parse_id(text: &str, what: &str) -> Result<i64> {
+    text.parse().map_err(|_| Error::bad_request(format!("{what} {text:?} is not a number")))
+}
+
+impl Handler for Api {
+    async fn handle(&self, req: Request) -> Response {
+        let started = std::time::Instant::now();
+        let response = self.route(&req).await;
+        tracing::debug!(method = %req.method, path = %req.path.join("/"), status = response.status, ms = started.elapsed().as_millis() as u64, "api request");
+        response
+    }
+}
+
+impl Api {
+    async fn route(&self, req: &Request) -> Response {
+        let c = &self.control;
+        let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        let m = req.method.as_str();
+        match (m, path.as_slice()) {
+            ("GET", ["health"]) => Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
+            ("GET", ["metrics"]) => match metrics::render(c) {
+                Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),
+                Err(e) => Response::error(&e),
+            },
+            _ if path.len() >= 2 && path[..2] == API_PREFIX => self.route_v1(m, &path[2..], req).await,
+            _ => Response::error(&Error::not_found(format!("no route {m} /{} (the API is under /api/v1, see docs/api.md)", path.join("/")))),
+        }
+    }
+
+    async fn route_v1(&self, m: &str, path: &[&str], req: &Request) -> Response {
+        let c = &self.control;
+        match (m, path) {
+            // data sources
+            ("GET", ["datasources"]) => ok(c.datasources(req.query("type"))),
+            ("POST", ["datasources"]) => created(body::<CreateDataSource>(req).and_then(|b| c.create_datasource(b))),
+            ("GET", ["datasources", ds]) => ok(c.datasource(ds)),
+            ("DELETE", ["datasources", ds]) => no_content(c.delete_datasource(ds)),
+            ("POST", ["datasources", ds, "test"]) => ok(c.test_datasource(ds, req.query("object")).await),
+            ("GET", ["datasources", ds, "namespaces"]) => ok(c.namespaces(ds).await),
+            ("GET", ["datasources", ds, "namespaces", ns, "objects"]) => ok(c.objects(ds, ns).await),
+            ("GET", ["datasources", ds, "namespaces", ns, "objects", obj]) => {
+                let sample = match int_query(req, "sample") {
+                    Ok(s) => s.map_or(meta::DEFAULT_SAMPLE, |s| s.max(1) as usize),
+                    Err(e) => return Response::error(&e),
+                };
+                ok(c.object_detail(ds, ns, obj, sample).await)
+            }
+            // vclusters and folders
+            ("GET", ["vclusters"]) => ok(c.vclusters()),
+            ("POST", ["vclusters"]) => created(body::<CreateVCluster>(req).and_then(|b| c.create_vcluster(b))),
+            ("GET", ["vclusters", name]) => ok(c.vcluster(name)),
+            ("DELETE", ["vclusters", name]) => no_content(c.delete_vcluster(name)),
+            ("GET", ["folders"]) => ok(c.folders()),
+            ("POST", ["folders"]) => created(body::<CreateFolder>(req).and_then(|b| c.create_folder(b))),
+            ("DELETE", ["folders", name]) => no_content(c.delete_folder(name)),
+            // tasks
+            ("GET", ["tasks"]) => ok(c.tasks(req.query("folder"))),
+            ("POST", ["tasks"]) => created(body::<CreateTask>(req).and_then(|b| c.create_task(b))),
+            ("GET", ["tasks", name]) => ok(c.task_detail(name).await),
+            ("DELETE", ["tasks", name]) => no_content(c.delete_task(name).await),
+            ("PATCH", ["tasks", name, "config"]) => match body::<ConfigPatch>(req) {
+                Ok(patch) => ok(c.configure(name, patch).await),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["tasks", name, "versions"]) => ok(c.versions(name)),
+            ("POST", ["tasks", name, "preview"]) => {
+                let limit = match int_query(req, "limit") {
+                    Ok(l) => l.map_or(preview::DEFAULT_LIMIT, |l| l.max(1) as usize),
+                    Err(e) => return Response::error(&e),
+                };
+                ok(c.preview(name, limit).await)
+            }
+            ("POST", ["tasks", name, "deploy"]) => ok(c.deploy(name).await),
+            ("POST", ["tasks", name, "stop"]) => ok(c.stop(name).await),
+            ("POST", ["tasks", name, "start"]) => ok(c.start(name).await),
+            ("POST", ["tasks", name, "undeploy"]) => ok(c.undeploy(name).await),
+            ("GET", ["tasks", name, "runs"]) => ok(c.runs(name)),
+            // runs and attempts
+            ("GET", ["runs"]) => match req.query("task") {
+                Some(t) => ok(c.runs(t)),
+                None => Response::error(&Error::bad_request("GET /api/v1/runs needs ?task=NAME")),
+            },
+            ("GET", ["runs", id]) => ok(parse_id(id, "run id").and_then(|id| c.run_detail(id))),
+            ("GET", ["runs", id, "log"]) => ok(parse_id(id, "run id").and_then(|id| Ok((id, int_query(req, "attempt")?))).and_then(|(id, a)| c.attempt_log(id, a))),
+            ("GET", ["runs", id, "attempts", n, "log"]) => {
+                ok(parse_id(id, "run id").and_then(|id| Ok((id, parse_id(n, "attempt")?))).and_then(|(id, n)| c.attempt_log(id, Some(n))))
+            }
+            _ => Response::error(&Error::not_found(format!("no route {m} /api/v1/{} (see docs/api.md)", path.join("/")))),
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! What the catalog holds and the HTTP API exchanges. Names follow the seed document: data
+//! sources with a `ds_type`, SYNC vclusters, folders, tasks of `task_type` 14 with a draft and
+//! published versions, runs and their attempts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rtsync_core::ErrorPolicy;
+use rtsync_mapping::ColumnSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The default SYNC vcluster and folder created on the first start.
+pub const DEFAULT_VCLUSTER: &str = "default";
+pub const DEFAULT_VCLUSTER_SLOTS: i64 = 8;
+pub const DEFAULT_FOLDER: &str = "default";
+/// The Lakehouse data source created on the first start, pointing at `<data dir>/lakehouse`.
+pub const DEFAULT_LAKEHOUSE: &str = "lakehouse";
+pub const DEFAULT_SINK_SCHEMA: &str = "public";
+/// Kafka has no namespaces; its topics live in this one.
+pub const KAFKA_NAMESPACE: &str = "default";
+/// The only task type rtsync runs: single-table real-time sync.
+pub const TASK_TYPE_REALTIME: i64 = 14;
+
+/// Checks a catalog name: letters, digits, `_` and `-`, 1 to 100 characters. Task names may
+/// not hold `.` because the Delta application id of a later incarnation is `<name>.<n>`.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!("{what} name {name:?} is not valid: use 1-100 letters, digits, '_' or '-'")))
+    }
+}
+
+/// A data source's type, with the seed's `ds_type` numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DsType {
+    Lakehouse,
+    Kafka,
+    Mysql,
+    Postgresql,
+    Sqlserver,
+    AuroraMysql,
+    AuroraPostgresql,
+    PolardbMysql,
+    PolardbPostgresql,
+}
+
+/// The connector that serves a data source type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Lakehouse,
+    Kafka,
+    Mysql,
+    Postgres,
+    SqlServer,
+}
+
+impl DsType {
+    pub const ALL: [DsType; 9] = [
+        DsType::Lakehouse,
+        DsType::Kafka,
+        DsType::Mysql,
+        DsType::Postgresql,
+        DsType::Sqlserver,
+        DsType::AuroraMysql,
+        DsType::AuroraPostgresql,
+        DsType::PolardbMysql,
+        DsType::PolardbPostgresql,
+    ];
+
+    pub fn id(self) -> i64 {
+        match self {
+            DsType::Lakehouse => 1,
+            DsType::Kafka => 2,
+            DsType::Mysql => 5,
+            DsType::Postgresql => 7,
+            DsType::Sqlserver => 8,
+            DsType::PolardbMysql => 19,
+            DsType::AuroraMysql => 39,
+            DsType::AuroraPostgresql => 40,
+            DsType::PolardbPostgresql => 48,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DsType::Lakehouse => "lakehouse",
+            DsType::Kafka => "kafka",
+            DsType::Mysql => "mysql",
+            DsType::Postgresql => "postgresql",
+            DsType::Sqlserver => "sqlserver",
+            DsType::AuroraMysql => "aurora-mysql",
+            DsType::AuroraPostgresql => "aurora-postgresql",
+            DsType::PolardbMysql => "polardb-mysql",
+            DsType::PolardbPostgresql => "polardb-postgresql",
+        }
+    }
+
+    pub fn from_id(id: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            DsType::Lakehouse => Family::Lakehouse,
+            DsType::Kafka => Family::Kafka,
+            DsType::Mysql | DsType::AuroraMysql | DsType::PolardbMysql => Family::Mysql,
+            DsType::Postgresql | DsType::AuroraPostgresql | DsType::PolardbPostgresql => Family::Postgres,
+            DsType::Sqlserver => Family::SqlServer,
+        }
+    }
+
+    fn names_list() -> String {
+        Self::ALL.iter().map(|t| format!("{} ({})", t.name(), t.id())).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl fmt::Display for DsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DsType {
+    type Err = Error;
+
+    /// A name (`kafka`, `aurora-mysql`, `aurora_mysql`, `postgres`) or a `ds_type` number.
+    fn from_str(text: &str) -> Result<Self> {
+        let t = text.trim().to_ascii_lowercase().replace('_', "-");
+        if let Ok(id) = t.parse::<i64>() {
+            return Self::from_id(id).ok_or_else(|| Error::bad_request(format!("unknown ds_type {id}; known: {}", Self::names_list())));
+        }
+        let alias = match t.as_str() {
+            "postgres" | "pg" => "postgresql",
+            "mssql" | "sql-server" => "sqlserver",
+            "delta" => "lakehouse",
+            "aurora-pg" | "aurora-postgres" => "aurora-postgresql",
+            "polardb-pg" | "polardb-postgres" => "polardb-postgresql",
+            other => other,
+        };
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == alias)
+            .ok_or_else(|| Error::bad_request(format!("unknown data source type {text:?}; known: {}", Self::names_list())))
+    }
+}
+
+/// A named connection. `properties` never leaves the daemon with secrets in it: the API
+/// returns [`DataSource::redacted`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub id: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ds_type: DsType,
+    /// The seed's number for the type (2 Kafka, 5 MySQL, …).
+    #[serde(rename = "ds_type")]
+    pub ds_type_id: i64,
+    pub properties: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+/// What marks a property as a secret: its value is stored and never returned.
+const SECRET_MARKERS: [&str; 6] = ["password", "secret", "token", "sasl.oauthbearer.config", "ssl.key.pem", "credential"];
+pub const REDACTED: &str = "***";
+
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_MARKERS.iter().any(|m| k.contains(m))
+}
+
+impl DataSource {
+    /// The data source as the API shows it: secret values replaced by `***`, a password inside
+    /// a URL too.
+    pub fn redacted(&self) -> DataSource {
+        let properties = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_key(k) {
+                    REDACTED.to_string()
+                } else if k == "url" {
+                    redact_url(v)
+                } else {
+                    v.clone()
+                };
+                (k.clone(), shown)
+            })
+            .collect();
+        DataSource { properties, ..self.clone() }
+    }
+}
+
+/// `mysql://user:pw@host/db` → `mysql://user:***@host/db`.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(REDACTED));
+            u.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// A pool of worker capacity. Tasks run on vclusters of type `SYNC`; each running task takes
+/// one slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VCluster {
+    pub id: i64,
+    pub name: String,
+    pub vcluster_type: String,
+    pub slots: i64,
+    /// Running tasks on it.
+    pub slots_used: i64,
+    pub tasks: Vec<String>,
+    pub created_at: String,
+}
+
+pub const VCLUSTER_TYPES: [&str; 3] = ["SYNC", "GENERAL", "ANALYTICS"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Folder {
+    pub id: i64,
+    pub name: String,
+    pub tasks: i64,
+    pub created_at: String,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Never deployed, or undeployed: only the draft exists; no position.
+    Draft,
+    /// Deployed and meant to run: the scheduler runs it, after a daemon restart too.
+    Running,
+    /// Deployed, stopped by the user: the position is kept; `task start` resumes.
+    Stopped,
+    /// Deployed, stopped by an error that retrying cannot fix; `task start` tries again.
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Draft => "draft",
+            TaskState::Running => "running",
+            TaskState::Stopped => "stopped",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "draft" => TaskState::Draft,
+            "running" => TaskState::Running,
+            "stopped" => TaskState::Stopped,
+            "failed" => TaskState::Failed,
+            other => return Err(Error::internal(format!("catalog holds an unknown task state {other:?}"))),
+        })
+    }
+
+    pub fn is_deployed(self) -> bool {
+        self != TaskState::Draft
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a task syncs: its draft, and each published version. Every field has a default so
+/// that `task configure` can fill it in steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// The source data source's name.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Database/schema (Kafka: `default`).
+    #[serde(default)]
+    pub source_schema: Option<String>,
+    /// Table or topic.
+    #[serde(default)]
+    pub source_table: Option<String>,
+    /// The target Lakehouse data source's name.
+    #[serde(default = "default_sink")]
+    pub sink: String,
+    #[serde(default = "default_sink_schema")]
+    pub sink_schema: String,
+    /// Default: the source table's name.
+    #[serde(default)]
+    pub sink_table: Option<String>,
+    /// Kafka: earliest (default), latest, timestamp:MS, RFC 3339, or `0:42,1:17`.
+    #[serde(default)]
+    pub start_offset: Option<String>,
+    /// Empty: the source's default mapping (Kafka: its built-in fields).
+    #[serde(default)]
+    pub columns: Vec<ColumnSpec>,
+    #[serde(default)]
+    pub error_policy: ErrorPolicy,
+    #[serde(default)]
+    pub commit_interval_ms: Option<u64>,
+}
+
+fn default_sink() -> String {
+    DEFAULT_LAKEHOUSE.to_string()
+}
+
+fn default_sink_schema() -> String {
+    DEFAULT_SINK_SCHEMA.to_string()
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            source: None,
+            source_schema: None,
+            source_table: None,
+            sink: default_sink(),
+            sink_schema: default_sink_schema(),
+            sink_table: None,
+            start_offset: None,
+            columns: Vec::new(),
+            error_policy: ErrorPolicy::Fail,
+            commit_interval_ms: None,
+        }
+    }
+}
+
+impl TaskConfig {
+    pub fn effective_sink_table(&self) -> Option<&str> {
+        self.sink_table.as_deref().or(self.source_table.as_deref())
+    }
+
+    /// True when `other` reads another stream: its position means nothing to this config.
+    pub fn same_source(&self, other: &TaskConfig) -> bool {
+        self.source == other.source && self.source_schema == other.source_schema && self.source_table == other.source_table
+    }
+}
+
+/// `task configure`: each field given replaces the draft's; `columns` replaces the whole
+/// list; `clear_columns` goes back to the source's default mapping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<ColumnSpec>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_columns: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_policy: Option<ErrorPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcluster: Option<String>,
+}
+
+/// A task as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: i64,
+    pub name: String,
+    pub task_type: i64,
+    pub folder: String,
+    pub vcluster: String,
+    pub state: TaskState,
+    pub draft: TaskConfig,
+    pub deployed_version: Option<i64>,
+    /// Bumped by undeploy (and by a deploy that changes the source): the Delta application
+    /// id of incarnation 1 is the task's name, of incarnation n > 1 `<name>.<n>`.
+    pub incarnation: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The Delta `txn` application id (and Kafka consumer group suffix) of a task incarnation.
+pub fn app_id(task: &str, incarnation: i64) -> String {
+    if incarnation <= 1 { task.to_string() } else { format!("{task}.{incarnation}") }
+}
+
+impl Task {
+    pub fn app_id(&self) -> String {
+        app_id(&self.name, self.incarnation)
+    }
+}
+
+/// A published version of a task's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub version: i64,
+    pub config: TaskConfig,
+    pub incarnation: i64,
+    pub published_at: String,
+}
+
+/// One deployment's life, from deploy/start to stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub task: String,
+    pub version: i64,
+    pub incarnation: i64,
+    /// running, stopped, failed, undeployed, superseded.
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub rows_synced: i64,
+    pub attempts: i64,
+}
+
+/// One try within a run: the first one, and one more after each transient failure or
+/// daemon restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub run_id: i64,
+    pub attempt: i64,
+    /// running, stopped, failed, interrupted (daemon shut down), lost (daemon killed).
+    pub status: String,
+    /// Why it started: deploy, start, retry, daemon restart.
+    pub reason: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub ts: String,
+    pub level: String,
+    pub message: String,
+}
+
+/// `runs detail`: the run and its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub run: Run,
+    pub attempts: Vec<Attempt>,
+}
+
+/// `attempts log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    pub run_id: i64,
+    pub attempt: Attempt,
+    pub lines: Vec<LogLine>,
+}
+
+/// The live side of a task, from the scheduler (and the catalog's last saved copy).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// starting, running, retrying, stopped, failed, draft.
+    pub phase: String,
+    pub run_id: Option<i64>,
+    pub attempt: Option<i64>,
+    /// The source position of the last commit (Kafka: next offset per partition). The truth
+    /// is in the Delta table; this is its last known copy.
+    pub position: Option<String>,
+    pub epoch: Option<i64>,
+    /// Messages on the broker not yet synced, when the source can tell.
+    pub lag: Option<i64>,
+    pub rows_synced: i64,
+    pub rows_per_sec: f64,
+    pub freshness_ms: Option<i64>,
+    pub freshness_p99_ms: Option<i64>,
+    pub last_commit_at: Option<String>,
+    pub rejected: i64,
+    pub dead_lettered: i64,
+    pub errors: i64,
+    /// A diagnosis when something looks wrong (latency growing, retrying).
+    pub warning: Option<String>,
+}
+
+/// `task show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    pub task: Task,
+    pub app_id: String,
+    pub deployed: Option<Version>,
+    pub status: TaskStatus,
+    /// Where the rows go: `<root>/<schema>/<table>`.
+    pub target: Option<String>,
+}
+
+/// `POST /api/v1/datasources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDataSource {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ds_type: String,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVCluster {
+    pub name: String,
+    #[serde(rename = "type", default = "default_vcluster_type")]
+    pub vcluster_type: String,
+    #[serde(default = "default_slots")]
+    pub slots: i64,
+}
+
+fn default_vcluster_type() -> String {
+    "SYNC".to_string()
+}
+
+fn default_slots() -> i64 {
+    DEFAULT_VCLUSTER_SLOTS
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFolder {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub name: String,
+    /// `REALTIME` or `14`.
+    #[serde(rename = "type", default = "default_task_type")]
+    pub task_type: String,
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub vcluster: Option<String>,
+}
+
+fn default_task_type() -> String {
+    "REALTIME".to_string()
+}
+
+/// The result of `datasource test`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// A lifecycle action's answer: what happened, in words, and the task afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub message: String,
+    pub task: Task,
+    pub run_id: Option<i64>,
+    pub version: Option<i64>,
+}
+
+/// `task preview`: mapped rows (JSON objects in target column order) and rejected ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub columns: Vec<PreviewColumn>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub rejected: Vec<PreviewRejected>,
+    pub messages_read: i64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewRejected {
+    pub at: String,
+    pub reason: String,
+}
+
+/// Metadata browsing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    pub objects: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaObject {
+    pub name: String,
+    /// topic, table.
+    pub kind: String,
+    /// Kafka: partitions.
+    pub partitions: Option<i64>,
+    /// Kafka: messages on the broker (sum of high − low watermarks).
+    pub messages: Option<i64>,
+    /// Kafka: per partition `low..high`; Lakehouse: table version.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub nullable: bool,
+    /// Kafka inferred fields: the JSONPath over the message value.
+    pub path: Option<String>,
+    /// Kafka inferred fields: how many sampled messages had the field.
+    pub seen: Option<i64>,
+    /// A ready `--column` argument.
+    pub column_arg: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaDetail {
+    pub datasource: String,
+    pub namespace: String,
+    pub object: String,
+    pub kind: String,
+    pub columns: Vec<MetaColumn>,
+    /// Kafka: built-in fields, always available without a JSONPath.
+    pub builtin: Vec<MetaColumn>,
+    pub sampled: Option<i64>,
+    pub not_json: Option<i64>,
+    pub partitions: Vec<PartitionInfo>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}

@@ -1,0 +1,125 @@
+//! `task preview`: reads a sample from the source and maps it, writing nothing, so that the
+//! column mapping (JSONPath included) can be checked before deploying.
+//!
+//! The Kafka connector reads from the task's start offset under a throw-away consumer group;
+//! nothing is acknowledged, so no offsets are committed anywhere and the task's own group and
+//! Delta checkpoint are untouched.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtsync_core::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use rtsync_core::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use rtsync_core::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rtsync_core::{ColumnMapping, Source, SyncError};
+use rtsync_source_kafka::KafkaSource;
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+use crate::model::{Preview, PreviewColumn, PreviewRejected};
+use crate::{SourceSpec, TaskSpec};
+
+pub const DEFAULT_LIMIT: usize = 10;
+pub const MAX_LIMIT: usize = 1_000;
+/// The longest a preview reads.
+const READ_FOR: Duration = Duration::from_secs(8);
+/// Once some messages arrived, how long to wait for more.
+const IDLE_AFTER_DATA: Duration = Duration::from_millis(1500);
+
+pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let limit = limit.clamp(1, MAX_LIMIT);
+    let mapping = rtsync_mapping::compile(&spec.columns).map_err(|e| e.context_prefix("columns"))?;
+    let columns = if spec.columns.is_empty() { rtsync_mapping::default_columns() } else { spec.columns.clone() };
+    let SourceSpec::Kafka(cfg) = &spec.source else {
+        return Err(crate::error::Error::bad_request(
+            "preview reads Kafka topics; a table source maps every column as it is, so there is no mapping to check",
+        ));
+    };
+    let mut cfg = cfg.clone();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let id = format!("rtsync-preview-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    cfg.group_id = Some(id.clone());
+    cfg.max_batch_rows = limit;
+    let start = cfg.start_offset.to_string();
+    let mut source = KafkaSource::new(id, cfg)?;
+    let read = async {
+        source.check().await?;
+        source.open(None).await?;
+        let started = Instant::now();
+        let mut last_data: Option<Instant> = None;
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0usize;
+        while rows < limit && started.elapsed() < READ_FOR && last_data.is_none_or(|t| t.elapsed() < IDLE_AFTER_DATA) {
+            if let Some(batch) = source.next_batch(Duration::from_millis(300)).await? {
+                let take = batch.rows.num_rows().min(limit - rows);
+                batches.push(batch.rows.slice(0, take));
+                rows += take;
+                last_data = Some(Instant::now());
+            }
+        }
+        Ok::<_, SyncError>(batches)
+    }
+    .await;
+    let _ = source.close().await;
+    let batches = read?;
+
+    let mut out_rows = Vec::new();
+    let mut rejected = Vec::new();
+    let mut read_count = 0i64;
+    for batch in &batches {
+        read_count += batch.num_rows() as i64;
+        let mapped = mapping.map(batch)?;
+        for i in 0..mapped.rows.num_rows() {
+            let mut obj = Map::new();
+            for (field, col) in mapped.rows.schema().fields().iter().zip(mapped.rows.columns()) {
+                obj.insert(field.name().clone(), cell(col, i));
+            }
+            out_rows.push(obj);
+        }
+        for r in mapped.rejected {
+            rejected.push(PreviewRejected { at: locate(batch, r.row), reason: r.reason });
+        }
+    }
+    let note = (read_count == 0).then(|| {
+        format!("no messages to preview from start offset {start} within {}s: check the topic has messages and the start offset", READ_FOR.as_secs())
+    });
+    Ok(Preview {
+        columns: columns.into_iter().map(|c| PreviewColumn { name: c.name, ty: c.ty }).collect(),
+        rows: out_rows,
+        rejected,
+        messages_read: read_count,
+        note,
+    })
+}
+
+/// "partition 0 offset 42".
+fn locate(batch: &RecordBatch, row: usize) -> String {
+    let p = batch.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(row));
+    let o = batch.column_by_name("offset").and_then(|c| c.as_primitive_opt::<Int64Type>()).map(|a| a.value(row));
+    match (p, o) {
+        (Some(p), Some(o)) => format!("partition {p} offset {o}"),
+        _ => format!("row {row}"),
+    }
+}
+
+/// One Arrow value as JSON: numbers and booleans as such, everything else as its text.
+pub fn cell(col: &ArrayRef, i: usize) -> Value {
+    if col.is_null(i) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
+        DataType::Int32 => Value::from(col.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => Value::from(col.as_primitive::<Int64Type>().value(i)),
+        DataType::Float64 => {
+            let v = col.as_primitive::<Float64Type>().value(i);
+            serde_json::Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::String(v.to_string()))
+        }
+        DataType::Utf8 => Value::String(col.as_string::<i32>().value(i).to_string()),
+        _ => match ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default()) {
+            Ok(f) => Value::String(f.value(i).to_string()),
+            Err(_) => Value::String(format!("<{}>", col.data_type())),
+        },
+    }
+}

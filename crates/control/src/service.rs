@@ -1,0 +1,794 @@
+//! The daemon's operations, one method per API call: data sources, vclusters, folders,
+//! metadata, and the task lifecycle (create, configure, preview, deploy, stop, start,
+//! undeploy, delete) with runs and attempts.
+//!
+//! **Lifecycle.** `draft` → deploy → `running` ⇄ stop/start (`stopped`); a definite error
+//! makes it `failed` (start tries again); undeploy goes back to `draft`. Deploy publishes the
+//! draft as a new version (unless it equals the deployed one) and starts a run; deploying a
+//! running task with a changed draft restarts it on the new version, keeping its position;
+//! deploying it unchanged is refused.
+//!
+//! **Positions and incarnations.** A task's position lives only in its Delta table, under the
+//! task's application id: `<name>` for incarnation 1, `<name>.<n>` after. Stop/start and daemon
+//! restarts keep the incarnation, so the next attempt resumes from the table. Undeploy bumps
+//! it: the next deploy has a new application id, finds no checkpoint, and starts from the
+//! configured start offset (the rows already in the table stay). A deploy whose source
+//! (data source, schema or topic) differs from the deployed version's bumps it too, since
+//! the old position means nothing to the new source.
+//!
+//! Lifecycle calls are serialized by one lock; reads are not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rtsync_core::SyncError;
+use rtsync_mapping::ColumnSpec;
+use rtsync_source_kafka::{KafkaOffsets, StartOffset};
+
+use crate::catalog::Catalog;
+use crate::datasource;
+use crate::error::{Error, Result};
+use crate::meta;
+use crate::model::*;
+use crate::preview;
+use crate::scheduler::{RunRequest, Scheduler, StopReason};
+use crate::{SourceSpec, TaskSpec};
+
+/// How long `task show` waits for the broker's offsets to compute the lag.
+const LAG_TIMEOUT: Duration = Duration::from_secs(3);
+/// No commit for this long while messages wait: the task is falling behind.
+const BEHIND_AFTER: Duration = Duration::from_secs(15);
+/// Freshness above this is called out.
+const SLOW_FRESHNESS_MS: u64 = 30_000;
+
+pub struct Control {
+    pub catalog: Catalog,
+    pub scheduler: Arc<Scheduler>,
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+fn task_not_found(name: &str) -> Error {
+    Error::not_found(format!("task {name:?} does not exist (`rtsync task list` shows the tasks)"))
+}
+
+fn ds_not_found(name: &str) -> Error {
+    Error::not_found(format!("data source {name:?} does not exist (`rtsync datasource list` shows them)"))
+}
+
+/// Parses a task type: `REALTIME`/`14`, refusing the seed's other types with a pointer.
+pub fn parse_task_type(text: &str) -> Result<i64> {
+    let t = text.trim().to_ascii_uppercase().replace('-', "_");
+    match t.as_str() {
+        "REALTIME" | "REAL_TIME" | "14" | "CDC" | "REALTIME_SYNC" => Ok(TASK_TYPE_REALTIME),
+        "BATCH" | "BATCH_SYNC" | "10" | "291" | "OFFLINE" => Err(Error::bad_request(format!(
+            "task type {text:?} is batch sync (task_type 10/291): rtsync does not do scheduled batch sync; it runs real-time single-table tasks (--type REALTIME, task_type 14)"
+        ))),
+        "MULTI_TABLE" | "MULTITABLE" | "MULTI_TABLE_REALTIME" | "281" | "FULL_DATABASE" => Err(Error::bad_request(format!(
+            "task type {text:?} is multi-table real-time sync (task_type 281): rtsync syncs one table or topic per task; create one REALTIME task (task_type 14) per table"
+        ))),
+        _ => Err(Error::bad_request(format!(
+            "unknown task type {text:?}: rtsync runs real-time single-table sync tasks, --type REALTIME (task_type 14)"
+        ))),
+    }
+}
+
+/// Parses `name=$.json.path:type` (type defaults to string; the type is after the last `:`).
+pub fn parse_column_arg(text: &str) -> Result<ColumnSpec> {
+    let (name, rest) = text
+        .split_once('=')
+        .ok_or_else(|| Error::bad_request(format!("--column {text:?}: expected name=$.json.path:type (e.g. id=$.id:bigint)")))?;
+    let (expr, ty) = match rest.rsplit_once(':') {
+        Some((e, t)) if !t.contains(']') && !t.contains(')') || t.starts_with("decimal") => (e, t),
+        _ => (rest, "string"),
+    };
+    if name.trim().is_empty() || expr.trim().is_empty() {
+        return Err(Error::bad_request(format!("--column {text:?}: name and expression must not be empty")));
+    }
+    Ok(ColumnSpec::new(name.trim(), expr.trim(), ty.trim()))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Control {
+    pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>) -> Self {
+        Self { catalog, scheduler, lifecycle: tokio::sync::Mutex::new(()) }
+    }
+
+    /// First start: the default SYNC vcluster, folder and Lakehouse data source.
+    pub fn seed(&self, lakehouse_root: &str) -> Result<()> {
+        if self.catalog.vcluster(DEFAULT_VCLUSTER)?.is_none() {
+            self.catalog.insert_vcluster(DEFAULT_VCLUSTER, "SYNC", DEFAULT_VCLUSTER_SLOTS)?;
+        }
+        if self.catalog.folder(DEFAULT_FOLDER)?.is_none() {
+            self.catalog.insert_folder(DEFAULT_FOLDER)?;
+        }
+        if self.catalog.datasource(DEFAULT_LAKEHOUSE)?.is_none() {
+            let props = [(datasource::ROOT.to_string(), lakehouse_root.to_string())].into_iter().collect();
+            self.catalog.insert_datasource(DEFAULT_LAKEHOUSE, DsType::Lakehouse, &props)?;
+        }
+        Ok(())
+    }
+
+    // ---- data sources ----
+
+    pub fn create_datasource(&self, req: CreateDataSource) -> Result<DataSource> {
+        validate_name("data source", &req.name)?;
+        let ds_type: DsType = req.ds_type.parse()?;
+        datasource::validate(ds_type, &req.properties)?;
+        if self.catalog.datasource(&req.name)?.is_some() {
+            return Err(Error::conflict(format!("data source {:?} already exists", req.name)));
+        }
+        Ok(self.catalog.insert_datasource(&req.name, ds_type, &req.properties)?.redacted())
+    }
+
+    pub fn datasources(&self, ds_type: Option<&str>) -> Result<Vec<DataSource>> {
+        let filter: Option<DsType> = ds_type.map(str::parse).transpose()?;
+        Ok(self.catalog.datasources()?.into_iter().filter(|d| filter.is_none_or(|t| t == d.ds_type)).map(|d| d.redacted()).collect())
+    }
+
+    fn datasource_full(&self, name: &str) -> Result<DataSource> {
+        self.catalog.datasource(name)?.ok_or_else(|| ds_not_found(name))
+    }
+
+    pub fn datasource(&self, name: &str) -> Result<DataSource> {
+        Ok(self.datasource_full(name)?.redacted())
+    }
+
+    pub fn delete_datasource(&self, name: &str) -> Result<()> {
+        self.datasource_full(name)?;
+        let mut users = Vec::new();
+        for t in self.catalog.tasks(None)? {
+            let mut configs = vec![t.draft.clone()];
+            if let Some(v) = t.deployed_version.map(|v| self.catalog.version(t.id, v)).transpose()?.flatten() {
+                configs.push(v.config);
+            }
+            if configs.iter().any(|c| c.source.as_deref() == Some(name) || c.sink == name) {
+                users.push(t.name);
+            }
+        }
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "data source {name:?} is used by task(s) {}: configure them to use another data source (or delete them) first",
+                users.join(", ")
+            )));
+        }
+        self.catalog.delete_datasource(name)
+    }
+
+    pub async fn test_datasource(&self, name: &str, object: Option<&str>) -> Result<TestResult> {
+        let ds = self.datasource_full(name)?;
+        Ok(datasource::test(&ds, object).await)
+    }
+
+    // ---- vclusters and folders ----
+
+    pub fn create_vcluster(&self, req: CreateVCluster) -> Result<VCluster> {
+        validate_name("vcluster", &req.name)?;
+        let ty = req.vcluster_type.trim().to_ascii_uppercase();
+        if !VCLUSTER_TYPES.contains(&ty.as_str()) {
+            return Err(Error::bad_request(format!("vcluster type {:?} is unknown: use one of {}", req.vcluster_type, VCLUSTER_TYPES.join(", "))));
+        }
+        if req.slots < 1 {
+            return Err(Error::bad_request(format!("--slots {}: a vcluster needs at least 1 slot", req.slots)));
+        }
+        if self.catalog.vcluster(&req.name)?.is_some() {
+            return Err(Error::conflict(format!("vcluster {:?} already exists", req.name)));
+        }
+        self.catalog.insert_vcluster(&req.name, &ty, req.slots)
+    }
+
+    pub fn vclusters(&self) -> Result<Vec<VCluster>> {
+        self.catalog.vclusters()
+    }
+
+    pub fn vcluster(&self, name: &str) -> Result<VCluster> {
+        self.catalog.vcluster(name)?.ok_or_else(|| Error::not_found(format!("vcluster {name:?} does not exist")))
+    }
+
+    pub fn delete_vcluster(&self, name: &str) -> Result<()> {
+        let vc = self.vcluster(name)?;
+        if !vc.tasks.is_empty() {
+            return Err(Error::conflict(format!("vcluster {name:?} runs task(s) {}: stop them first", vc.tasks.join(", "))));
+        }
+        self.catalog.delete_vcluster(name)
+    }
+
+    pub fn create_folder(&self, req: CreateFolder) -> Result<Folder> {
+        validate_name("folder", &req.name)?;
+        if self.catalog.folder(&req.name)?.is_some() {
+            return Err(Error::conflict(format!("folder {:?} already exists", req.name)));
+        }
+        self.catalog.insert_folder(&req.name)
+    }
+
+    pub fn folders(&self) -> Result<Vec<Folder>> {
+        self.catalog.folders()
+    }
+
+    pub fn delete_folder(&self, name: &str) -> Result<()> {
+        let f = self.catalog.folder(name)?.ok_or_else(|| Error::not_found(format!("folder {name:?} does not exist")))?;
+        if f.tasks > 0 {
+            return Err(Error::conflict(format!("folder {name:?} holds {} task(s): delete or move them first", f.tasks)));
+        }
+        self.catalog.delete_folder(name)
+    }
+
+    // ---- metadata ----
+
+    pub async fn namespaces(&self, ds: &str) -> Result<Vec<Namespace>> {
+        meta::namespaces(&self.datasource_full(ds)?).await
+    }
+
+    pub async fn objects(&self, ds: &str, namespace: &str) -> Result<Vec<MetaObject>> {
+        meta::objects(&self.datasource_full(ds)?, namespace).await
+    }
+
+    pub async fn object_detail(&self, ds: &str, namespace: &str, object: &str, sample: usize) -> Result<MetaDetail> {
+        meta::detail(&self.datasource_full(ds)?, namespace, object, sample).await
+    }
+
+    // ---- tasks ----
+
+    fn task_full(&self, name: &str) -> Result<Task> {
+        self.catalog.task(name)?.ok_or_else(|| task_not_found(name))
+    }
+
+    pub fn create_task(&self, req: CreateTask) -> Result<Task> {
+        let task_type = parse_task_type(&req.task_type)?;
+        validate_name("task", &req.name)?;
+        let folder_name = req.folder.unwrap_or_else(|| DEFAULT_FOLDER.to_string());
+        let folder = self.catalog.folder(&folder_name)?.ok_or_else(|| {
+            Error::not_found(format!("folder {folder_name:?} does not exist: create it with `rtsync folder create {folder_name}`"))
+        })?;
+        let vcluster = req.vcluster.unwrap_or_else(|| DEFAULT_VCLUSTER.to_string());
+        self.check_vcluster_type(&vcluster)?;
+        if self.catalog.task(&req.name)?.is_some() {
+            return Err(Error::conflict(format!("task {:?} already exists", req.name)));
+        }
+        self.catalog.insert_task(&req.name, task_type, folder.id, &vcluster)
+    }
+
+    /// The vcluster exists and is SYNC.
+    fn check_vcluster_type(&self, name: &str) -> Result<VCluster> {
+        let vc = self.catalog.vcluster(name)?.ok_or_else(|| {
+            Error::conflict(format!(
+                "no SYNC vcluster {name:?}: it does not exist; create it with `rtsync vcluster create {name} --type SYNC --slots N` (or pick one from `rtsync vcluster list`)"
+            ))
+        })?;
+        if vc.vcluster_type != "SYNC" {
+            return Err(Error::conflict(format!(
+                "vcluster {name:?} is of type {}: real-time sync tasks run on a SYNC vcluster (`rtsync vcluster list`)",
+                vc.vcluster_type
+            )));
+        }
+        Ok(vc)
+    }
+
+    /// The vcluster can take this task (which does not count against itself).
+    fn check_slot(&self, task: &Task) -> Result<()> {
+        let vc = self.check_vcluster_type(&task.vcluster)?;
+        let others: Vec<&String> = vc.tasks.iter().filter(|t| **t != task.name).collect();
+        if others.len() as i64 >= vc.slots {
+            return Err(Error::conflict(format!(
+                "vcluster {:?} has no free slot: {} of {} used by {}; stop a task, or use another SYNC vcluster (`task configure {} --vcluster V`)",
+                vc.name,
+                others.len(),
+                vc.slots,
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                task.name
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn tasks(&self, folder: Option<&str>) -> Result<Vec<Task>> {
+        if let Some(f) = folder
+            && self.catalog.folder(f)?.is_none()
+        {
+            return Err(Error::not_found(format!("folder {f:?} does not exist")));
+        }
+        self.catalog.tasks(folder)
+    }
+
+    pub async fn configure(&self, name: &str, patch: ConfigPatch) -> Result<Task> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        let mut cfg = task.draft.clone();
+        if let Some(s) = patch.source {
+            let ds = self.datasource_full(&s)?;
+            if ds.ds_type == DsType::Lakehouse {
+                return Err(Error::bad_request(format!("data source {s:?} is a lakehouse: it can be the target (--sink), not the source")));
+            }
+            cfg.source = Some(s);
+        }
+        if let Some(s) = patch.source_schema {
+            cfg.source_schema = Some(s);
+        }
+        if let Some(t) = patch.source_table {
+            cfg.source_table = Some(t);
+        }
+        if let Some(s) = patch.sink {
+            let ds = self.datasource_full(&s)?;
+            datasource::lakehouse_root(&ds)?;
+            cfg.sink = s;
+        }
+        if let Some(s) = patch.sink_schema {
+            cfg.sink_schema = s;
+        }
+        if let Some(t) = patch.sink_table {
+            cfg.sink_table = Some(t);
+        }
+        if let Some(o) = patch.start_offset {
+            StartOffset::parse(&o).map_err(|e| Error::bad_request(e.report()))?;
+            cfg.start_offset = Some(o);
+        }
+        if patch.clear_columns {
+            cfg.columns.clear();
+        }
+        if let Some(cols) = patch.columns {
+            cfg.columns = cols;
+        }
+        if let Some(p) = patch.error_policy {
+            cfg.error_policy = p;
+        }
+        if let Some(ms) = patch.commit_interval_ms {
+            if ms < 10 {
+                return Err(Error::bad_request("--commit-interval: must be at least 10ms"));
+            }
+            cfg.commit_interval_ms = Some(ms);
+        }
+        let vcluster = match patch.vcluster {
+            Some(v) => {
+                self.check_vcluster_type(&v)?;
+                v
+            }
+            None => task.vcluster.clone(),
+        };
+        self.validate_config(&cfg)?;
+        self.catalog.update_draft(task.id, &cfg, &vcluster)?;
+        self.task_full(name)
+    }
+
+    /// Checks what can be checked without connecting: names, namespaces, JSONPath, casts.
+    fn validate_config(&self, cfg: &TaskConfig) -> Result<()> {
+        if let Some(src) = &cfg.source {
+            let ds = self.datasource_full(src)?;
+            if ds.ds_type == DsType::Kafka
+                && let Some(ns) = &cfg.source_schema
+                && ns != KAFKA_NAMESPACE
+            {
+                return Err(Error::bad_request(format!(
+                    "--source-schema {ns:?}: Kafka topics live in the namespace {KAFKA_NAMESPACE:?}"
+                )));
+            }
+        }
+        for (field, value) in [("--sink-schema", Some(cfg.sink_schema.as_str())), ("--sink-table", cfg.sink_table.as_deref())] {
+            if let Some(v) = value
+                && (v.is_empty() || v.contains('/') || v.contains('\\') || v == "." || v == "..")
+            {
+                return Err(Error::bad_request(format!("{field} {v:?} is not a valid name")));
+            }
+        }
+        rtsync_mapping::compile(&cfg.columns).map_err(|e| Error::bad_request(e.context_prefix("--column").report()))?;
+        Ok(())
+    }
+
+    /// The spec a version runs as, in `incarnation`.
+    fn build_spec(&self, task: &Task, cfg: &TaskConfig, incarnation: i64) -> Result<TaskSpec> {
+        let src_name = cfg
+            .source
+            .as_deref()
+            .ok_or_else(|| Error::bad_request(format!("task {:?} has no source: `rtsync task configure {} --source DS --source-table T`", task.name, task.name)))?;
+        let src = self.datasource_full(src_name).map_err(|e| e.context("the task's source"))?;
+        let sink_ds = self.datasource_full(&cfg.sink).map_err(|e| e.context("the task's target"))?;
+        let table = cfg.source_table.as_deref().ok_or_else(|| {
+            Error::bad_request(format!("task {:?} has no source table/topic: `rtsync task configure {} --source-table T`", task.name, task.name))
+        })?;
+        let sink_table = cfg.effective_sink_table().unwrap_or(table);
+        let source = match src.ds_type.family() {
+            Family::Kafka => {
+                let start = match &cfg.start_offset {
+                    Some(o) => StartOffset::parse(o).map_err(|e| Error::bad_request(e.report()))?,
+                    None => StartOffset::Earliest,
+                };
+                SourceSpec::Kafka(datasource::kafka_config(&src, table, start)?)
+            }
+            Family::Postgres => {
+                if !cfg.columns.is_empty() {
+                    return Err(Error::bad_request(
+                        "a table source maps every source column to the target as it is: remove the --column mappings (`task configure --clear-columns`)",
+                    ));
+                }
+                let schema = cfg.source_schema.as_deref().unwrap_or("public");
+                SourceSpec::Postgresql(datasource::postgres_config(&src, schema, table)?)
+            }
+            _ => return Err(datasource::not_implemented(src.ds_type)),
+        };
+        let spec = TaskSpec {
+            name: app_id(&task.name, incarnation),
+            source,
+            sink: datasource::lakehouse_config(&sink_ds, &cfg.sink_schema, sink_table)?,
+            columns: cfg.columns.clone(),
+            error_policy: cfg.error_policy,
+            commit_interval: cfg.commit_interval_ms.map_or(rtsync_engine::DEFAULT_COMMIT_INTERVAL, Duration::from_millis),
+            max_buffered_rows: rtsync_engine::DEFAULT_MAX_BUFFERED_ROWS,
+            max_buffered_bytes: rtsync_engine::DEFAULT_MAX_BUFFERED_BYTES,
+        };
+        spec.validate().map_err(|e: SyncError| Error::bad_request(e.report()))?;
+        Ok(spec)
+    }
+
+    pub async fn preview(&self, name: &str, limit: usize) -> Result<Preview> {
+        let task = self.task_full(name)?;
+        let spec = self.build_spec(&task, &task.draft, task.incarnation)?;
+        preview::preview(&spec, limit).await
+    }
+
+    fn refuse(&self, task: &Task, err: Error) -> Error {
+        let _ = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message)));
+        err
+    }
+
+    pub async fn deploy(&self, name: &str) -> Result<ActionResult> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        let deployed = match task.deployed_version {
+            Some(v) => self.catalog.version(task.id, v)?,
+            None => None,
+        };
+        let unchanged = deployed.as_ref().is_some_and(|v| v.config == task.draft);
+        if task.state == TaskState::Running && unchanged {
+            let v = deployed.as_ref().map_or(0, |v| v.version);
+            return Err(Error::conflict(format!(
+                "task {name:?} is already deployed and running as version {v}, and the draft has not changed since: nothing to deploy (change it with `rtsync task configure`, or use `task stop`/`task start`)"
+            )));
+        }
+        let mut incarnation = task.incarnation;
+        let mut notes = Vec::new();
+        if let Some(prev) = &deployed
+            && !prev.config.same_source(&task.draft)
+        {
+            incarnation += 1;
+            notes.push(format!("the source changed since version {}, so the task starts afresh as {}", prev.version, app_id(name, incarnation)));
+        }
+        let spec = self.build_spec(&task, &task.draft, incarnation).map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
+        self.check_slot(&task).map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
+        if task.state == TaskState::Running {
+            let next = self.catalog.latest_version(task.id)?.map_or(1, |v| v.version + 1);
+            self.scheduler.stop(task.id, StopReason::Redeploy(next)).await;
+        }
+        let version = match (&deployed, unchanged) {
+            (Some(v), true) => {
+                notes.push(format!("the draft equals version {}, so no new version was published", v.version));
+                v.version
+            }
+            _ => self.catalog.publish(task.id, &task.draft, incarnation)?,
+        };
+        self.catalog.set_state(task.id, TaskState::Running)?;
+        self.catalog.set_last_error(task.id, None)?;
+        let run_id = self.catalog.insert_run(task.id, version, incarnation)?;
+        self.scheduler.start(RunRequest {
+            task_id: task.id,
+            task_name: task.name.clone(),
+            version,
+            run_id,
+            reason: format!("deploy of version {version}"),
+            spec: spec.clone(),
+        });
+        let mut message = format!(
+            "task {name} deployed as version {version} and started: run {run_id}, writing {} (Delta app id {})",
+            spec.sink.table_location(),
+            spec.name
+        );
+        for n in notes {
+            message.push_str("; ");
+            message.push_str(&n);
+        }
+        Ok(ActionResult { message, task: self.task_full(name)?, run_id: Some(run_id), version: Some(version) })
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<ActionResult> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        match task.state {
+            TaskState::Running => {}
+            TaskState::Draft => return Err(Error::conflict(format!("task {name:?} is not deployed: nothing to stop"))),
+            s => return Err(Error::conflict(format!("task {name:?} is not running (it is {s}): nothing to stop"))),
+        }
+        self.catalog.set_state(task.id, TaskState::Stopped)?;
+        let run = self.scheduler.stop(task.id, StopReason::User).await;
+        if let Some(open) = self.catalog.open_run(task.id)? {
+            self.catalog.end_run(open.id, "stopped", "stopped by the user")?;
+        }
+        let pos = self.catalog.status(task.id)?.and_then(|s| s.position).unwrap_or_else(|| "none yet".into());
+        Ok(ActionResult {
+            message: format!("task {name} stopped; position kept ({pos}): `rtsync task start {name}` resumes from it"),
+            task: self.task_full(name)?,
+            run_id: run,
+            version: task.deployed_version,
+        })
+    }
+
+    pub async fn start(&self, name: &str) -> Result<ActionResult> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        match task.state {
+            TaskState::Stopped | TaskState::Failed => {}
+            TaskState::Running => return Err(Error::conflict(format!("task {name:?} is already running"))),
+            TaskState::Draft => {
+                return Err(Error::conflict(format!("task {name:?} is not deployed: deploy it with `rtsync task deploy {name}`")));
+            }
+        }
+        let version = task.deployed_version.ok_or_else(|| Error::internal("a deployed task has no deployed version"))?;
+        let v = self.catalog.version(task.id, version)?.ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
+        let spec = self.build_spec(&task, &v.config, task.incarnation)?;
+        self.check_slot(&task)?;
+        self.catalog.set_state(task.id, TaskState::Running)?;
+        self.catalog.set_last_error(task.id, None)?;
+        let run_id = self.catalog.insert_run(task.id, version, task.incarnation)?;
+        self.scheduler.start(RunRequest {
+            task_id: task.id,
+            task_name: task.name.clone(),
+            version,
+            run_id,
+            reason: "start".into(),
+            spec,
+        });
+        Ok(ActionResult {
+            message: format!("task {name} started (version {version}, run {run_id}): it resumes from the position committed in its table"),
+            task: self.task_full(name)?,
+            run_id: Some(run_id),
+            version: Some(version),
+        })
+    }
+
+    pub async fn undeploy(&self, name: &str) -> Result<ActionResult> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        if task.state == TaskState::Draft {
+            return Err(Error::conflict(format!("task {name:?} is not deployed: nothing to undeploy")));
+        }
+        let run = self.scheduler.stop(task.id, StopReason::Undeploy).await;
+        if let Some(open) = self.catalog.open_run(task.id)? {
+            self.catalog.end_run(open.id, "undeployed", "undeployed by the user")?;
+        }
+        let incarnation = self.catalog.undeploy(task.id)?;
+        Ok(ActionResult {
+            message: format!(
+                "task {name} undeployed and its position forgotten: the next deploy starts afresh from its start offset as Delta app id {} (rows already in the table stay)",
+                app_id(name, incarnation)
+            ),
+            task: self.task_full(name)?,
+            run_id: run,
+            version: None,
+        })
+    }
+
+    pub async fn delete_task(&self, name: &str) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self.task_full(name)?;
+        if task.state.is_deployed() {
+            return Err(Error::conflict(format!("task {name:?} is deployed: undeploy it first (`rtsync task undeploy {name} -y`)")));
+        }
+        self.catalog.delete_task(task.id)?;
+        self.scheduler.forget(task.id);
+        Ok(())
+    }
+
+    pub fn versions(&self, name: &str) -> Result<Vec<Version>> {
+        let task = self.task_full(name)?;
+        let mut out = Vec::new();
+        let mut v = 1;
+        while let Some(ver) = self.catalog.version(task.id, v)? {
+            out.push(ver);
+            v += 1;
+        }
+        Ok(out)
+    }
+
+    pub async fn task_detail(&self, name: &str) -> Result<TaskDetail> {
+        let task = self.task_full(name)?;
+        let deployed = match task.deployed_version {
+            Some(v) => self.catalog.version(task.id, v)?,
+            None => None,
+        };
+        let cfg = deployed.as_ref().map(|v| &v.config).unwrap_or(&task.draft);
+        let target = self.catalog.datasource(&cfg.sink)?.and_then(|ds| {
+            let table = cfg.effective_sink_table()?;
+            datasource::lakehouse_config(&ds, &cfg.sink_schema, table).ok().map(|c| c.table_location())
+        });
+        let saved = self.catalog.status(task.id)?.unwrap_or_default();
+        let mut status = TaskStatus {
+            phase: task.state.to_string(),
+            position: saved.position.clone(),
+            epoch: saved.epoch,
+            rows_synced: saved.rows_synced,
+            last_commit_at: saved.last_commit_at.clone(),
+            ..Default::default()
+        };
+        let mut last_commit_ms = None;
+        if let Some(slot) = self.scheduler.slot(task.id) {
+            let live = slot.live();
+            let m = slot.metrics.snapshot();
+            if let Some(phase) = live.phase {
+                status.phase = phase.to_string();
+                status.run_id = live.run_id;
+                status.attempt = live.attempt;
+                if let Some(at) = live.retry_at {
+                    let secs = at.saturating_duration_since(std::time::Instant::now()).as_secs();
+                    status.warning = Some(format!("retrying in {secs}s after a transient error (see last_error)"));
+                }
+            }
+            status.rows_per_sec = (live.rows_per_sec() * 10.0).round() / 10.0;
+            if !m.position.is_empty() {
+                status.position = Some(m.position.clone());
+                status.epoch = Some(m.epoch as i64);
+            }
+            if m.last_commit_unix_ms > 0 {
+                last_commit_ms = Some(m.last_commit_unix_ms);
+                status.freshness_ms = Some(m.last_freshness_ms as i64);
+                status.freshness_p99_ms = Some(m.freshness_p99_ms as i64);
+            }
+            status.rejected = m.rejected as i64;
+            status.dead_lettered = m.dead_lettered as i64;
+            status.errors = m.errors as i64;
+        }
+        if status.run_id.is_none()
+            && let Some(open) = self.catalog.open_run(task.id)?
+        {
+            status.run_id = Some(open.id);
+        }
+        if task.state.is_deployed() {
+            status.lag = self.lag(cfg, status.position.as_deref()).await;
+        }
+        if status.warning.is_none() && task.state == TaskState::Running {
+            status.warning = self.diagnose(&task, &status, last_commit_ms)?;
+        }
+        Ok(TaskDetail { app_id: task.app_id(), deployed, status, target, task })
+    }
+
+    /// Messages on the broker after the task's position (Kafka), when the broker answers fast.
+    async fn lag(&self, cfg: &TaskConfig, position: Option<&str>) -> Option<i64> {
+        let ds = self.catalog.datasource(cfg.source.as_deref()?).ok()??;
+        if ds.ds_type != DsType::Kafka {
+            return None;
+        }
+        let topic = cfg.source_table.as_deref()?;
+        let marks = tokio::time::timeout(LAG_TIMEOUT, meta::high_watermarks(&ds, topic)).await.ok()?.ok()?;
+        let pos: KafkaOffsets = position.unwrap_or("").parse().ok()?;
+        Some(marks.iter().map(|p| (p.high - pos.get(p.partition).unwrap_or(p.low)).max(0)).sum())
+    }
+
+    /// Names a likely cause when a running task falls behind (the seed's "increasing sync
+    /// latency" row).
+    fn diagnose(&self, task: &Task, s: &TaskStatus, last_commit_ms: Option<u64>) -> Result<Option<String>> {
+        let vc = self.catalog.vcluster(&task.vcluster)?;
+        let slots = vc.map(|v| format!("{} of {} slots used", v.slots_used, v.slots)).unwrap_or_default();
+        let lag = s.lag.unwrap_or(0);
+        let since_commit = last_commit_ms.map(|t| Duration::from_millis(unix_ms().saturating_sub(t)));
+        if lag > 0 && since_commit.is_none_or(|d| d > BEHIND_AFTER) && s.phase == "running" {
+            let since = since_commit.map_or("no commit yet".to_string(), |d| format!("no commit for {}s", d.as_secs()));
+            return Ok(Some(format!(
+                "falling behind: {lag} message(s) waiting and {since}; check whether the source's volume spiked and whether vcluster {} has capacity ({slots})",
+                task.vcluster
+            )));
+        }
+        if let Some(p99) = s.freshness_p99_ms
+            && p99 as u64 > SLOW_FRESHNESS_MS
+        {
+            return Ok(Some(format!(
+                "sync latency is high (freshness p99 {:.1}s, lag {lag}): check whether the source's volume spiked and whether vcluster {} has capacity ({slots})",
+                p99 as f64 / 1000.0,
+                task.vcluster
+            )));
+        }
+        Ok(None)
+    }
+
+    // ---- runs ----
+
+    pub fn runs(&self, task: &str) -> Result<Vec<Run>> {
+        let t = self.task_full(task)?;
+        self.catalog.runs(t.id)
+    }
+
+    pub fn run_detail(&self, run_id: i64) -> Result<RunDetail> {
+        let run = self.catalog.run(run_id)?.ok_or_else(|| Error::not_found(format!("run {run_id} does not exist (`rtsync runs list --task T`)")))?;
+        let attempts = self.catalog.attempts(run_id)?;
+        Ok(RunDetail { run, attempts })
+    }
+
+    pub fn attempt_log(&self, run_id: i64, attempt: Option<i64>) -> Result<AttemptLog> {
+        let detail = self.run_detail(run_id)?;
+        let a = match attempt {
+            Some(n) => detail
+                .attempts
+                .into_iter()
+                .find(|a| a.attempt == n)
+                .ok_or_else(|| Error::not_found(format!("run {run_id} has no attempt {n}")))?,
+            None => detail.attempts.into_iter().last().ok_or_else(|| Error::not_found(format!("run {run_id} has no attempts yet")))?,
+        };
+        let lines = self.catalog.log_lines(run_id, a.attempt)?;
+        Ok(AttemptLog { run_id, attempt: a, lines })
+    }
+
+    // ---- daemon start ----
+
+    /// After a start (clean or after a kill): ends attempts the previous daemon left open and
+    /// resumes every running task, continuing its open run with a new attempt.
+    pub async fn resume_all(&self) -> Result<usize> {
+        let _guard = self.lifecycle.lock().await;
+        let lost = self.catalog.mark_lost_attempts()?;
+        if lost > 0 {
+            tracing::warn!(attempts = lost, "attempts left open by the previous daemon were marked lost");
+        }
+        let mut resumed = 0;
+        for task in self.catalog.tasks(None)? {
+            let open = self.catalog.open_run(task.id)?;
+            if task.state != TaskState::Running {
+                if let Some(run) = open {
+                    self.catalog.end_run(run.id, "stopped", "the task was not running when the daemon started")?;
+                }
+                continue;
+            }
+            let prepared = (|| -> Result<(i64, TaskSpec)> {
+                let version = task.deployed_version.ok_or_else(|| Error::internal("running task without a deployed version"))?;
+                let v = self.catalog.version(task.id, version)?.ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
+                Ok((version, self.build_spec(&task, &v.config, task.incarnation)?))
+            })();
+            match prepared {
+                Ok((version, spec)) => {
+                    let (run_id, reason) = match open {
+                        Some(run) if run.version == version && run.incarnation == task.incarnation => (run.id, "daemon restart"),
+                        other => {
+                            if let Some(run) = other {
+                                self.catalog.end_run(run.id, "stopped", "superseded at daemon start")?;
+                            }
+                            (self.catalog.insert_run(task.id, version, task.incarnation)?, "daemon restart (new run)")
+                        }
+                    };
+                    tracing::info!(task = %task.name, run = run_id, "resuming deployed task");
+                    self.scheduler.start(RunRequest { task_id: task.id, task_name: task.name.clone(), version, run_id, spec, reason: reason.into() });
+                    resumed += 1;
+                }
+                Err(err) => {
+                    tracing::error!(task = %task.name, error = %err, "cannot resume the task");
+                    self.catalog.set_state(task.id, TaskState::Failed)?;
+                    self.catalog.set_last_error(task.id, Some(&format!("could not resume at daemon start: {err}")))?;
+                    if let Some(run) = open {
+                        self.catalog.end_run(run.id, "failed", &err.message)?;
+                    }
+                }
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_types() {
+        assert_eq!(parse_task_type("REALTIME").unwrap(), 14);
+        assert_eq!(parse_task_type("14").unwrap(), 14);
+        assert!(parse_task_type("BATCH").unwrap_err().message.contains("batch"));
+        assert!(parse_task_type("281").unwrap_err().message.contains("multi-table"));
+        assert!(parse_task_type("nonsense").unwrap_err().message.contains("REALTIME"));
+    }
+
+    #[test]
+    fn column_args() {
+        assert_eq!(parse_column_arg("id=$.id:bigint").unwrap(), ColumnSpec::new("id", "$.id", "bigint"));
+        assert_eq!(parse_column_arg("a=$.x.y").unwrap(), ColumnSpec::new("a", "$.x.y", "string"));
+        assert_eq!(parse_column_arg("s=$.items[0:2]:json").unwrap(), ColumnSpec::new("s", "$.items[0:2]", "json"));
+        assert_eq!(parse_column_arg("s=$.items[0:2]").unwrap(), ColumnSpec::new("s", "$.items[0:2]", "string"));
+        assert_eq!(parse_column_arg("m=$.amount:decimal(12,2)").unwrap(), ColumnSpec::new("m", "$.amount", "decimal(12,2)"));
+        assert_eq!(parse_column_arg("p=partition:int").unwrap(), ColumnSpec::new("p", "partition", "int"));
+        assert!(parse_column_arg("nothing").is_err());
+    }
+}

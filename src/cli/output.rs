@@ -1,0 +1,367 @@
+//! How the daemon's answers are printed: aligned tables for people (`--format table`), the
+//! API's JSON for scripts (`--format json`).
+
+use rtsync_control::model::*;
+
+use crate::progress::thousands;
+
+/// Prints rows under headers, each column as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                out.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+    if rows.is_empty() {
+        println!("(none)");
+    }
+}
+
+/// Key/value lines: `key    value`.
+pub fn fields(pairs: &[(&str, String)]) {
+    let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        println!("{k:<w$}  {v}");
+    }
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+pub fn datasources(list: &[DataSource]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let props = d.properties.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            vec![d.name.clone(), d.ds_type.to_string(), d.ds_type_id.to_string(), props]
+        })
+        .collect();
+    table(&["NAME", "TYPE", "DS_TYPE", "PROPERTIES"], &rows);
+}
+
+pub fn datasource(d: &DataSource) {
+    let mut pairs = vec![("name", d.name.clone()), ("type", format!("{} (ds_type {})", d.ds_type, d.ds_type_id)), ("created", d.created_at.clone())];
+    let props: Vec<String> = d.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.push(("properties", props.join("\n            ")));
+    fields(&pairs);
+}
+
+pub fn vclusters(list: &[VCluster]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|v| vec![v.name.clone(), v.vcluster_type.clone(), v.slots.to_string(), v.slots_used.to_string(), v.tasks.join(",")])
+        .collect();
+    table(&["NAME", "VCLUSTER_TYPE", "SLOTS", "USED", "RUNNING_TASKS"], &rows);
+}
+
+pub fn folders(list: &[Folder]) {
+    let rows: Vec<Vec<String>> = list.iter().map(|f| vec![f.name.clone(), f.tasks.to_string(), f.created_at.clone()]).collect();
+    table(&["NAME", "TASKS", "CREATED"], &rows);
+}
+
+pub fn namespaces(list: &[Namespace]) {
+    let rows: Vec<Vec<String>> = list.iter().map(|n| vec![n.name.clone(), n.objects.map_or("-".into(), |o| o.to_string())]).collect();
+    table(&["NAMESPACE", "OBJECTS"], &rows);
+}
+
+pub fn objects(list: &[MetaObject]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|o| {
+            vec![
+                o.name.clone(),
+                o.kind.clone(),
+                o.partitions.map_or("-".into(), |p| p.to_string()),
+                o.messages.map_or("-".into(), |m| m.to_string()),
+                opt(&o.detail),
+            ]
+        })
+        .collect();
+    table(&["NAME", "KIND", "PARTITIONS", "MESSAGES", "DETAIL"], &rows);
+}
+
+pub fn meta_detail(d: &MetaDetail) {
+    println!("{} {}.{} ({})", d.datasource, d.namespace, d.object, d.kind);
+    if !d.partitions.is_empty() {
+        let parts: Vec<String> = d.partitions.iter().map(|p| format!("{}:{}..{}", p.partition, p.low, p.high)).collect();
+        println!("partitions: {}", parts.join(" "));
+    }
+    if let Some(n) = &d.note {
+        println!("{n}");
+    }
+    if let (Some(s), Some(nj)) = (d.sampled, d.not_json)
+        && nj > 0
+    {
+        println!("{nj} of {s} sampled values are not JSON");
+    }
+    println!();
+    let rows: Vec<Vec<String>> = d
+        .columns
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.ty.clone(),
+                if c.nullable { "yes".into() } else { "no".into() },
+                opt(&c.path),
+                c.seen.map_or("-".into(), |s| s.to_string()),
+                opt(&c.column_arg),
+            ]
+        })
+        .collect();
+    table(&["COLUMN", "TYPE", "NULLABLE", "JSONPATH", "SEEN", "--column"], &rows);
+    if !d.builtin.is_empty() {
+        println!("\nbuilt-in fields (the default mapping): {}", d.builtin.iter().map(|c| format!("{} {}", c.name, c.ty)).collect::<Vec<_>>().join(", "));
+    }
+}
+
+pub fn tasks(list: &[Task]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            let src = match (&t.draft.source, &t.draft.source_table) {
+                (Some(s), Some(tb)) => format!("{s}:{tb}"),
+                (Some(s), None) => s.clone(),
+                _ => "-".into(),
+            };
+            vec![
+                t.name.clone(),
+                t.state.to_string(),
+                t.deployed_version.map_or("-".into(), |v| v.to_string()),
+                t.folder.clone(),
+                t.vcluster.clone(),
+                src,
+                t.last_error.clone().map(|e| truncate(&e, 60)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "VERSION", "FOLDER", "VCLUSTER", "SOURCE", "LAST_ERROR"], &rows);
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+fn describe_config(c: &TaskConfig) -> Vec<(&'static str, String)> {
+    let source = match (&c.source, &c.source_table) {
+        (Some(s), Some(t)) => format!("{s} {}.{t}", c.source_schema.as_deref().unwrap_or("default")),
+        (Some(s), None) => format!("{s} (no table/topic yet)"),
+        _ => "not configured".into(),
+    };
+    let columns = if c.columns.is_empty() {
+        "the source's default mapping (Kafka: key, value, timestamp, partition, offset, headers)".to_string()
+    } else {
+        c.columns.iter().map(|col| format!("{}={}:{}", col.name, col.expr, col.ty)).collect::<Vec<_>>().join(", ")
+    };
+    vec![
+        ("source", source),
+        ("start offset", c.start_offset.clone().unwrap_or_else(|| "earliest".into())),
+        ("target", format!("{} {}.{}", c.sink, c.sink_schema, c.effective_sink_table().unwrap_or("(source table)"))),
+        ("columns", columns),
+        ("error policy", format!("{:?}", c.error_policy).to_lowercase().replace("deadletter", "dead_letter")),
+    ]
+}
+
+pub fn task(t: &Task) {
+    let mut pairs = vec![
+        ("task", format!("{} (task_type {} REALTIME)", t.name, t.task_type)),
+        ("state", t.state.to_string()),
+        ("folder", t.folder.clone()),
+        ("vcluster", t.vcluster.clone()),
+        ("deployed version", t.deployed_version.map_or("-".into(), |v| v.to_string())),
+    ];
+    for (k, v) in describe_config(&t.draft) {
+        pairs.push((k, v));
+    }
+    fields(&pairs);
+}
+
+pub fn task_detail(d: &TaskDetail) {
+    let t = &d.task;
+    let s = &d.status;
+    let mut pairs = vec![
+        ("task", format!("{} (task_type {} REALTIME)", t.name, t.task_type)),
+        ("status", {
+            let mut v = s.phase.clone();
+            if let Some(r) = s.run_id {
+                v.push_str(&format!(" (run {r}"));
+                if let Some(a) = s.attempt {
+                    v.push_str(&format!(", attempt {a}"));
+                }
+                v.push(')');
+            }
+            v
+        }),
+        ("folder", t.folder.clone()),
+        ("vcluster", t.vcluster.clone()),
+        (
+            "deployed version",
+            d.deployed.as_ref().map_or("- (not deployed)".into(), |v| format!("{} (published {})", v.version, v.published_at)),
+        ),
+        ("delta app id", d.app_id.clone()),
+    ];
+    let cfg = d.deployed.as_ref().map(|v| &v.config).unwrap_or(&t.draft);
+    pairs.extend(describe_config(cfg));
+    if let Some(target) = &d.target {
+        pairs.push(("table", target.clone()));
+    }
+    if d.deployed.as_ref().is_some_and(|v| v.config != t.draft) {
+        pairs.push(("draft", "changed since the deployed version (deploy to publish it)".into()));
+    }
+    pairs.push(("position", s.position.clone().map_or("-".into(), |p| if p.is_empty() { "-".into() } else { format!("{p} (epoch {})", s.epoch.unwrap_or(0)) })));
+    pairs.push(("lag", s.lag.map_or("-".into(), |l| format!("{} message(s)", thousands(l.max(0) as u64)))));
+    pairs.push(("rows synced", thousands(s.rows_synced.max(0) as u64)));
+    pairs.push(("rows/s", format!("{:.1}", s.rows_per_sec)));
+    pairs.push((
+        "freshness",
+        match (s.freshness_ms, s.freshness_p99_ms) {
+            (Some(f), Some(p)) => format!("{:.2}s (p99 {:.2}s)", f as f64 / 1000.0, p as f64 / 1000.0),
+            _ => "-".into(),
+        },
+    ));
+    pairs.push(("last commit", opt(&s.last_commit_at)));
+    if s.rejected > 0 || s.dead_lettered > 0 {
+        pairs.push(("rejected", format!("{} (dead-lettered {})", s.rejected, s.dead_lettered)));
+    }
+    pairs.push(("last error", opt(&t.last_error)));
+    if let Some(w) = &s.warning {
+        pairs.push(("warning", w.clone()));
+    }
+    fields(&pairs);
+}
+
+pub fn versions(list: &[Version]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|v| {
+            let src = format!("{}:{}", v.config.source.clone().unwrap_or_default(), v.config.source_table.clone().unwrap_or_default());
+            vec![v.version.to_string(), v.incarnation.to_string(), v.published_at.clone(), src, v.config.columns.len().to_string()]
+        })
+        .collect();
+    table(&["VERSION", "INCARNATION", "PUBLISHED", "SOURCE", "COLUMNS"], &rows);
+}
+
+pub fn runs(list: &[Run]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.task.clone(),
+                r.status.clone(),
+                r.version.to_string(),
+                r.attempts.to_string(),
+                thousands(r.rows_synced.max(0) as u64),
+                r.started_at.clone(),
+                opt(&r.ended_at),
+                r.end_reason.clone().map(|e| truncate(&e, 80)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["RUN_ID", "TASK", "STATUS", "VERSION", "ATTEMPTS", "ROWS", "STARTED", "ENDED", "REASON"], &rows);
+}
+
+pub fn run_detail(d: &RunDetail) {
+    let r = &d.run;
+    fields(&[
+        ("run", r.id.to_string()),
+        ("task", r.task.clone()),
+        ("status", r.status.clone()),
+        ("version", r.version.to_string()),
+        ("incarnation", r.incarnation.to_string()),
+        ("started", r.started_at.clone()),
+        ("ended", opt(&r.ended_at)),
+        ("end reason", opt(&r.end_reason)),
+        ("rows synced", thousands(r.rows_synced.max(0) as u64)),
+    ]);
+    println!();
+    let rows: Vec<Vec<String>> = d
+        .attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.status.clone(),
+                a.reason.clone(),
+                a.started_at.clone(),
+                opt(&a.ended_at),
+                match (&a.error_kind, &a.error) {
+                    (Some(k), Some(e)) => format!("{k}: {e}"),
+                    (None, Some(e)) => e.clone(),
+                    _ => String::new(),
+                },
+            ]
+        })
+        .collect();
+    table(&["ATTEMPT", "STATUS", "REASON", "STARTED", "ENDED", "ERROR"], &rows);
+}
+
+pub fn attempt_log(l: &AttemptLog) {
+    let a = &l.attempt;
+    println!(
+        "run {} attempt {}: {} ({}), started {}, ended {}",
+        l.run_id,
+        a.attempt,
+        a.status,
+        a.reason,
+        a.started_at,
+        a.ended_at.clone().unwrap_or_else(|| "-".into())
+    );
+    if let Some(e) = &a.error {
+        println!("error ({}): {e}", a.error_kind.clone().unwrap_or_default());
+    }
+    println!();
+    for line in &l.lines {
+        println!("{} {:<5} {}", line.ts, line.level, line.message);
+    }
+    if l.lines.is_empty() {
+        println!("(no log lines)");
+    }
+}
+
+pub fn preview(p: &Preview) {
+    let headers: Vec<String> = p.columns.iter().map(|c| c.name.clone()).collect();
+    let rows: Vec<Vec<String>> = p
+        .rows
+        .iter()
+        .map(|r| {
+            headers
+                .iter()
+                .map(|h| match r.get(h) {
+                    Some(serde_json::Value::Null) | None => "NULL".to_string(),
+                    Some(serde_json::Value::String(s)) => truncate(s, 60),
+                    Some(v) => truncate(&v.to_string(), 60),
+                })
+                .collect()
+        })
+        .collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    table(&header_refs, &rows);
+    println!("\n{} message(s) read, {} mapped, {} rejected (nothing was written)", p.messages_read, p.rows.len(), p.rejected.len());
+    for r in &p.rejected {
+        println!("rejected at {}: {}", r.at, r.reason);
+    }
+    if let Some(n) = &p.note {
+        println!("{n}");
+    }
+}
