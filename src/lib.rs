@@ -2,6 +2,7 @@
 //!
 //! The top of the workspace: the CLI's pieces (demo, progress line) over the control plane.
 
+pub mod cli;
 pub mod demo;
 pub mod progress;
 

@@ -43,11 +43,20 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// The daemon (`serve`) and its client commands.
+    #[command(flatten)]
+    Daemon(rtsync::cli::DaemonCommand),
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // The attempt-log layer routes a daemon task's events to its attempt's log (a no-op
+    // outside `rtsync serve`).
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(rtsync_control::logs::layer())
+        .init();
 }
 
 /// First SIGINT/SIGTERM: commit and stop. A second one: exit at once.
@@ -124,6 +133,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { spec, check, progress } => cmd_run(spec, check, &progress).await,
         Command::Demo { root, messages, seconds } => cmd_demo(root, messages, seconds).await,
+        Command::Daemon(cmd) => rtsync::cli::run(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

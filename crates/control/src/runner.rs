@@ -9,6 +9,7 @@ use rtsync_core::{ColumnMapping, ErrorPolicy, MappedBatch, OP_COLUMN, Source, Sy
 use rtsync_engine::{Backoff, EngineConfig, Task, TaskMetrics};
 use rtsync_sink_lakehouse::DeltaSink;
 use rtsync_source_kafka::KafkaSource;
+use rtsync_source_mysql::MySqlSource;
 use rtsync_source_postgres::PostgresSource;
 use tokio::sync::watch;
 
@@ -80,6 +81,10 @@ async fn attempt(spec: &TaskSpec, opts: &RunOptions) -> SyncResult<()> {
     match &spec.source {
         SourceSpec::Postgresql(config) => {
             let source = PostgresSource::new(&spec.name, config.clone())?;
+            run_table_source(spec, opts, source).await
+        }
+        SourceSpec::Mysql(config) => {
+            let source = MySqlSource::new(&spec.name, config.clone())?;
             run_table_source(spec, opts, source).await
         }
         SourceSpec::Kafka(config) => {

@@ -8,6 +8,7 @@ use rtsync_engine::{DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT
 use rtsync_mapping::ColumnSpec;
 use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use rtsync_source_kafka::KafkaSourceConfig;
+use rtsync_source_mysql::MySqlSourceConfig;
 use rtsync_source_postgres::PostgresSourceConfig;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,9 @@ pub enum SourceSpec {
     /// PostgreSQL, Aurora PostgreSQL and PolarDB PostgreSQL (one connector).
     #[serde(alias = "postgres", alias = "aurora-postgresql", alias = "polardb-postgresql")]
     Postgresql(PostgresSourceConfig),
+    /// MySQL, Aurora MySQL, PolarDB MySQL and MariaDB (one connector).
+    #[serde(alias = "mariadb", alias = "aurora-mysql", alias = "polardb-mysql")]
+    Mysql(MySqlSourceConfig),
 }
 
 impl SourceSpec {
@@ -99,6 +103,7 @@ impl TaskSpec {
         match &self.source {
             SourceSpec::Kafka(k) => k.validate()?,
             SourceSpec::Postgresql(p) => p.validate()?,
+            SourceSpec::Mysql(m) => m.validate()?,
         }
         if self.source.is_table() && !self.columns.is_empty() {
             return Err(SyncError::config(
@@ -180,6 +185,28 @@ table = "orders"
         let SourceSpec::Postgresql(p) = &spec.source else { panic!("postgresql expected") };
         assert_eq!(p.table, "orders");
         assert!(spec.source.is_table());
+        assert!(!format!("{spec:?}").contains("password@"), "the password never prints");
+    }
+
+    #[test]
+    fn the_minimal_mysql_spec_parses() {
+        let spec = TaskSpec::from_toml(
+            r#"
+name = "my_orders"
+[source]
+type = "mysql"
+url = "mysql://user:password@127.0.0.1:3306"
+schema = "shop"
+table = "orders"
+[sink]
+root = "./lakehouse"
+schema = "public"
+table = "orders"
+"#,
+        )
+        .unwrap();
+        let SourceSpec::Mysql(m) = &spec.source else { panic!("mysql expected") };
+        assert_eq!((m.schema.as_str(), m.table.as_str()), ("shop", "orders"));
         assert!(!format!("{spec:?}").contains("password@"), "the password never prints");
     }
 

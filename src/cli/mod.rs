@@ -1,0 +1,612 @@
+//! The daemon's commands: `rtsync serve`, and the client commands that talk to it over its
+//! HTTP API (`datasource`, `vcluster`, `folder`, `meta`, `task`, `runs`, `attempts`), with the
+//! verbs of the seed's `cz-cli`.
+//!
+//! Conventions: `--server URL` (default `http://127.0.0.1:7878`, or `RTSYNC_SERVER`) and
+//! `--format table|json` on every command; a failure exits non-zero with a one-line reason;
+//! `-y` skips a confirmation (required when stdin is not a terminal).
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use rtsync_control::error::{Code, Error};
+use rtsync_control::http::{ErrorBody, client};
+use rtsync_control::model::*;
+use rtsync_control::service::parse_column_arg;
+use rtsync_core::{ErrorKind, ErrorPolicy, SyncError, SyncResult};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// How to reach the daemon and how to print; accepted after any subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// The daemon's URL.
+    #[arg(long, global = true, env = "RTSYNC_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Output of read commands: table for people, json (the API's answer) for scripts.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Run the daemon: catalog, scheduler of deployed tasks, HTTP API and /metrics.
+    Serve {
+        /// Where the catalog (catalog.db) and the default lakehouse live.
+        #[arg(long, default_value = rtsync_control::daemon::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Address of the HTTP API.
+        #[arg(long, default_value = rtsync_control::daemon::DEFAULT_LISTEN)]
+        listen: String,
+    },
+    /// Data sources: named connections (Kafka, MySQL, PostgreSQL, …, Lakehouse).
+    Datasource {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: DatasourceCmd,
+    },
+    /// SYNC vclusters: the worker capacity tasks run on.
+    Vcluster {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: VclusterCmd,
+    },
+    /// Folders that group tasks.
+    Folder {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: FolderCmd,
+    },
+    /// Browse a data source: namespaces, objects (topics/tables), columns.
+    Meta {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: MetaCmd,
+    },
+    /// Real-time sync tasks: create, configure, preview, deploy, stop, start, undeploy, show.
+    Task {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: TaskCmd,
+    },
+    /// Runs of a task: one per deploy/start, until stopped.
+    Runs {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: RunsCmd,
+    },
+    /// Attempts of a run and their logs.
+    Attempts {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: AttemptsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasourceCmd {
+    /// Create a data source: --type kafka|mysql|postgresql|sqlserver|aurora-mysql|aurora-postgresql|polardb-mysql|polardb-postgresql|lakehouse (or its ds_type number).
+    Create {
+        name: String,
+        #[arg(long = "type")]
+        ds_type: String,
+        /// A property, repeatable: bootstrap.servers=HOST:PORT and any librdkafka setting for
+        /// Kafka; url=…, user=…, password=… for databases; root=DIR for a lakehouse.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List data sources.
+    List {
+        /// Only this type (name or ds_type number).
+        #[arg(long = "type")]
+        ds_type: Option<String>,
+    },
+    /// Show one data source (secrets are never shown).
+    Show { name: String },
+    /// Connect and say what is wrong, if anything.
+    Test {
+        name: String,
+        /// Also check this topic (Kafka) or SCHEMA.TABLE (PostgreSQL).
+        #[arg(long)]
+        object: Option<String>,
+    },
+    /// Delete a data source (refused while a task uses it).
+    Delete {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VclusterCmd {
+    /// List vclusters with their slots and running tasks.
+    List,
+    /// Create a vcluster.
+    Create {
+        name: String,
+        /// SYNC for real-time sync tasks (GENERAL and ANALYTICS exist but cannot run them).
+        #[arg(long = "type", default_value = "SYNC")]
+        vcluster_type: String,
+        /// How many tasks can run on it at once.
+        #[arg(long, default_value_t = DEFAULT_VCLUSTER_SLOTS)]
+        slots: i64,
+    },
+    /// Show one vcluster.
+    Show { name: String },
+    /// Delete a vcluster (refused while tasks run on it).
+    Delete {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FolderCmd {
+    List,
+    Create { name: String },
+    /// Delete an empty folder.
+    Delete {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MetaCmd {
+    /// Namespaces of a data source (Kafka: `default`; Lakehouse: schemas).
+    Namespaces { datasource: String },
+    /// Objects in a namespace (Kafka: topics with partitions and offsets; Lakehouse: tables).
+    Objects { datasource: String, namespace: String },
+    /// Columns of an object (Kafka: fields inferred from sampled JSON values, with JSONPath).
+    Detail {
+        datasource: String,
+        namespace: String,
+        object: String,
+        /// Messages to sample (Kafka).
+        #[arg(long, default_value_t = 100)]
+        sample: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Create a task (draft). Only --type REALTIME (task_type 14) exists in rtsync.
+    Create {
+        name: String,
+        #[arg(long = "type", default_value = "REALTIME")]
+        task_type: String,
+        #[arg(long)]
+        folder: Option<String>,
+        /// A SYNC vcluster (default: `default`).
+        #[arg(long)]
+        vcluster: Option<String>,
+    },
+    /// Change the draft: source, target, start offset, columns, error policy.
+    Configure(Box<ConfigureArgs>),
+    /// Read a sample from the source and print the mapped rows; writes nothing.
+    Preview {
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Publish the draft as a new version and start it (continuously, no schedule).
+    Deploy {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+    /// Stop the task; it keeps its position.
+    Stop { name: String },
+    /// Start a stopped or failed task from its position.
+    Start { name: String },
+    /// Stop the task and forget its position: the next deploy starts afresh.
+    Undeploy {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+    /// Status, version, position, lag, rows, rows/s, freshness, last error.
+    Show { name: String },
+    /// List tasks.
+    List {
+        #[arg(long)]
+        folder: Option<String>,
+    },
+    /// Published versions of a task.
+    Versions { name: String },
+    /// Delete a task that is not deployed.
+    Delete {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigureArgs {
+    name: String,
+    /// The source data source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Database/schema (Kafka: default).
+    #[arg(long)]
+    source_schema: Option<String>,
+    /// Table or topic.
+    #[arg(long)]
+    source_table: Option<String>,
+    /// The target Lakehouse data source (default: lakehouse).
+    #[arg(long)]
+    sink: Option<String>,
+    /// Target schema (default: public).
+    #[arg(long)]
+    sink_schema: Option<String>,
+    /// Target table (default: the source table's name).
+    #[arg(long)]
+    sink_table: Option<String>,
+    /// Kafka: earliest, latest, timestamp:EPOCH_MS, an RFC 3339 time, or PARTITION:OFFSET,…
+    #[arg(long)]
+    start_offset: Option<String>,
+    /// A target column, repeatable: 'name=$.json.path:type' (or a built-in field: key, value,
+    /// timestamp, partition, offset, headers). Replaces the column list.
+    #[arg(long = "column", value_name = "NAME=EXPR:TYPE")]
+    columns: Vec<String>,
+    /// Go back to the source's default mapping.
+    #[arg(long, conflicts_with = "columns")]
+    clear_columns: bool,
+    /// fail, or dead_letter (rejected messages go to <table>__dlq).
+    #[arg(long)]
+    error_policy: Option<String>,
+    /// How often to commit, e.g. 500ms, 1s.
+    #[arg(long)]
+    commit_interval: Option<String>,
+    /// Run on this SYNC vcluster.
+    #[arg(long)]
+    vcluster: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// Runs of a task, newest first.
+    List {
+        #[arg(long)]
+        task: String,
+    },
+    /// A run and its attempts.
+    Detail { run_id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AttemptsCmd {
+    /// The log of an attempt (default: the run's last attempt).
+    Log {
+        run_id: i64,
+        #[arg(long)]
+        attempt: Option<i64>,
+    },
+}
+
+fn to_sync(err: Error) -> SyncError {
+    let kind = match err.code {
+        Code::Unavailable => ErrorKind::Transient,
+        Code::Internal => ErrorKind::Internal,
+        _ => ErrorKind::Config,
+    };
+    SyncError::new(kind, err.message)
+}
+
+/// One API call; non-2xx answers become the daemon's error message.
+async fn call<T: DeserializeOwned>(c: &ClientArgs, method: &str, path: &[&str], query: &[(&str, String)], body: Option<&impl Serialize>) -> Result<(T, Vec<u8>), Error> {
+    let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::internal(format!("encoding the request: {e}")))?;
+    let (status, bytes) = client::call(&c.server, method, path, query, body).await?;
+    if !(200..300).contains(&status) {
+        return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => b.error,
+            Err(_) => Error::new(Code::from_http_status(status), format!("the daemon answered {status}: {}", String::from_utf8_lossy(&bytes).trim())),
+        });
+    }
+    let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+    let value = serde_json::from_slice(text).map_err(|e| Error::internal(format!("unexpected answer from the daemon: {e}")))?;
+    Ok((value, bytes))
+}
+
+const NO_BODY: Option<&()> = None;
+
+/// Prints the answer: the API's JSON, or the table view.
+fn show<T>(c: &ClientArgs, (value, raw): (T, Vec<u8>), table: impl FnOnce(&T)) {
+    match c.format {
+        Format::Json => println!("{}", String::from_utf8_lossy(&raw).trim_end()),
+        Format::Table => table(&value),
+    }
+}
+
+fn confirm(yes: bool, question: &str) -> Result<(), Error> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::bad_request(format!("{question} — add -y to confirm (stdin is not a terminal)")));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { Err(Error::bad_request("cancelled")) }
+}
+
+fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| Error::bad_request(format!("--set {s:?}: expected KEY=VALUE")))?;
+        if out.insert(k.trim().to_string(), v.to_string()).is_some() {
+            return Err(Error::bad_request(format!("--set {k}: given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one daemon command.
+pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
+    let result = match cmd {
+        DaemonCommand::Serve { data_dir, listen } => serve(data_dir, listen).await,
+        DaemonCommand::Datasource { client, cmd } => datasource(&client, cmd).await,
+        DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
+        DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,
+        DaemonCommand::Meta { client, cmd } => meta(&client, cmd).await,
+        DaemonCommand::Task { client, cmd } => task(&client, cmd).await,
+        DaemonCommand::Runs { client, cmd } => runs(&client, cmd).await,
+        DaemonCommand::Attempts { client, cmd } => attempts(&client, cmd).await,
+    };
+    result.map_err(to_sync)
+}
+
+async fn serve(data_dir: PathBuf, listen: String) -> Result<(), Error> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("stopping: every task commits what it holds (signal again to exit at once)");
+                let _ = tx.send(true);
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    rtsync_control::daemon::serve(rtsync_control::daemon::ServeOptions { data_dir, listen }, rx).await
+}
+
+async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {
+    match cmd {
+        DatasourceCmd::Create { name, ds_type, set } => {
+            let mut properties = parse_sets(&set)?;
+            // A relative local lakehouse root means relative to where the command runs.
+            if ds_type.eq_ignore_ascii_case("lakehouse") || ds_type == "1" {
+                if let Some(root) = properties.get_mut("root")
+                    && !root.contains("://")
+                    && let Ok(abs) = std::path::absolute(&*root)
+                {
+                    *root = abs.to_string_lossy().to_string();
+                }
+            }
+            let req = CreateDataSource { name, ds_type, properties };
+            let (ds, raw): (DataSource, _) = call(c, "POST", &["api", "v1", "datasources"], &[], Some(&req)).await?;
+            show(c, (ds, raw), |d| {
+                println!("data source {} created ({}, ds_type {})", d.name, d.ds_type, d.ds_type_id);
+            });
+        }
+        DatasourceCmd::List { ds_type } => {
+            let q: Vec<(&str, String)> = ds_type.map(|t| ("type", t)).into_iter().collect();
+            show(c, call::<Vec<DataSource>>(c, "GET", &["api", "v1", "datasources"], &q, NO_BODY).await?, |l| output::datasources(l));
+        }
+        DatasourceCmd::Show { name } => {
+            show(c, call::<DataSource>(c, "GET", &["api", "v1", "datasources", &name], &[], NO_BODY).await?, output::datasource);
+        }
+        DatasourceCmd::Test { name, object } => {
+            let q: Vec<(&str, String)> = object.map(|o| ("object", o)).into_iter().collect();
+            let (r, raw): (TestResult, _) = call(c, "POST", &["api", "v1", "datasources", &name, "test"], &q, NO_BODY).await?;
+            let ok = r.ok;
+            let message = r.message.clone();
+            show(c, (r, raw), |r| println!("{}: {}", if r.ok { "ok" } else { "failed" }, r.message));
+            if !ok {
+                return Err(Error::bad_request(format!("data source {name} test failed: {message}")));
+            }
+        }
+        DatasourceCmd::Delete { name, yes } => {
+            confirm(yes, &format!("delete data source {name}?"))?;
+            call::<serde_json::Value>(c, "DELETE", &["api", "v1", "datasources", &name], &[], NO_BODY).await?;
+            println!("data source {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
+    match cmd {
+        VclusterCmd::List => show(c, call::<Vec<VCluster>>(c, "GET", &["api", "v1", "vclusters"], &[], NO_BODY).await?, |l| output::vclusters(l)),
+        VclusterCmd::Create { name, vcluster_type, slots } => {
+            let req = CreateVCluster { name, vcluster_type, slots };
+            show(c, call::<VCluster>(c, "POST", &["api", "v1", "vclusters"], &[], Some(&req)).await?, |v| {
+                println!("vcluster {} created ({}, {} slots)", v.name, v.vcluster_type, v.slots)
+            });
+        }
+        VclusterCmd::Show { name } => {
+            show(c, call::<VCluster>(c, "GET", &["api", "v1", "vclusters", &name], &[], NO_BODY).await?, |v| output::vclusters(std::slice::from_ref(v)))
+        }
+        VclusterCmd::Delete { name, yes } => {
+            confirm(yes, &format!("delete vcluster {name}?"))?;
+            call::<serde_json::Value>(c, "DELETE", &["api", "v1", "vclusters", &name], &[], NO_BODY).await?;
+            println!("vcluster {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn folder(c: &ClientArgs, cmd: FolderCmd) -> Result<(), Error> {
+    match cmd {
+        FolderCmd::List => show(c, call::<Vec<Folder>>(c, "GET", &["api", "v1", "folders"], &[], NO_BODY).await?, |l| output::folders(l)),
+        FolderCmd::Create { name } => {
+            show(c, call::<Folder>(c, "POST", &["api", "v1", "folders"], &[], Some(&CreateFolder { name })).await?, |f| println!("folder {} created", f.name))
+        }
+        FolderCmd::Delete { name, yes } => {
+            confirm(yes, &format!("delete folder {name}?"))?;
+            call::<serde_json::Value>(c, "DELETE", &["api", "v1", "folders", &name], &[], NO_BODY).await?;
+            println!("folder {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn meta(c: &ClientArgs, cmd: MetaCmd) -> Result<(), Error> {
+    match cmd {
+        MetaCmd::Namespaces { datasource } => show(
+            c,
+            call::<Vec<Namespace>>(c, "GET", &["api", "v1", "datasources", &datasource, "namespaces"], &[], NO_BODY).await?,
+            |l| output::namespaces(l),
+        ),
+        MetaCmd::Objects { datasource, namespace } => show(
+            c,
+            call::<Vec<MetaObject>>(c, "GET", &["api", "v1", "datasources", &datasource, "namespaces", &namespace, "objects"], &[], NO_BODY).await?,
+            |l| output::objects(l),
+        ),
+        MetaCmd::Detail { datasource, namespace, object, sample } => show(
+            c,
+            call::<MetaDetail>(
+                c,
+                "GET",
+                &["api", "v1", "datasources", &datasource, "namespaces", &namespace, "objects", &object],
+                &[("sample", sample.to_string())],
+                NO_BODY,
+            )
+            .await?,
+            output::meta_detail,
+        ),
+    }
+    Ok(())
+}
+
+fn action(c: &ClientArgs, answer: (ActionResult, Vec<u8>)) {
+    show(c, answer, |a| println!("{}", a.message));
+}
+
+async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
+    match cmd {
+        TaskCmd::Create { name, task_type, folder, vcluster } => {
+            let req = CreateTask { name, task_type, folder, vcluster };
+            show(c, call::<Task>(c, "POST", &["api", "v1", "tasks"], &[], Some(&req)).await?, |t| {
+                println!("task {} created (task_type {}, folder {}, vcluster {}): configure it with `rtsync task configure {} --source DS --source-table T`", t.name, t.task_type, t.folder, t.vcluster, t.name)
+            });
+        }
+        TaskCmd::Configure(args) => {
+            let a = *args;
+            let columns = if a.columns.is_empty() { None } else { Some(a.columns.iter().map(|s| parse_column_arg(s)).collect::<Result<Vec<_>, _>>()?) };
+            let error_policy = a
+                .error_policy
+                .map(|p| p.parse::<ErrorPolicy>().map_err(|e| Error::bad_request(format!("--error-policy: {e}"))))
+                .transpose()?;
+            let commit_interval_ms = a
+                .commit_interval
+                .map(|t| rtsync_control::duration::parse(&t).map(|d| d.as_millis() as u64).map_err(|e| Error::bad_request(format!("--commit-interval: {e}"))))
+                .transpose()?;
+            let patch = ConfigPatch {
+                source: a.source,
+                source_schema: a.source_schema,
+                source_table: a.source_table,
+                sink: a.sink,
+                sink_schema: a.sink_schema,
+                sink_table: a.sink_table,
+                start_offset: a.start_offset,
+                columns,
+                clear_columns: a.clear_columns,
+                error_policy,
+                commit_interval_ms,
+                vcluster: a.vcluster,
+            };
+            show(c, call::<Task>(c, "PATCH", &["api", "v1", "tasks", &a.name, "config"], &[], Some(&patch)).await?, |t| {
+                println!("task {} configured (draft):", t.name);
+                output::task(t);
+            });
+        }
+        TaskCmd::Preview { name, limit } => show(
+            c,
+            call::<Preview>(c, "POST", &["api", "v1", "tasks", &name, "preview"], &[("limit", limit.to_string())], NO_BODY).await?,
+            output::preview,
+        ),
+        TaskCmd::Deploy { name, yes } => {
+            confirm(yes, &format!("deploy task {name}: publish its draft and start it now?"))?;
+            action(c, call(c, "POST", &["api", "v1", "tasks", &name, "deploy"], &[], NO_BODY).await?);
+        }
+        TaskCmd::Stop { name } => action(c, call(c, "POST", &["api", "v1", "tasks", &name, "stop"], &[], NO_BODY).await?),
+        TaskCmd::Start { name } => action(c, call(c, "POST", &["api", "v1", "tasks", &name, "start"], &[], NO_BODY).await?),
+        TaskCmd::Undeploy { name, yes } => {
+            confirm(yes, &format!("undeploy task {name}: stop it and forget its position?"))?;
+            action(c, call(c, "POST", &["api", "v1", "tasks", &name, "undeploy"], &[], NO_BODY).await?);
+        }
+        TaskCmd::Show { name } => show(c, call::<TaskDetail>(c, "GET", &["api", "v1", "tasks", &name], &[], NO_BODY).await?, output::task_detail),
+        TaskCmd::List { folder } => {
+            let q: Vec<(&str, String)> = folder.map(|f| ("folder", f)).into_iter().collect();
+            show(c, call::<Vec<Task>>(c, "GET", &["api", "v1", "tasks"], &q, NO_BODY).await?, |l| output::tasks(l));
+        }
+        TaskCmd::Versions { name } => {
+            show(c, call::<Vec<Version>>(c, "GET", &["api", "v1", "tasks", &name, "versions"], &[], NO_BODY).await?, |l| output::versions(l))
+        }
+        TaskCmd::Delete { name, yes } => {
+            confirm(yes, &format!("delete task {name} with its versions, runs and logs?"))?;
+            call::<serde_json::Value>(c, "DELETE", &["api", "v1", "tasks", &name], &[], NO_BODY).await?;
+            println!("task {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn runs(c: &ClientArgs, cmd: RunsCmd) -> Result<(), Error> {
+    match cmd {
+        RunsCmd::List { task } => show(c, call::<Vec<Run>>(c, "GET", &["api", "v1", "tasks", &task, "runs"], &[], NO_BODY).await?, |l| output::runs(l)),
+        RunsCmd::Detail { run_id } => {
+            show(c, call::<RunDetail>(c, "GET", &["api", "v1", "runs", &run_id.to_string()], &[], NO_BODY).await?, output::run_detail)
+        }
+    }
+    Ok(())
+}
+
+async fn attempts(c: &ClientArgs, cmd: AttemptsCmd) -> Result<(), Error> {
+    match cmd {
+        AttemptsCmd::Log { run_id, attempt } => {
+            let q: Vec<(&str, String)> = attempt.map(|a| ("attempt", a.to_string())).into_iter().collect();
+            show(c, call::<AttemptLog>(c, "GET", &["api", "v1", "runs", &run_id.to_string(), "log"], &q, NO_BODY).await?, output::attempt_log);
+        }
+    }
+    Ok(())
+}
