@@ -35,11 +35,7 @@ const PARTITIONS: i32 = 3;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// A ~300-byte order.
@@ -114,7 +110,11 @@ fn produce(servers: &str, topic: &str, from: u64, count: u64, rate: Option<u64>)
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0))
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -132,7 +132,12 @@ fn spec(name: &str, servers: &str, topic: &str, root: &str) -> TaskSpec {
     }
 }
 
-async fn sync_until(spec: &TaskSpec, rows: u64, metrics: Arc<TaskMetrics>, during: impl FnOnce() + Send + 'static) -> Duration {
+async fn sync_until(
+    spec: &TaskSpec,
+    rows: u64,
+    metrics: Arc<TaskMetrics>,
+    during: impl FnOnce() + Send + 'static,
+) -> Duration {
     let (stop, shutdown) = watch::channel(false);
     let started = Instant::now();
     let task = {
@@ -171,12 +176,16 @@ async fn main() {
             s
         }
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &servers).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &servers).create().expect("admin");
     let stamp = std::process::id();
     let topic1 = format!("bench_tp_{stamp}");
     let topic2 = format!("bench_fresh_{stamp}");
     for t in [&topic1, &topic2] {
-        let r = admin.create_topics(&[NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new()).await.expect("create");
+        let r = admin
+            .create_topics(&[NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .expect("create");
         for x in r {
             x.expect("create topic");
         }
@@ -191,8 +200,13 @@ async fn main() {
     let elapsed = sync_until(&spec("throughput", &servers, &topic1, &root), messages, metrics.clone(), || {}).await;
     let secs = elapsed.as_secs_f64();
     let s = metrics.snapshot();
-    println!("throughput: {messages} messages ({avg:.0} B avg, 8 computed columns) in {secs:.2}s = {:.0} msg/s, {:.1} MB/s; {} commits, mean commit latency {:.0} ms",
-        messages as f64 / secs, bytes as f64 / secs / 1e6, s.commits, s.commit_latency_ms_total as f64 / s.commits.max(1) as f64);
+    println!(
+        "throughput: {messages} messages ({avg:.0} B avg, 8 computed columns) in {secs:.2}s = {:.0} msg/s, {:.1} MB/s; {} commits, mean commit latency {:.0} ms",
+        messages as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        s.commits,
+        s.commit_latency_ms_total as f64 / s.commits.max(1) as f64
+    );
     println!("peak RSS after throughput phase: {:.0} MiB", peak_rss_mib());
 
     let total = rate * seconds;
@@ -204,6 +218,11 @@ async fn main() {
     })
     .await;
     let h = metrics.freshness();
-    println!("freshness at {rate} msg/s, commit_interval 1s: p50 {} ms, p99 {} ms over {} rows", h.quantile(0.5), h.quantile(0.99), h.count());
+    println!(
+        "freshness at {rate} msg/s, commit_interval 1s: p50 {} ms, p99 {} ms over {} rows",
+        h.quantile(0.5),
+        h.quantile(0.99),
+        h.count()
+    );
     println!("peak RSS: {:.0} MiB", peak_rss_mib());
 }

@@ -121,7 +121,13 @@ pub async fn run_demo(opts: DemoOptions) -> SyncResult<DemoReport> {
     for table in [&sink, &spec.dead_letter_sink()] {
         let dir = std::path::Path::new(&table.table_location()).to_path_buf();
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| SyncError::with_source(ErrorKind::Sink, format!("removing the previous demo table {}", dir.display()), e))?;
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                SyncError::with_source(
+                    ErrorKind::Sink,
+                    format!("removing the previous demo table {}", dir.display()),
+                    e,
+                )
+            })?;
         }
     }
 
@@ -227,12 +233,20 @@ pub async fn print_report(report: &DemoReport, root: &str) -> SyncResult<()> {
         thousands((report.produced as f64 / report.elapsed.as_secs_f64().max(1e-3)) as u64),
         report.elapsed.as_secs_f64()
     );
-    println!("freshness        p50 {} ms, p99 {} ms (message timestamp → Delta commit)", report.freshness_p50_ms, report.freshness_p99_ms);
-    let sample = query_table(&sink, "SELECT id, customer, city, first_sku, first_qty, amount, paid, coupon, created_at FROM t ORDER BY id LIMIT 5").await?;
+    println!(
+        "freshness        p50 {} ms, p99 {} ms (message timestamp → Delta commit)",
+        report.freshness_p50_ms, report.freshness_p99_ms
+    );
+    let sample = query_table(
+        &sink,
+        "SELECT id, customer, city, first_sku, first_qty, amount, paid, coupon, created_at FROM t ORDER BY id LIMIT 5",
+    )
+    .await?;
     println!("\nfirst rows:\n{}", rtsync_core::arrow::util::pretty::pretty_format_batches(&sample)?);
     let dlq = sink.sibling(format!("{DEMO_TASK}__dlq"));
     if report.dead_lettered > 0 {
-        let letters = query_table(&dlq, "SELECT \"partition\", \"offset\", reason FROM t ORDER BY \"offset\" LIMIT 3").await?;
+        let letters =
+            query_table(&dlq, "SELECT \"partition\", \"offset\", reason FROM t ORDER BY \"offset\" LIMIT 3").await?;
         println!("dead letters:\n{}", rtsync_core::arrow::util::pretty::pretty_format_batches(&letters)?);
     }
     Ok(())

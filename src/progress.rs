@@ -33,7 +33,11 @@ pub fn status_line(s: &rtsync_engine::TaskMetricsSnapshot, rows_per_sec: f64) ->
     let last_commit = if s.last_commit_unix_ms == 0 {
         "no commit yet".to_string()
     } else {
-        format!("last commit {:.1}s ago (epoch {})", now_ms.saturating_sub(s.last_commit_unix_ms) as f64 / 1000.0, s.epoch)
+        format!(
+            "last commit {:.1}s ago (epoch {})",
+            now_ms.saturating_sub(s.last_commit_unix_ms) as f64 / 1000.0,
+            s.epoch
+        )
     };
     let mut line = format!(
         "rows {} | {} rows/s | {} | freshness {:.2}s",

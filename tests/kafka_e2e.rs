@@ -44,7 +44,15 @@ fn message(i: u64) -> (String, Option<Expected>) {
     if i % MALFORMED_EVERY == MALFORMED_EVERY - 1 {
         return (format!("{{\"id\": {i}, \"data\": {{\"code\": \"x\"]"), None);
     }
-    let names = ["plain", "Zürich ü", "東京 タワー", "emoji 🚀🎉", "quote \\\" and \\\\ slash", "tab\\tnew\\nline", "\\u00e9t\\u00e9"];
+    let names = [
+        "plain",
+        "Zürich ü",
+        "東京 タワー",
+        "emoji 🚀🎉",
+        "quote \\\" and \\\\ slash",
+        "tab\\tnew\\nline",
+        "\\u00e9t\\u00e9",
+    ];
     let decoded = ["plain", "Zürich ü", "東京 タワー", "emoji 🚀🎉", "quote \" and \\ slash", "tab\tnew\nline", "été"];
     let k = (i % 7) as usize;
     let mut fields = vec![format!("\"id\":{i}")];
@@ -217,7 +225,11 @@ fn opt_str(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
     c.is_valid(i).then(|| c.value(i).to_string())
 }
 
-fn opt_prim<T: rtsync_core::arrow::datatypes::ArrowPrimitiveType>(b: &RecordBatch, name: &str, i: usize) -> Option<T::Native> {
+fn opt_prim<T: rtsync_core::arrow::datatypes::ArrowPrimitiveType>(
+    b: &RecordBatch,
+    name: &str,
+    i: usize,
+) -> Option<T::Native> {
     let c = b.column_by_name(name).unwrap().as_primitive::<T>();
     c.is_valid(i).then(|| c.value(i))
 }
@@ -232,7 +244,8 @@ async fn read_rows(table: &LakehouseSinkConfig) -> (HashMap<String, Expected>, u
         for i in 0..b.num_rows() {
             total += 1;
             let amount = {
-                let c = b.column_by_name("amount").unwrap().as_primitive::<rtsync_core::arrow::datatypes::Decimal128Type>();
+                let c =
+                    b.column_by_name("amount").unwrap().as_primitive::<rtsync_core::arrow::datatypes::Decimal128Type>();
                 assert_eq!(c.scale(), 4);
                 c.is_valid(i).then(|| c.value(i))
             };
@@ -286,7 +299,8 @@ async fn hundred_thousand_messages_survive_sigkills_exactly_once() {
     create_topic(&servers, &topic, PARTITIONS).await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lake");
-    let spec = write_spec(dir.path(), &name, &spec_body(&name, &servers, &topic, root.to_str().unwrap(), "dead_letter"));
+    let spec =
+        write_spec(dir.path(), &name, &spec_body(&name, &servers, &topic, root.to_str().unwrap(), "dead_letter"));
     let log = dir.path().join("rtsync.log");
     let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
     let dlq = table.sibling(format!("{name}__dlq"));
@@ -364,7 +378,8 @@ async fn hundred_thousand_messages_survive_sigkills_exactly_once() {
     // after the Delta commits and stand where the table does.
     assert_eq!(log_text.matches("kafka source opened").count(), 6, "one start per run");
     let committed = committed_offsets(&servers, &format!("rtsync-{name}"), &topic, PARTITIONS);
-    let per_partition: Vec<i64> = (0..PARTITIONS as u64).map(|p| (0..MESSAGES).filter(|i| i % PARTITIONS as u64 == p).count() as i64).collect();
+    let per_partition: Vec<i64> =
+        (0..PARTITIONS as u64).map(|p| (0..MESSAGES).filter(|i| i % PARTITIONS as u64 == p).count() as i64).collect();
     assert_eq!(committed, per_partition);
 
     // The independent reader agrees.

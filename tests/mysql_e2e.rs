@@ -17,7 +17,8 @@ use rtsync_core::arrow::datatypes::{Decimal128Type, Int64Type};
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
 
 fn mysql_url() -> String {
-    std::env::var("RTSYNC_MARIADB_URL").unwrap_or_else(|_| panic!("RTSYNC_MARIADB_URL is not set: run the README's test command"))
+    std::env::var("RTSYNC_MARIADB_URL")
+        .unwrap_or_else(|_| panic!("RTSYNC_MARIADB_URL is not set: run the README's test command"))
 }
 
 async fn connect() -> Conn {
@@ -56,9 +57,12 @@ async fn churn(conn: &mut Conn, table: &str, round: i64) {
     let base = 1_000_000 + round * 1000;
     let m = round % 89;
     let mut tx = conn.start_transaction(Default::default()).await.unwrap();
-    let values: Vec<String> = (base..base + 50).map(|g| format!("({g}, 'new-{g}', {}, {}.{:02})", g % 7, (g % 1000) / 4, g % 100)).collect();
+    let values: Vec<String> =
+        (base..base + 50).map(|g| format!("({g}, 'new-{g}', {}, {}.{:02})", g % 7, (g % 1000) / 4, g % 100)).collect();
     tx.query_drop(format!("INSERT INTO {table} (id, name, qty, price) VALUES {}", values.join(","))).await.unwrap();
-    tx.query_drop(format!("UPDATE {table} SET qty = qty + 1, name = CONCAT(name, '+') WHERE id % 97 = {m}")).await.unwrap();
+    tx.query_drop(format!("UPDATE {table} SET qty = qty + 1, name = CONCAT(name, '+') WHERE id % 97 = {m}"))
+        .await
+        .unwrap();
     tx.query_drop(format!("DELETE FROM {table} WHERE id % 89 = {m}")).await.unwrap();
     tx.query_drop(format!("UPDATE {table} SET id = id + 5000000 WHERE id = {}", base + 7)).await.unwrap();
     tx.commit().await.unwrap();

@@ -30,7 +30,11 @@ type Row = (String, Option<i64>, Option<String>);
 
 async fn source_rows(client: &Client, table: &str) -> BTreeMap<i64, Row> {
     let rows = client.query(&format!("SELECT id, name, qty, price::text FROM {table}"), &[]).await.unwrap();
-    rows.iter().map(|r| (r.get::<_, i64>(0), (r.get::<_, String>(1), r.get::<_, Option<i64>>(2), r.get::<_, Option<String>>(3)))).collect()
+    rows.iter()
+        .map(|r| {
+            (r.get::<_, i64>(0), (r.get::<_, String>(1), r.get::<_, Option<i64>>(2), r.get::<_, Option<String>>(3)))
+        })
+        .collect()
 }
 
 async fn target_rows(table: &LakehouseSinkConfig) -> BTreeMap<i64, Row> {

@@ -44,7 +44,10 @@ async fn sync(spec: &TaskSpec, rows: u64, after_start: impl FnOnce() + Send + 's
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::task::spawn_blocking(after_start).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metrics.rows_out.load(std::sync::atomic::Ordering::Relaxed) < rows && Instant::now() < deadline && !task.is_finished() {
+    while metrics.rows_out.load(std::sync::atomic::Ordering::Relaxed) < rows
+        && Instant::now() < deadline
+        && !task.is_finished()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;

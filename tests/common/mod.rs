@@ -126,7 +126,9 @@ pub async fn count_rows(table: &LakehouseSinkConfig) -> u64 {
         return 0;
     }
     match query_table(table, "SELECT count(*) FROM t").await {
-        Ok(b) => b[0].column(0).as_any().downcast_ref::<rtsync_core::arrow::array::Int64Array>().unwrap().value(0) as u64,
+        Ok(b) => {
+            b[0].column(0).as_any().downcast_ref::<rtsync_core::arrow::array::Int64Array>().unwrap().value(0) as u64
+        }
         Err(_) => 0,
     }
 }
@@ -147,7 +149,8 @@ pub async fn wait_rows(table: &LakehouseSinkConfig, rows: u64, within: Duration)
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("python");
     assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("python printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The offsets a consumer group has committed for partitions 0..partitions of `topic`.

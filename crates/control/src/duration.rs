@@ -9,9 +9,8 @@ pub fn parse(text: &str) -> Result<Duration, SyncError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| SyncError::config(format!("{text:?} is not a duration (e.g. 500ms, 1s, 2m)")))?;
+    let value: f64 =
+        num.parse().map_err(|_| SyncError::config(format!("{text:?} is not a duration (e.g. 500ms, 1s, 2m)")))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "s" | "" => value,

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
-use rtsync_core::{ColumnMapping, ErrorPolicy, MappedBatch, OP_COLUMN, Source, SyncError, SyncResult, TableDescription};
+use rtsync_core::{
+    ColumnMapping, ErrorPolicy, MappedBatch, OP_COLUMN, Source, SyncError, SyncResult, TableDescription,
+};
 use rtsync_engine::{Backoff, EngineConfig, Task, TaskMetrics};
 use rtsync_sink_lakehouse::DeltaSink;
 use rtsync_source_kafka::KafkaSource;
@@ -62,10 +64,8 @@ impl ColumnMapping for TableMapping {
 /// columns and upserts by its primary key (appends when it has none).
 async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut source: S) -> SyncResult<()> {
     source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
-    let description = source
-        .describe()
-        .await?
-        .ok_or_else(|| SyncError::internal("a table source did not describe its table"))?;
+    let description =
+        source.describe().await?.ok_or_else(|| SyncError::internal("a table source did not describe its table"))?;
     let mapping: Arc<dyn ColumnMapping> = Arc::new(TableMapping::new(&description));
     let sink: Box<dyn rtsync_core::Sink> = if description.primary_key.is_empty() {
         tracing::warn!(task = %spec.name, "the source table has no primary key: rows are appended, not upserted");
@@ -91,7 +91,8 @@ async fn attempt(spec: &TaskSpec, opts: &RunOptions) -> SyncResult<()> {
             let mapping: Arc<dyn ColumnMapping> = Arc::new(rtsync_mapping::compile(&spec.columns)?);
             let sink = Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?);
             let source = KafkaSource::new(&spec.name, config.clone())?;
-            let mut task = Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone());
+            let mut task =
+                Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone());
             if spec.error_policy == ErrorPolicy::DeadLetter {
                 task = task.with_dead_letter_sink(Box::new(DeltaSink::new(&spec.name, spec.dead_letter_sink())?));
             }

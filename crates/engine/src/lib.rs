@@ -19,5 +19,6 @@ mod task;
 pub use metrics::{FreshnessHistogram, TaskMetrics, TaskMetricsSnapshot};
 pub use retry::{Backoff, DEFAULT_MAX_BACKOFF};
 pub use task::{
-    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_ROWS, EngineConfig, Task, dead_letter_schema,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_ROWS, EngineConfig, Task,
+    dead_letter_schema,
 };

@@ -4,10 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Array, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use rtsync_core::{ChangeBatch, Checkpoint, ColumnMapping, ErrorKind, ErrorPolicy, Position, Rejected, Sink, Source, SyncError, SyncResult};
+use rtsync_core::{
+    ChangeBatch, Checkpoint, ColumnMapping, ErrorKind, ErrorPolicy, Position, Rejected, Sink, Source, SyncError,
+    SyncResult,
+};
 use tokio::sync::watch;
 
 use crate::TaskMetrics;
@@ -111,7 +117,11 @@ impl<S: Source> Task<S> {
 
     async fn run_inner(&mut self) -> SyncResult<()> {
         let task = self.config.task.clone();
-        let checkpoint = self.sink.open(self.mapping.output_schema()).await.map_err(|e| e.context_prefix("opening the target table"))?;
+        let checkpoint = self
+            .sink
+            .open(self.mapping.output_schema())
+            .await
+            .map_err(|e| e.context_prefix("opening the target table"))?;
         let resume = decode_position::<S::Position>(checkpoint.as_ref())?;
         let mut epoch = checkpoint.as_ref().map_or(0, |c| c.epoch);
 
@@ -119,9 +129,11 @@ impl<S: Source> Task<S> {
         // ahead, the records of that cycle were already dead-lettered by the previous attempt.
         let mut dead_letters = DeadLetters::default();
         if let Some(dlq) = self.dead_letter.as_mut() {
-            let dlq_checkpoint = dlq.open(dead_letter_schema()).await.map_err(|e| e.context_prefix("opening the dead-letter table"))?;
+            let dlq_checkpoint =
+                dlq.open(dead_letter_schema()).await.map_err(|e| e.context_prefix("opening the dead-letter table"))?;
             if let Some(c) = dlq_checkpoint.filter(|c| c.epoch > epoch) {
-                dead_letters.already_written = decode_position::<S::Position>(Some(&c))?.map(|p| serde_json::to_value(p).unwrap_or_default());
+                dead_letters.already_written =
+                    decode_position::<S::Position>(Some(&c))?.map(|p| serde_json::to_value(p).unwrap_or_default());
                 epoch = c.epoch;
             }
         }
@@ -149,7 +161,8 @@ impl<S: Source> Task<S> {
                 None => tokio::task::yield_now().await,
             }
             let due = Instant::now() >= next_commit;
-            let full = pending.rows >= self.config.max_buffered_rows || self.sink.buffered_bytes() >= self.config.max_buffered_bytes;
+            let full = pending.rows >= self.config.max_buffered_rows
+                || self.sink.buffered_bytes() >= self.config.max_buffered_bytes;
             if due || full {
                 self.commit(&mut pending, &mut epoch).await?;
                 next_commit = Instant::now() + self.config.commit_interval;
@@ -183,16 +196,24 @@ impl<S: Source> Task<S> {
     }
 
     /// Applies the error policy to the rows the mapping rejected.
-    fn reject(&self, batch: &ChangeBatch<S::Position>, rejected: Vec<Rejected>, dlq: &mut DeadLetters) -> SyncResult<()> {
+    fn reject(
+        &self,
+        batch: &ChangeBatch<S::Position>,
+        rejected: Vec<Rejected>,
+        dlq: &mut DeadLetters,
+    ) -> SyncResult<()> {
         if self.dead_letter.is_none() || self.config.error_policy == ErrorPolicy::Fail {
             let first = &rejected[0];
-            let at = S::Position::of_row(&batch.rows, first.row).map(|p| describe_row(&batch.rows, first.row, &p)).unwrap_or_default();
+            let at = S::Position::of_row(&batch.rows, first.row)
+                .map(|p| describe_row(&batch.rows, first.row, &p))
+                .unwrap_or_default();
             return Err(SyncError::data(format!(
                 "record{at} could not be mapped: {}; fix the message or the column mapping, or set error_policy = \"dead_letter\"",
                 first.reason
             )));
         }
-        let already: Option<S::Position> = dlq.already_written.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok());
+        let already: Option<S::Position> =
+            dlq.already_written.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok());
         for r in rejected {
             let row_pos = S::Position::of_row(&batch.rows, r.row);
             if let (Some(done), Some(pos)) = (&already, &row_pos)
@@ -285,7 +306,8 @@ fn decode_position<P: Position>(checkpoint: Option<&Checkpoint>) -> SyncResult<O
 
 /// " at partition 1 offset 42" when the source rows carry those columns, else the position.
 fn describe_row<P: Position>(rows: &RecordBatch, row: usize, pos: &P) -> String {
-    let partition = rows.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(row));
+    let partition =
+        rows.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(row));
     let offset = rows.column_by_name("offset").and_then(|c| c.as_primitive_opt::<Int64Type>()).map(|a| a.value(row));
     match (partition, offset) {
         (Some(p), Some(o)) => format!(" at partition {p} offset {o}"),
@@ -313,8 +335,10 @@ struct DeadLetters {
 
 impl DeadLetters {
     fn push(&mut self, rows: &RecordBatch, event_ms: Option<&Int64Array>, r: &Rejected, position: Option<String>) {
-        let partition = rows.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(r.row));
-        let offset = rows.column_by_name("offset").and_then(|c| c.as_primitive_opt::<Int64Type>()).map(|a| a.value(r.row));
+        let partition =
+            rows.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(r.row));
+        let offset =
+            rows.column_by_name("offset").and_then(|c| c.as_primitive_opt::<Int64Type>()).map(|a| a.value(r.row));
         self.positions.push(position);
         self.partitions.push(partition);
         self.offsets.push(offset);

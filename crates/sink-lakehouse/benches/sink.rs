@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -29,8 +31,13 @@ fn batch() -> RecordBatch {
         Arc::new(StringArray::from_iter_values((0..n).map(|i| ["Zürich", "Basel", "Bern"][(i % 3) as usize]))),
         Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("SKU-{:05}", i % 100_000)))),
         Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64 * 0.25))),
-        Arc::new(Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 7)).with_precision_and_scale(18, 2).unwrap()),
-        Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 1_764_000_000_000_000 + i * 1000)).with_timezone("UTC")),
+        Arc::new(
+            Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 7)).with_precision_and_scale(18, 2).unwrap(),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 1_764_000_000_000_000 + i * 1000))
+                .with_timezone("UTC"),
+        ),
         Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 != 0)))),
     ];
     RecordBatch::try_new(schema, columns).unwrap()
@@ -52,7 +59,9 @@ fn write_and_commit(c: &mut Criterion) {
             epoch += 1;
             rt.block_on(async {
                 sink.write(rows.clone()).await.unwrap();
-                sink.commit(&Checkpoint { task: "bench".into(), epoch, position: serde_json::json!({"n": epoch}) }).await.unwrap();
+                sink.commit(&Checkpoint { task: "bench".into(), epoch, position: serde_json::json!({"n": epoch}) })
+                    .await
+                    .unwrap();
             })
         })
     });

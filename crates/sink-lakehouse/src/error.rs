@@ -20,7 +20,11 @@ pub fn classify(err: DeltaTableError, doing: &str) -> SyncError {
         },
         DeltaTableError::ObjectStore { source } => {
             let text = source.to_string();
-            if text.contains("Permission denied") || text.contains("Read-only") || text.contains("AccessDenied") || text.contains("Forbidden") {
+            if text.contains("Permission denied")
+                || text.contains("Read-only")
+                || text.contains("AccessDenied")
+                || text.contains("Forbidden")
+            {
                 (ErrorKind::Sink, "the storage refused the write: check permissions on the table location")
             } else {
                 (ErrorKind::Transient, "storage I/O failed")

@@ -124,7 +124,8 @@ impl LakehouseSinkConfig {
 
     pub fn table_url(&self) -> SyncResult<Url> {
         let location = self.table_location();
-        deltalake::ensure_table_uri(&location).map_err(|e| classify(e, &format!("resolving the table location {location}")))
+        deltalake::ensure_table_uri(&location)
+            .map_err(|e| classify(e, &format!("resolving the table location {location}")))
     }
 }
 
@@ -222,10 +223,9 @@ impl DeltaSink {
 
     async fn create(&self, table: DeltaTable, schema: &SchemaRef) -> SyncResult<DeltaTable> {
         let schema = table_schema(schema);
-        let structure: StructType = schema
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| SyncError::with_source(ErrorKind::Sink, "the mapped schema has a type Delta cannot store", e))?;
+        let structure: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
+            SyncError::with_source(ErrorKind::Sink, "the mapped schema has a type Delta cannot store", e)
+        })?;
         let interval = self.checkpoint_interval.to_string();
         table
             .create()
@@ -245,20 +245,20 @@ impl DeltaSink {
 
     /// The task's checkpoint: the `txn` version and the position in that epoch's commit info.
     async fn read_checkpoint(&self, table: &DeltaTable) -> SyncResult<Option<Checkpoint>> {
-        let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {}", self.location())))?;
-        let epoch = snapshot
-            .transaction_version(table.log_store().as_ref(), &self.task)
-            .await
-            .map_err(|e| classify(e, &format!("reading the checkpoint of task {} in {}", self.task, self.location())))?;
+        let snapshot =
+            table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {}", self.location())))?;
+        let epoch = snapshot.transaction_version(table.log_store().as_ref(), &self.task).await.map_err(|e| {
+            classify(e, &format!("reading the checkpoint of task {} in {}", self.task, self.location()))
+        })?;
         let Some(epoch) = epoch else {
             return Ok(None);
         };
-        let epoch = u64::try_from(epoch).map_err(|_| SyncError::sink(format!("table {} holds a negative txn version for task {}", self.location(), self.task)))?;
+        let epoch = u64::try_from(epoch).map_err(|_| {
+            SyncError::sink(format!("table {} holds a negative txn version for task {}", self.location(), self.task))
+        })?;
         let mut history = table.history(None);
-        while let Some(info) = history
-            .try_next()
-            .await
-            .map_err(|e| classify(e, &format!("reading the history of {}", self.location())))?
+        while let Some(info) =
+            history.try_next().await.map_err(|e| classify(e, &format!("reading the history of {}", self.location())))?
         {
             let Some(stored) = info.info.get(COMMIT_INFO_KEY) else {
                 continue;
@@ -338,8 +338,13 @@ impl Sink for DeltaSink {
             .map_err(|_| SyncError::internal("the writer panicked earlier"))?;
         let bytes = writer.buffer_len() as u64;
         let epoch = i64::try_from(checkpoint.epoch).map_err(|_| SyncError::internal("epoch overflow"))?;
-        let stored = StoredCheckpoint { task: checkpoint.task.clone(), epoch: checkpoint.epoch, position: checkpoint.position.clone() };
-        let info = serde_json::to_value(&stored).map_err(|e| SyncError::with_source(ErrorKind::Internal, "serializing the checkpoint", e))?;
+        let stored = StoredCheckpoint {
+            task: checkpoint.task.clone(),
+            epoch: checkpoint.epoch,
+            position: checkpoint.position.clone(),
+        };
+        let info = serde_json::to_value(&stored)
+            .map_err(|e| SyncError::with_source(ErrorKind::Internal, "serializing the checkpoint", e))?;
         let properties = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.task, epoch))
             .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
@@ -402,9 +407,7 @@ impl Sink for DeltaSink {
     }
 
     fn buffered_bytes(&self) -> usize {
-        self.pending_bytes
-            + self
-                .writer.as_ref().and_then(|w| w.lock().ok().map(|w| w.buffer_len())).unwrap_or(0)
+        self.pending_bytes + self.writer.as_ref().and_then(|w| w.lock().ok().map(|w| w.buffer_len())).unwrap_or(0)
     }
 }
 
@@ -429,7 +432,9 @@ fn append_rows(batch: RecordBatch, location: &str) -> SyncResult<RecordBatch> {
         .iter()
         .enumerate()
         .filter(|(_, f)| {
-            f.name() != rtsync_core::OP_COLUMN && f.name() != rtsync_core::UNCHANGED_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX)
+            f.name() != rtsync_core::OP_COLUMN
+                && f.name() != rtsync_core::UNCHANGED_COLUMN
+                && !f.name().starts_with(UNCHANGED_PREFIX)
         })
         .map(|(i, _)| i)
         .collect();
@@ -442,7 +447,9 @@ fn table_schema(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .filter(|f| {
-            f.name() != rtsync_core::OP_COLUMN && f.name() != rtsync_core::UNCHANGED_COLUMN && !f.name().starts_with(UNCHANGED_PREFIX)
+            f.name() != rtsync_core::OP_COLUMN
+                && f.name() != rtsync_core::UNCHANGED_COLUMN
+                && !f.name().starts_with(UNCHANGED_PREFIX)
         })
         .cloned()
         .collect();

@@ -11,11 +11,8 @@ fn schema() -> SchemaRef {
 
 fn batch(ids: &[i64]) -> RecordBatch {
     let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
-    RecordBatch::try_new(
-        schema(),
-        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))],
-    )
-    .unwrap()
+    RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))])
+        .unwrap()
 }
 
 fn checkpoint(epoch: u64, offset: i64) -> Checkpoint {
@@ -148,7 +145,9 @@ async fn id_names(config: &LakehouseSinkConfig) -> Vec<(i64, Option<String>)> {
         .flat_map(|b| {
             let ids = b.column(0).as_primitive::<Int64Type>();
             let names = b.column(1).as_string::<i32>();
-            (0..b.num_rows()).map(|i| (ids.value(i), names.is_valid(i).then(|| names.value(i).to_string()))).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .map(|i| (ids.value(i), names.is_valid(i).then(|| names.value(i).to_string())))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -160,15 +159,22 @@ async fn upsert_mode_mirrors_the_source_table() {
     let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     assert_eq!(sink.open(change_schema(false)).await.unwrap(), None);
     // snapshot rows: appended
-    sink.write(changes(&[(1, Some("a"), "r", false), (2, Some("b"), "r", false), (3, Some("c"), "r", false)])).await.unwrap();
+    sink.write(changes(&[(1, Some("a"), "r", false), (2, Some("b"), "r", false), (3, Some("c"), "r", false)]))
+        .await
+        .unwrap();
     sink.commit(&checkpoint(1, 1)).await.unwrap();
     assert_eq!(id_names(&config).await, vec![(1, Some("a".into())), (2, Some("b".into())), (3, Some("c".into()))]);
 
     // insert, update twice, delete, a primary-key change (delete old + insert new), TOAST unchanged
     sink.write(changes(&[(4, Some("d"), "c", false), (1, Some("a1"), "u", false)])).await.unwrap();
-    sink.write(changes(&[(1, Some("a2"), "u", false), (2, None, "d", false), (3, None, "d", false), (30, Some("c"), "c", false)]))
-        .await
-        .unwrap();
+    sink.write(changes(&[
+        (1, Some("a2"), "u", false),
+        (2, None, "d", false),
+        (3, None, "d", false),
+        (30, Some("c"), "c", false),
+    ]))
+    .await
+    .unwrap();
     sink.write(changes(&[(4, None, "u", true)])).await.unwrap();
     sink.commit(&checkpoint(2, 2)).await.unwrap();
     assert_eq!(
@@ -198,10 +204,8 @@ async fn upsert_mode_mirrors_the_source_table() {
     again.write(wide).await.unwrap();
     again.commit(&checkpoint(4, 4)).await.unwrap();
     let out = query_table(&config, "SELECT id, extra FROM t ORDER BY id").await.unwrap();
-    let extra: Vec<Option<i64>> = out
-        .iter()
-        .flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
-        .collect();
+    let extra: Vec<Option<i64>> =
+        out.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>()).collect();
     assert_eq!(extra, vec![None, None, Some(50), None], "ids 1, 4, 5, 30");
     let cols = query_table(&config, "SELECT * FROM t LIMIT 1").await.unwrap()[0].schema();
     assert!(cols.field_with_name(rtsync_core::OP_COLUMN).is_err(), "no op column in the table");
@@ -253,9 +257,14 @@ async fn truncate_and_listed_unchanged_columns() {
     sink.commit(&checkpoint(2, 2)).await.unwrap();
     assert_eq!(id_names(&config).await, vec![(1, Some("a".into())), (2, Some("b2".into()))], "the TOAST value is kept");
     // rows before a truncate are gone, rows after it stay, in one commit
-    sink.write(pg_changes(&[(3, Some("c"), "c", None), (0, None, "t", None), (4, Some("d"), "c", None), (1, Some("a9"), "c", None)]))
-        .await
-        .unwrap();
+    sink.write(pg_changes(&[
+        (3, Some("c"), "c", None),
+        (0, None, "t", None),
+        (4, Some("d"), "c", None),
+        (1, Some("a9"), "c", None),
+    ]))
+    .await
+    .unwrap();
     sink.commit(&checkpoint(3, 3)).await.unwrap();
     assert_eq!(id_names(&config).await, vec![(1, Some("a9".into())), (4, Some("d".into()))]);
     // a truncate alone empties the table

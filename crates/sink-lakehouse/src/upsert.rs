@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array, new_null_array};
 use deltalake::arrow::compute::{concat_batches, take};
+use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::arrow::row::{RowConverter, SortField};
@@ -29,7 +30,6 @@ use deltalake::datafusion::logical_expr::when;
 use deltalake::datafusion::prelude::{Column, Expr, SessionContext, lit};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError};
-use deltalake::arrow::datatypes::DataType;
 use rtsync_core::{ErrorKind, OP_COLUMN, SyncError, SyncResult, UNCHANGED_COLUMN};
 
 use crate::UNCHANGED_PREFIX;
@@ -72,7 +72,9 @@ pub(crate) fn unify(batches: &[RecordBatch]) -> SyncResult<Vec<RecordBatch>> {
             let columns: Vec<ArrayRef> = schema
                 .fields()
                 .iter()
-                .map(|f| b.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows())))
+                .map(|f| {
+                    b.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+                })
                 .collect();
             RecordBatch::try_new(schema.clone(), columns).map_err(SyncError::from)
         })
@@ -178,7 +180,10 @@ pub(crate) fn expand_unchanged(batch: &RecordBatch) -> SyncResult<RecordBatch> {
         let mask: BooleanArray = (0..batch.num_rows())
             .map(|i| {
                 let hit = list.is_valid(i)
-                    && list.value(i).as_string_opt::<i32>().is_some_and(|names| names.iter().any(|n| n == Some(name.as_str())));
+                    && list
+                        .value(i)
+                        .as_string_opt::<i32>()
+                        .is_some_and(|names| names.iter().any(|n| n == Some(name.as_str())));
                 any |= hit;
                 Some(hit)
             })
@@ -208,7 +213,10 @@ pub(crate) fn prepare(batches: &[RecordBatch], keys: &[String]) -> SyncResult<Op
     };
     let all = concat_batches(&first.schema(), &unified)?;
     let Some(ops) = all.column_by_name(OP_COLUMN) else {
-        return Err(SyncError::new(ErrorKind::Internal, format!("upsert mode needs the {OP_COLUMN} column in every change batch")));
+        return Err(SyncError::new(
+            ErrorKind::Internal,
+            format!("upsert mode needs the {OP_COLUMN} column in every change batch"),
+        ));
     };
     let ops = ops.as_string_opt::<i32>().ok_or_else(|| SyncError::internal(format!("{OP_COLUMN} must be text")))?;
     // Only what follows the last truncate matters.

@@ -47,7 +47,11 @@ impl StartOffset {
             }
             return chrono::DateTime::parse_from_rfc3339(ms)
                 .map(|t| StartOffset::Timestamp(t.timestamp_millis()))
-                .map_err(|_| SyncError::config(format!("start_offset: {ms:?} is neither epoch milliseconds nor an RFC 3339 time")));
+                .map_err(|_| {
+                    SyncError::config(format!(
+                        "start_offset: {ms:?} is neither epoch milliseconds nor an RFC 3339 time"
+                    ))
+                });
         }
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
             return Ok(StartOffset::Timestamp(t.timestamp_millis()));
@@ -97,9 +101,9 @@ impl<'de> Deserialize<'de> for StartOffset {
             Raw::Offsets(map) => {
                 let mut offsets = BTreeMap::new();
                 for (p, o) in map {
-                    let p: i32 = p
-                        .parse()
-                        .map_err(|_| serde::de::Error::custom(format!("start_offset: partition {p:?} is not a number")))?;
+                    let p: i32 = p.parse().map_err(|_| {
+                        serde::de::Error::custom(format!("start_offset: partition {p:?} is not a number"))
+                    })?;
                     offsets.insert(p, o);
                 }
                 Ok(StartOffset::Offsets(offsets))
@@ -183,11 +187,8 @@ pub(crate) fn is_secret(key: &str) -> bool {
 
 impl fmt::Debug for KafkaSourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let props: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
-            .collect();
+        let props: BTreeMap<&str, &str> =
+            self.properties.iter().map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() })).collect();
         f.debug_struct("KafkaSourceConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("topic", &self.topic)
@@ -209,14 +210,8 @@ mod tests {
         assert_eq!(StartOffset::parse("earliest").unwrap(), StartOffset::Earliest);
         assert_eq!(StartOffset::parse("LATEST").unwrap(), StartOffset::Latest);
         assert_eq!(StartOffset::parse("timestamp:1700000000000").unwrap(), StartOffset::Timestamp(1_700_000_000_000));
-        assert_eq!(
-            StartOffset::parse("2023-11-14T22:13:20Z").unwrap(),
-            StartOffset::Timestamp(1_700_000_000_000)
-        );
-        assert_eq!(
-            StartOffset::parse("0:5,2:9").unwrap(),
-            StartOffset::Offsets(BTreeMap::from([(0, 5), (2, 9)]))
-        );
+        assert_eq!(StartOffset::parse("2023-11-14T22:13:20Z").unwrap(), StartOffset::Timestamp(1_700_000_000_000));
+        assert_eq!(StartOffset::parse("0:5,2:9").unwrap(), StartOffset::Offsets(BTreeMap::from([(0, 5), (2, 9)])));
         assert!(StartOffset::parse("yesterday").is_err());
     }
 

@@ -106,10 +106,9 @@ impl KafkaSource {
         if let Some(c) = &self.consumer {
             return Ok(c.clone());
         }
-        let consumer: BaseConsumer = self
-            .client_config()
-            .create()
-            .map_err(|e| SyncError::with_source(ErrorKind::Config, "creating the Kafka client: check source.properties", e))?;
+        let consumer: BaseConsumer = self.client_config().create().map_err(|e| {
+            SyncError::with_source(ErrorKind::Config, "creating the Kafka client: check source.properties", e)
+        })?;
         let consumer = Arc::new(consumer);
         self.consumer = Some(consumer.clone());
         Ok(consumer)
@@ -150,12 +149,17 @@ impl KafkaSource {
         if !by_time.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for &(p, ms) in &by_time {
-                tpl.add_partition_offset(topic, p, Offset::Offset(ms))
-                    .map_err(|e| SyncError::with_source(ErrorKind::Internal, "building the offsets-for-times request", e))?;
+                tpl.add_partition_offset(topic, p, Offset::Offset(ms)).map_err(|e| {
+                    SyncError::with_source(ErrorKind::Internal, "building the offsets-for-times request", e)
+                })?;
             }
-            let found = consumer
-                .offsets_for_times(tpl, METADATA_TIMEOUT)
-                .map_err(|e| classify(e, &format!("looking up offsets by timestamp in topic {topic:?}"), &self.config.bootstrap_servers))?;
+            let found = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).map_err(|e| {
+                classify(
+                    e,
+                    &format!("looking up offsets by timestamp in topic {topic:?}"),
+                    &self.config.bootstrap_servers,
+                )
+            })?;
             for elem in found.elements_for_topic(topic) {
                 // No message at or after the instant: start at the end of the partition.
                 let offset = match elem.offset() {
@@ -195,9 +199,9 @@ fn topic_partitions(consumer: &BaseConsumer, servers: &str, topic: &str) -> Sync
             RDKafkaErrorCode::TopicAuthorizationFailed => SyncError::source_err(format!(
                 "not authorized to read topic {topic:?} on {servers}: grant the consumer READ/DESCRIBE on the topic"
             )),
-            RDKafkaErrorCode::LeaderNotAvailable => {
-                SyncError::transient(format!("topic {topic:?} on {servers} has no leader yet (it may be being created)"))
-            }
+            RDKafkaErrorCode::LeaderNotAvailable => SyncError::transient(format!(
+                "topic {topic:?} on {servers} has no leader yet (it may be being created)"
+            )),
             other => SyncError::transient(format!("topic {topic:?} on {servers}: broker answered {other}")),
         });
     }
@@ -233,8 +237,14 @@ pub fn classify(err: KafkaError, doing: &str, servers: &str) -> SyncError {
         _ => ErrorKind::Transient,
     };
     let hint = match code {
-        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-        | None => format!("cannot reach Kafka at {servers}: check bootstrap servers, network reachability and security settings"),
+        Some(
+            RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure,
+        )
+        | None => format!(
+            "cannot reach Kafka at {servers}: check bootstrap servers, network reachability and security settings"
+        ),
         Some(RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication) => {
             format!("Kafka at {servers} refused the credentials: check sasl.username/sasl.password and sasl.mechanism")
         }
@@ -305,10 +315,7 @@ impl Source for KafkaSource {
     }
 
     async fn next_batch(&mut self, max_wait: Duration) -> SyncResult<Option<ChangeBatch<KafkaOffsets>>> {
-        let rx = self
-            .batches
-            .as_mut()
-            .ok_or_else(|| SyncError::internal("next_batch called before open"))?;
+        let rx = self.batches.as_mut().ok_or_else(|| SyncError::internal("next_batch called before open"))?;
         match tokio::time::timeout(max_wait, rx.recv()).await {
             Err(_elapsed) => Ok(None),
             Ok(Some(result)) => result.map(Some),

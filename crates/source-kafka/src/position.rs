@@ -87,8 +87,10 @@ impl FromStr for KafkaOffsets {
             let (p, o) = part.split_once(':').ok_or_else(|| {
                 SyncError::config(format!("offsets: {part:?} is not PARTITION:OFFSET (e.g. 0:42,1:17)"))
             })?;
-            let p: i32 = p.trim().parse().map_err(|_| SyncError::config(format!("offsets: partition {p:?} is not a number")))?;
-            let o: i64 = o.trim().parse().map_err(|_| SyncError::config(format!("offsets: offset {o:?} is not a number")))?;
+            let p: i32 =
+                p.trim().parse().map_err(|_| SyncError::config(format!("offsets: partition {p:?} is not a number")))?;
+            let o: i64 =
+                o.trim().parse().map_err(|_| SyncError::config(format!("offsets: offset {o:?} is not a number")))?;
             if p < 0 || o < 0 {
                 return Err(SyncError::config(format!("offsets: {part:?} must not be negative")));
             }

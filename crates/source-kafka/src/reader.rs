@@ -200,11 +200,13 @@ impl Reader {
                 ),
                 err,
             )),
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => Err(SyncError::with_source(
-                ErrorKind::Source,
-                format!("topic {:?} disappeared from {} while the task was reading it", self.topic, self.servers),
-                err,
-            )),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                Err(SyncError::with_source(
+                    ErrorKind::Source,
+                    format!("topic {:?} disappeared from {} while the task was reading it", self.topic, self.servers),
+                    err,
+                ))
+            }
             Some(
                 RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::GroupAuthorizationFailed

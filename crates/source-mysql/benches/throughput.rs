@@ -42,7 +42,8 @@ async fn drain(src: &mut MySqlSource, until: impl Fn(u64, &MySqlPosition) -> boo
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let url = std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL: run scripts/services.sh start mariadb and eval its env");
+    let url = std::env::var("RTSYNC_MARIADB_URL")
+        .expect("RTSYNC_MARIADB_URL: run scripts/services.sh start mariadb and eval its env");
     let n: u64 = std::env::var("RTSYNC_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let opts = Opts::from_url(&url).unwrap();
     let mut conn = Conn::new(OptsBuilder::from_opts(opts.clone()).prefer_socket(false)).await.unwrap();
@@ -103,7 +104,10 @@ async fn main() {
     let streamed = drain(&mut src, |rows, _| rows >= n).await;
     let secs = started.elapsed().as_secs_f64();
     src.close().await.unwrap();
-    println!("streaming: {streamed} rows in {secs:.2}s = {:.0} rows/s (binlog decode into Arrow batches)", streamed as f64 / secs);
+    println!(
+        "streaming: {streamed} rows in {secs:.2}s = {:.0} rows/s (binlog decode into Arrow batches)",
+        streamed as f64 / secs
+    );
 
     // The server's own client reading and decoding the same range.
     let u = url::Url::parse(&url).unwrap();
@@ -127,7 +131,10 @@ async fn main() {
     let secs = started.elapsed().as_secs_f64();
     match status {
         Ok(s) if s.success() => {
-            println!("mariadb-binlog --read-from-remote-server -v: {n} rows in {secs:.2}s = {:.0} rows/s", n as f64 / secs)
+            println!(
+                "mariadb-binlog --read-from-remote-server -v: {n} rows in {secs:.2}s = {:.0} rows/s",
+                n as f64 / secs
+            )
         }
         other => println!("mariadb-binlog could not run: {other:?}"),
     }

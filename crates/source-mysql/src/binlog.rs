@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use mysql_common::binlog::consts::EventType;
 use mysql_common::binlog::events::{
-    BinlogEventHeader, Event, GtidEvent, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent, TransactionPayloadEvent,
+    BinlogEventHeader, Event, GtidEvent, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent,
+    TransactionPayloadEvent,
 };
 use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
@@ -182,7 +183,12 @@ impl Decoder {
             let (batch, times, bytes) = self.rows.finish()?;
             if keep > 0 {
                 let times = times.map(|t| t.slice(0, keep));
-                self.push_out(ChangeBatch { rows: batch.slice(0, keep), end, event_time_ms: times, source_bytes: bytes });
+                self.push_out(ChangeBatch {
+                    rows: batch.slice(0, keep),
+                    end,
+                    event_time_ms: times,
+                    source_bytes: bytes,
+                });
             }
         }
         self.committed_rows = self.rows.len();
@@ -376,7 +382,11 @@ impl Decoder {
         let q = strip_comments(&query);
         let upper: String = q.chars().take(24).collect::<String>().to_ascii_uppercase();
         let first = upper.split_whitespace().next().unwrap_or("");
-        if upper == "BEGIN" || upper.starts_with("BEGIN ") || upper.starts_with("START TRANSACTION") || upper.starts_with("XA START") {
+        if upper == "BEGIN"
+            || upper.starts_with("BEGIN ")
+            || upper.starts_with("START TRANSACTION")
+            || upper.starts_with("XA START")
+        {
             self.in_txn = true;
             return Ok(Step::Continue);
         }
@@ -509,9 +519,10 @@ impl Decoder {
 
     fn build_plan(&self, tme: &TableMapEvent<'_>, raw: &[u8]) -> Result<Plan, PlanError> {
         let n = tme.columns_count() as usize;
-        let meta =
-            OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| PlanError::Fatal(bad_event("TABLE_MAP metadata", e)))?;
-        let names: Vec<String> = meta.iter_column_name().filter_map(Result::ok).map(|c| c.name().into_owned()).collect();
+        let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
+            .map_err(|e| PlanError::Fatal(bad_event("TABLE_MAP metadata", e)))?;
+        let names: Vec<String> =
+            meta.iter_column_name().filter_map(Result::ok).map(|c| c.name().into_owned()).collect();
         let names = (names.len() == n).then_some(names);
         let mut enums: Vec<Vec<String>> = Vec::new();
         let mut sets: Vec<Vec<String>> = Vec::new();
@@ -540,10 +551,13 @@ impl Decoder {
         for i in 0..n {
             let ty = tme
                 .get_column_type(i)
-                .map_err(|e| PlanError::Fatal(SyncError::with_source(ErrorKind::Source, "a TABLE_MAP column type is unknown", e)))?
+                .map_err(|e| {
+                    PlanError::Fatal(SyncError::with_source(ErrorKind::Source, "a TABLE_MAP column type is unknown", e))
+                })?
                 .ok_or_else(|| PlanError::Fatal(SyncError::source_err("a TABLE_MAP lacks a column type")))?;
             let col_meta = tme.get_column_metadata(i).unwrap_or(&[]);
-            let wire = Wire::from_table_map(ty, col_meta).map_err(|why| PlanError::Fatal(SyncError::source_err(why)))?;
+            let wire =
+                Wire::from_table_map(ty, col_meta).map_err(|why| PlanError::Fatal(SyncError::source_err(why)))?;
             let unsigned = if ty.is_numeric_type() { signedness.next().unwrap_or(false) } else { false };
             let charset_id = if ty.is_character_type() {
                 charsets.next().and_then(Result::ok)
@@ -556,9 +570,14 @@ impl Decoder {
             let tm_set = if ty == ColumnType::MYSQL_TYPE_SET { sets.next() } else { None };
             let (name, catalog_kind) = match &names {
                 Some(names) => (names[i].clone(), self.catalog.column(&names[i]).map(|c| c.kind.clone())),
-                None if catalog_by_position => (self.catalog.columns[i].name.clone(), Some(self.catalog.columns[i].kind.clone())),
+                None if catalog_by_position => {
+                    (self.catalog.columns[i].name.clone(), Some(self.catalog.columns[i].kind.clone()))
+                }
                 None => {
-                    return Err(PlanError::Mismatch(format!("the event has {n} columns, the catalog {}", self.catalog.columns.len())));
+                    return Err(PlanError::Mismatch(format!(
+                        "the event has {n} columns, the catalog {}",
+                        self.catalog.columns.len()
+                    )));
                 }
             };
             let kind = match catalog_kind.filter(|k| wire.fits(k)) {
@@ -579,7 +598,10 @@ impl Decoder {
             wires.push(wire);
         }
         let key_idx = key_indexes(&columns, &self.catalog.primary_key).map_err(|_| {
-            PlanError::Mismatch(format!("the primary key ({}) is not among the event's columns", self.catalog.primary_key.join(", ")))
+            PlanError::Mismatch(format!(
+                "the primary key ({}) is not among the event's columns",
+                self.catalog.primary_key.join(", ")
+            ))
         })?;
         Ok(Plan { table_map: raw.to_vec(), columns: columns.into(), wires, key_idx })
     }
@@ -603,14 +625,24 @@ impl Decoder {
         let wires = &plan.wires;
         let key_idx = &plan.key_idx;
         let at = |e: SyncError| {
-            e.context_prefix(format!("decoding a row of {}.{} at {}:{}", self.schema, self.table, self.file, header.log_pos()))
+            e.context_prefix(format!(
+                "decoding a row of {}.{} at {}:{}",
+                self.schema,
+                self.table,
+                self.file,
+                header.log_pos()
+            ))
         };
         let mut off = 0usize;
         while off < rows.len() {
             let rest = &rows[off..];
             match parsed.kind {
-                RowsKind::Write => off += self.rows.push_image(wires, parsed.after, rest, Op::Create, time).map_err(at)?,
-                RowsKind::Delete => off += self.rows.push_image(wires, parsed.before, rest, Op::Delete, time).map_err(at)?,
+                RowsKind::Write => {
+                    off += self.rows.push_image(wires, parsed.after, rest, Op::Create, time).map_err(at)?
+                }
+                RowsKind::Delete => {
+                    off += self.rows.push_image(wires, parsed.before, rest, Op::Delete, time).map_err(at)?
+                }
                 RowsKind::Update => {
                     let (before_keys, before_len) = image_spans(wires, parsed.before, rest, key_idx).map_err(at)?;
                     let after = &rest[before_len..];
@@ -633,7 +665,10 @@ impl Decoder {
         }
         // A huge transaction is handed over in parts; each part ends at the position BEFORE
         // the transaction, so a restart replays it whole (idempotent under upserts).
-        if self.in_txn && (self.rows.len() >= self.max_batch_rows.saturating_mul(2) || self.rows.approx_bytes() >= 2 * MAX_BATCH_BYTES) {
+        if self.in_txn
+            && (self.rows.len() >= self.max_batch_rows.saturating_mul(2)
+                || self.rows.approx_bytes() >= 2 * MAX_BATCH_BYTES)
+        {
             self.emit(self.committed.clone())?;
         }
         Ok(())
@@ -725,7 +760,11 @@ struct RowsEventParts<'a> {
 impl RowsEventParts<'_> {
     /// The row images; MariaDB's compressed events are inflated here.
     fn rows(&self) -> SyncResult<std::borrow::Cow<'_, [u8]>> {
-        if self.compressed { Ok(std::borrow::Cow::Owned(maria_uncompress(self.body)?)) } else { Ok(std::borrow::Cow::Borrowed(self.body)) }
+        if self.compressed {
+            Ok(std::borrow::Cow::Owned(maria_uncompress(self.body)?))
+        } else {
+            Ok(std::borrow::Cow::Borrowed(self.body))
+        }
     }
 }
 
@@ -820,8 +859,11 @@ fn parse_query(data: &[u8], compressed: bool) -> SyncResult<(String, String)> {
     let db = data.get(db_start..db_start + db_len).ok_or_else(short)?;
     let q_start = db_start + db_len + 1;
     let q = data.get(q_start..).ok_or_else(short)?;
-    let query =
-        if compressed { String::from_utf8_lossy(&maria_uncompress(q)?).into_owned() } else { String::from_utf8_lossy(q).into_owned() };
+    let query = if compressed {
+        String::from_utf8_lossy(&maria_uncompress(q)?).into_owned()
+    } else {
+        String::from_utf8_lossy(q).into_owned()
+    };
     Ok((String::from_utf8_lossy(db).into_owned(), query))
 }
 
@@ -1042,8 +1084,10 @@ mod tests {
     #[test]
     fn captured_mariadb_compressed_binlog_decodes() {
         let bytes: &[u8] = include_bytes!("../tests/fixtures/mariadb-10.11-compressed.binlog");
-        let events: Vec<Event> = BinlogFile::new(BinlogVersion::Version4, bytes).unwrap().collect::<Result<_, _>>().unwrap();
-        let set = |names: &[&str]| ColumnKind::Set { names: names.iter().map(|s| s.to_string()).collect::<Vec<_>>().into() };
+        let events: Vec<Event> =
+            BinlogFile::new(BinlogVersion::Version4, bytes).unwrap().collect::<Result<_, _>>().unwrap();
+        let set =
+            |names: &[&str]| ColumnKind::Set { names: names.iter().map(|s| s.to_string()).collect::<Vec<_>>().into() };
         let before = TableSchema {
             columns: vec![
                 spec("id", ColumnKind::Int { bytes: 4, unsigned: false }),
@@ -1099,9 +1143,18 @@ mod tests {
     #[test]
     fn corrupt_compressed_rows_are_refused() {
         let bytes: &[u8] = include_bytes!("../tests/fixtures/mariadb-10.11-compressed.binlog");
-        let events: Vec<Event> = BinlogFile::new(BinlogVersion::Version4, bytes).unwrap().collect::<Result<_, _>>().unwrap();
+        let events: Vec<Event> =
+            BinlogFile::new(BinlogVersion::Version4, bytes).unwrap().collect::<Result<_, _>>().unwrap();
         let catalog = TableSchema { columns: Vec::new(), primary_key: vec!["id".into()] };
-        let mut d = Decoder::new("fixture", "t", false, catalog, MySqlPosition::new("mariadb-bin.000014", 4, Gtids::None), 1000).unwrap();
+        let mut d = Decoder::new(
+            "fixture",
+            "t",
+            false,
+            catalog,
+            MySqlPosition::new("mariadb-bin.000014", 4, Gtids::None),
+            1000,
+        )
+        .unwrap();
         let write = events.iter().position(|e| e.header().event_type_raw() == 166).unwrap();
         for ev in &events[..write] {
             d.handle(ev).unwrap();

@@ -210,8 +210,9 @@ impl MySqlSourceConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> SyncResult<()> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| SyncError::with_source(ErrorKind::Config, format!("source.url: {} is not a URL", redact_url(&self.url)), e))?;
+        let url = url::Url::parse(&self.url).map_err(|e| {
+            SyncError::with_source(ErrorKind::Config, format!("source.url: {} is not a URL", redact_url(&self.url)), e)
+        })?;
         if url.scheme() != "mysql" {
             return Err(SyncError::config(format!(
                 "source.url: scheme {:?} is not supported; use mysql://user:password@host:3306 (also for MariaDB, Aurora and PolarDB)",
@@ -245,7 +246,11 @@ impl MySqlSourceConfig {
             return Err(SyncError::config("source.heartbeat_secs: must be between 1 and 4294"));
         }
         Opts::from_url(&self.url).map_err(|e| {
-            SyncError::with_source(ErrorKind::Config, format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)), e)
+            SyncError::with_source(
+                ErrorKind::Config,
+                format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)),
+                e,
+            )
         })?;
         Ok(())
     }
@@ -254,7 +259,11 @@ impl MySqlSourceConfig {
     /// would bypass the host the user named), the database left unset (we name it in SQL).
     pub(crate) fn opts(&self) -> SyncResult<Opts> {
         let base = Opts::from_url(&self.url).map_err(|e| {
-            SyncError::with_source(ErrorKind::Config, format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)), e)
+            SyncError::with_source(
+                ErrorKind::Config,
+                format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)),
+                e,
+            )
         })?;
         let mut b = OptsBuilder::from_opts(base).prefer_socket(false).db_name(None::<String>);
         if let Some(user) = &self.user {

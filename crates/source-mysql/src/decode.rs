@@ -17,8 +17,8 @@ use mysql_common::binlog::jsonb;
 use mysql_common::binlog::misc::my_time_packed_from_binary;
 use mysql_common::io::ParseBuf;
 use rtsync_core::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder, Int8Builder, Int16Builder,
-    Int32Builder, Int64Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int8Builder, Int16Builder, Int32Builder, Int64Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use rtsync_core::arrow::datatypes::{DataType, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
@@ -130,7 +130,8 @@ pub(crate) struct RowsBuilder {
 impl RowsBuilder {
     pub(crate) fn new(columns: Arc<[ColumnSpec]>, capacity: usize) -> SyncResult<Self> {
         let schema = batch_schema(&columns);
-        let cols = columns.iter().map(|c| ColBuilder::new(&c.kind.arrow_type(), capacity)).collect::<SyncResult<Vec<_>>>()?;
+        let cols =
+            columns.iter().map(|c| ColBuilder::new(&c.kind.arrow_type(), capacity)).collect::<SyncResult<Vec<_>>>()?;
         Ok(Self {
             columns,
             schema,
@@ -180,7 +181,11 @@ impl RowsBuilder {
     /// Appends one snapshot row (binary-protocol values in column order).
     pub(crate) fn push_values(&mut self, values: Vec<Value>, op: Op) -> SyncResult<()> {
         if values.len() != self.cols.len() {
-            return Err(SyncError::internal(format!("a snapshot row has {} values for {} columns", values.len(), self.cols.len())));
+            return Err(SyncError::internal(format!(
+                "a snapshot row has {} values for {} columns",
+                values.len(),
+                self.cols.len()
+            )));
         }
         for ((value, col), spec) in values.into_iter().zip(self.cols.iter_mut()).zip(self.columns.iter()) {
             if let Value::Bytes(b) = &value {
@@ -196,7 +201,14 @@ impl RowsBuilder {
 
     /// Appends one binlog row image: `present` marks the columns in the image (FULL: all),
     /// `image` starts at its NULL bitmap. Returns the bytes consumed.
-    pub(crate) fn push_image(&mut self, wires: &[Wire], present: &[u8], image: &[u8], op: Op, time_ms: Option<i64>) -> SyncResult<usize> {
+    pub(crate) fn push_image(
+        &mut self,
+        wires: &[Wire],
+        present: &[u8],
+        image: &[u8],
+        op: Op,
+        time_ms: Option<i64>,
+    ) -> SyncResult<usize> {
         let mut cur = Cursor::new(image);
         let n_present = count_bits(present, wires.len());
         let nulls = cur.take(n_present.div_ceil(8))?;
@@ -213,7 +225,8 @@ impl RowsBuilder {
                 continue;
             }
             let kind = &self.columns[i].kind;
-            decode_wire(wire, kind, &mut cur, col).map_err(|e| e.context_prefix(format!("column {:?}", self.columns[i].name)))?;
+            decode_wire(wire, kind, &mut cur, col)
+                .map_err(|e| e.context_prefix(format!("column {:?}", self.columns[i].name)))?;
         }
         self.source_bytes += cur.pos as u64;
         self.end_row(op, time_ms);
@@ -251,7 +264,12 @@ pub(crate) type Span = Option<(usize, usize)>;
 
 /// Walks one row image without building anything: the spans (start, end) of the listed
 /// columns (None when NULL or absent) and the image length.
-pub(crate) fn image_spans(wires: &[Wire], present: &[u8], image: &[u8], want: &[usize]) -> SyncResult<(Vec<Span>, usize)> {
+pub(crate) fn image_spans(
+    wires: &[Wire],
+    present: &[u8],
+    image: &[u8],
+    want: &[usize],
+) -> SyncResult<(Vec<Span>, usize)> {
     let mut cur = Cursor::new(image);
     let n_present = count_bits(present, wires.len());
     let nulls = cur.take(n_present.div_ceil(8))?;
@@ -431,7 +449,9 @@ impl Wire {
             Wire::LongLong => matches!(kind, K::Int { bytes: 8, .. }),
             Wire::Float => matches!(kind, K::Float),
             Wire::Double => matches!(kind, K::Double),
-            Wire::NewDecimal { precision, scale } => matches!(kind, K::Decimal { precision: p, scale: s } if p == precision && s == scale),
+            Wire::NewDecimal { precision, scale } => {
+                matches!(kind, K::Decimal { precision: p, scale: s } if p == precision && s == scale)
+            }
             Wire::Year => matches!(kind, K::Year),
             Wire::Date => matches!(kind, K::Date),
             Wire::TimeOld | Wire::Time2 { .. } => matches!(kind, K::Time),
@@ -579,7 +599,9 @@ fn decode_wire(wire: &Wire, kind: &ColumnKind, cur: &mut Cursor<'_>, col: &mut C
             match idx {
                 0 => b.append_value(""),
                 i => b.append_value(
-                    names.get(i - 1).ok_or_else(|| SyncError::data(format!("enum index {i} beyond the {} members", names.len())))?,
+                    names
+                        .get(i - 1)
+                        .ok_or_else(|| SyncError::data(format!("enum index {i} beyond the {} members", names.len())))?,
                 ),
             }
         }
@@ -651,12 +673,16 @@ fn append_text(b: &mut StringBuilder, bytes: &[u8], charset: &Charset) -> SyncRe
     match charset {
         Charset::Utf8 => match std::str::from_utf8(bytes) {
             Ok(s) => b.append_value(s),
-            Err(_) => return Err(SyncError::data("text is not valid UTF-8 although its column is utf8mb4/utf8mb3/ascii")),
+            Err(_) => {
+                return Err(SyncError::data("text is not valid UTF-8 although its column is utf8mb4/utf8mb3/ascii"));
+            }
         },
         Charset::Latin1 => b.append_value(latin1_to_utf8(bytes)),
         Charset::Binary => return Err(SyncError::internal("binary text column reached the text decoder")),
         Charset::Other(name) => {
-            return Err(SyncError::data(format!("character set {name} cannot be decoded from the binlog; convert the column to utf8mb4")));
+            return Err(SyncError::data(format!(
+                "character set {name} cannot be decoded from the binlog; convert the column to utf8mb4"
+            )));
         }
     }
     Ok(())
@@ -665,9 +691,10 @@ fn append_text(b: &mut StringBuilder, bytes: &[u8], charset: &Charset) -> SyncRe
 /// MySQL's latin1 is Windows-1252 (with the five undefined bytes passed through as C1).
 pub(crate) fn latin1_to_utf8(bytes: &[u8]) -> String {
     const HIGH: [char; 32] = [
-        '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}', '\u{2030}', '\u{0160}',
-        '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}', '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}',
-        '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+        '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}',
+        '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}', '\u{0090}', '\u{2018}',
+        '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}',
+        '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
     ];
     bytes.iter().map(|&b| if (0x80..0xA0).contains(&b) { HIGH[(b - 0x80) as usize] } else { char::from(b) }).collect()
 }
@@ -775,7 +802,11 @@ pub(crate) fn date_days(y: u32, m: u32, d: u32) -> Option<i32> {
 
 pub(crate) fn datetime_micros(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32, us: u32) -> Option<i64> {
     let days = date_days(y, mo, d)?;
-    Some(((i64::from(days) * 24 + i64::from(h)) * 60 + i64::from(mi)) * 60_000_000 + i64::from(s) * 1_000_000 + i64::from(us))
+    Some(
+        ((i64::from(days) * 24 + i64::from(h)) * 60 + i64::from(mi)) * 60_000_000
+            + i64::from(s) * 1_000_000
+            + i64::from(us),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -816,7 +847,9 @@ fn write_json(v: &jsonb::Value<'_>, out: &mut String) -> io::Result<()> {
         J::LargeObject(o) => write_object(o.iter(), out)?,
         J::Opaque(_) => match v.clone().parse()? {
             jsonb::JsonDom::Scalar(jsonb::JsonScalar::DateTime(t)) => write_json_string(&format!("{t:.6}"), out),
-            jsonb::JsonDom::Scalar(jsonb::JsonScalar::Number(jsonb::JsonNumber::Decimal(d))) => out.push_str(&d.to_string()),
+            jsonb::JsonDom::Scalar(jsonb::JsonScalar::Number(jsonb::JsonNumber::Decimal(d))) => {
+                out.push_str(&d.to_string())
+            }
             jsonb::JsonDom::Scalar(jsonb::JsonScalar::Opaque(o)) => write_json_string(&o.to_string(), out),
             other => {
                 let json: serde_json::Value = other.into();
@@ -839,7 +872,10 @@ fn write_array<'a>(items: impl Iterator<Item = io::Result<jsonb::Value<'a>>>, ou
     Ok(())
 }
 
-fn write_object<'a>(items: impl Iterator<Item = io::Result<(jsonb::ObjectKey<'a>, jsonb::Value<'a>)>>, out: &mut String) -> io::Result<()> {
+fn write_object<'a>(
+    items: impl Iterator<Item = io::Result<(jsonb::ObjectKey<'a>, jsonb::Value<'a>)>>,
+    out: &mut String,
+) -> io::Result<()> {
     out.push('{');
     for (i, item) in items.enumerate() {
         let (key, value) = item?;
@@ -901,7 +937,8 @@ fn push_value(kind: &ColumnKind, value: Value, col: &mut ColBuilder) -> SyncResu
         (ColBuilder::Int16(b), v) => b.append_value(int_of(&v).ok_or_else(|| unexpected(&v))? as i16),
         (ColBuilder::Int32(b), v) => b.append_value(int_of(&v).ok_or_else(|| unexpected(&v))? as i32),
         (ColBuilder::Int64(b), Value::Time(neg, d, h, m, s, us)) => {
-            let micros = ((i64::from(d) * 24 + i64::from(h)) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1_000_000 + i64::from(us);
+            let micros = ((i64::from(d) * 24 + i64::from(h)) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1_000_000
+                + i64::from(us);
             b.append_value(if neg { -micros } else { micros })
         }
         (ColBuilder::Int64(b), v) => b.append_value(int_of(&v).ok_or_else(|| unexpected(&v))? as i64),
@@ -921,12 +958,22 @@ fn push_value(kind: &ColumnKind, value: Value, col: &mut ColBuilder) -> SyncResu
             Ok(s) => b.append_value(s),
             Err(_) => return Err(SyncError::data("text is not valid UTF-8 (the session asks for utf8mb4 results)")),
         },
-        (ColBuilder::Utf8(b), v @ (Value::Int(_) | Value::UInt(_) | Value::Double(_) | Value::Float(_))) => b.append_value(v.as_sql(true)),
-        (ColBuilder::Binary(b), Value::Bytes(bytes)) => b.append_value(bytes),
-        (ColBuilder::Date32(b), Value::Date(y, m, d, ..)) => b.append_option(date_days(u32::from(y), u32::from(m), u32::from(d))),
-        (ColBuilder::Timestamp(b, _), Value::Date(y, mo, d, h, mi, s, us)) => {
-            b.append_option(datetime_micros(u32::from(y), u32::from(mo), u32::from(d), u32::from(h), u32::from(mi), u32::from(s), us))
+        (ColBuilder::Utf8(b), v @ (Value::Int(_) | Value::UInt(_) | Value::Double(_) | Value::Float(_))) => {
+            b.append_value(v.as_sql(true))
         }
+        (ColBuilder::Binary(b), Value::Bytes(bytes)) => b.append_value(bytes),
+        (ColBuilder::Date32(b), Value::Date(y, m, d, ..)) => {
+            b.append_option(date_days(u32::from(y), u32::from(m), u32::from(d)))
+        }
+        (ColBuilder::Timestamp(b, _), Value::Date(y, mo, d, h, mi, s, us)) => b.append_option(datetime_micros(
+            u32::from(y),
+            u32::from(mo),
+            u32::from(d),
+            u32::from(h),
+            u32::from(mi),
+            u32::from(s),
+            us,
+        )),
         (_, v) => return Err(unexpected(&v)),
     }
     Ok(())
@@ -945,7 +992,9 @@ fn int_of(v: &Value) -> Option<i128> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use rtsync_core::arrow::array::{Array, AsArray};
-    use rtsync_core::arrow::datatypes::{Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use rtsync_core::arrow::datatypes::{
+        Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    };
 
     use super::*;
 
@@ -985,7 +1034,9 @@ mod tests {
         assert_eq!(out.len(), decimal_bin_size(p as u8, s as u8), "{text}");
         // mysql_common reads it back to the same number.
         let d = Decimal::read_bin(&out[..], p, s, false).unwrap().to_string();
-        let norm = |x: &str| x.trim_start_matches('-').trim_start_matches('0').trim_end_matches('0').trim_end_matches('.').to_owned();
+        let norm = |x: &str| {
+            x.trim_start_matches('-').trim_start_matches('0').trim_end_matches('0').trim_end_matches('.').to_owned()
+        };
         assert_eq!(norm(&d), norm(text), "mysql_common decodes {text} as {d}");
         out
     }
@@ -1161,7 +1212,10 @@ mod tests {
         assert_eq!(batch.column(0).as_primitive::<Decimal128Type>().value(0), i128::from(u64::MAX));
         assert_eq!(batch.column(1).as_primitive::<Decimal128Type>().value(0), -1250);
         assert_eq!(batch.column(2).as_primitive::<Int64Type>().value(0), -(((26 * 3600) + 3 * 60 + 4) * 1_000_000 + 5));
-        assert_eq!(batch.column(3).as_primitive::<TimestampMicrosecondType>().value(0), datetime_micros(2024, 1, 2, 3, 4, 5, 6).unwrap());
+        assert_eq!(
+            batch.column(3).as_primitive::<TimestampMicrosecondType>().value(0),
+            datetime_micros(2024, 1, 2, 3, 4, 5, 6).unwrap()
+        );
         assert!(batch.column(4).is_null(0));
         assert!(batch.column(5).as_boolean().value(0));
         assert_eq!(batch.column(6).as_string::<i32>().value(0), "r");

@@ -51,7 +51,10 @@ pub(crate) fn my_err(doing: impl Into<String>, err: MyError) -> SyncError {
         MyError::Other(_) => (ErrorKind::Transient, "unexpected client error"),
         MyError::Server(s) => match s.code {
             c if TRANSIENT_CODES.contains(&c) => (ErrorKind::Transient, "the server is busy or going away"),
-            1045 => (ErrorKind::Source, "the server refused the user name or password; check source.url / source.user / source.password"),
+            1045 => (
+                ErrorKind::Source,
+                "the server refused the user name or password; check source.url / source.user / source.password",
+            ),
             c if ACCESS_CODES.contains(&c) => (
                 ErrorKind::Source,
                 "the user lacks a privilege; grant SELECT on the table plus REPLICATION SLAVE and REPLICATION CLIENT (MariaDB: BINLOG MONITOR) on *.*",
@@ -85,7 +88,10 @@ mod tests {
         assert_eq!(denied.kind(), ErrorKind::Source);
         assert!(denied.to_string().contains("password"));
         assert!(my_err("x", server(1227)).to_string().contains("REPLICATION SLAVE"));
-        let io = MyError::Io(mysql_async::IoError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")));
+        let io = MyError::Io(mysql_async::IoError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        )));
         let err = my_err("connecting to h:1", io);
         assert!(err.kind().is_transient());
         assert!(err.report().contains("refused"));

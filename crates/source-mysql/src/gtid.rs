@@ -151,7 +151,8 @@ fn parse_u64(s: &str, context: &str) -> Result<u64, SyncError> {
 }
 
 fn is_uuid(s: &str) -> bool {
-    s.len() == 36 && s.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
 /// Parses a uuid text into its 16 bytes.
@@ -244,7 +245,9 @@ impl FromStr for MariaGtidList {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let nums: Vec<&str> = part.split('-').collect();
             let [d, srv, n] = nums.as_slice() else {
-                return Err(SyncError::config(format!("MariaDB GTID: {part:?} is not DOMAIN-SERVER-SEQ (e.g. 0-1-42)")));
+                return Err(SyncError::config(format!(
+                    "MariaDB GTID: {part:?} is not DOMAIN-SERVER-SEQ (e.g. 0-1-42)"
+                )));
             };
             let bad = || SyncError::config(format!("MariaDB GTID: {part:?} is not DOMAIN-SERVER-SEQ (e.g. 0-1-42)"));
             let gtid = MariaGtid {

@@ -109,8 +109,8 @@ pub use preflight::{Flavor, ServerInfo};
 pub use schema::{ColumnKind, ColumnSpec, TableSchema};
 
 use crate::preflight::{
-    ensure_decodable_charsets, ensure_full_row_image, ensure_log_bin_on, ensure_primary_key, ensure_replication_privileges,
-    ensure_row_binlog_format, ensure_server_id_differs, ensure_table_exists,
+    ensure_decodable_charsets, ensure_full_row_image, ensure_log_bin_on, ensure_primary_key,
+    ensure_replication_privileges, ensure_row_binlog_format, ensure_server_id_differs, ensure_table_exists,
 };
 use crate::stream::{Start, Worker};
 
@@ -214,7 +214,8 @@ impl Source for MySqlSource {
         };
         let schema = schema::batch_schema(&table.columns);
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let worker = Worker { cfg: self.config.clone(), opts: self.config.opts()?, info, table, server_id: self.server_id, tx };
+        let worker =
+            Worker { cfg: self.config.clone(), opts: self.config.opts()?, info, table, server_id: self.server_id, tx };
         self.worker = Some(tokio::spawn(worker.run(start)));
         self.batches = Some(rx);
         Ok(schema)

@@ -138,7 +138,8 @@ impl MySqlPosition {
             (None, None) => {}
         }
         if self.gtids != other.gtids
-            && let (Some(a_has_b), Some(b_has_a)) = (self.gtids.contains(&other.gtids), other.gtids.contains(&self.gtids))
+            && let (Some(a_has_b), Some(b_has_a)) =
+                (self.gtids.contains(&other.gtids), other.gtids.contains(&self.gtids))
         {
             match (a_has_b, b_has_a) {
                 (true, false) => return Some(Ordering::Greater),
@@ -247,7 +248,9 @@ impl FromStr for MySqlPosition {
             };
             let rows: u64 = rows.trim().parse().map_err(|_| bad("snapshot ROWS is not a number"))?;
             let last_key = key
-                .map(|k| serde_json::from_str::<Vec<KeyValue>>(k).map_err(|_| bad("snapshot KEY is not a JSON key list")))
+                .map(|k| {
+                    serde_json::from_str::<Vec<KeyValue>>(k).map_err(|_| bad("snapshot KEY is not a JSON key list"))
+                })
                 .transpose()?;
             out.snapshot = Some(SnapshotProgress { rows, last_key });
         }

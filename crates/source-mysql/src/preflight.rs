@@ -25,7 +25,8 @@ impl Flavor {
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
         // MariaDB 10.x behind old proxies reports "5.5.5-10.11.6-MariaDB".
         let v = version.strip_prefix("5.5.5-").filter(|_| mariadb).unwrap_or(version);
-        let mut nums = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().unwrap_or(0));
+        let mut nums =
+            v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().unwrap_or(0));
         let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0), nums.next().unwrap_or(0));
         Flavor { mariadb, version, version_string: v.to_owned() }
     }
@@ -64,7 +65,8 @@ const VARIABLES: &[&str] = &[
 
 impl ServerInfo {
     pub async fn read(conn: &mut Conn) -> SyncResult<ServerInfo> {
-        let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| my_err("reading the server version", e))?;
+        let version: Option<String> =
+            conn.query_first("SELECT VERSION()").await.map_err(|e| my_err("reading the server version", e))?;
         let flavor = Flavor::parse(&version.unwrap_or_default());
         let list = VARIABLES.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(",");
         let rows: Vec<(String, Option<String>)> = conn
@@ -139,8 +141,13 @@ pub fn ensure_full_row_image(info: &ServerInfo) -> SyncResult<()> {
 
 /// SELECT on the table, permission to read the binlog position (REPLICATION CLIENT; MariaDB
 /// 10.5+: BINLOG MONITOR) and to stream it (REPLICATION SLAVE).
-pub async fn ensure_replication_privileges(conn: &mut Conn, info: &ServerInfo, cfg: &MySqlSourceConfig) -> SyncResult<()> {
-    let monitor = if info.flavor.mariadb && info.flavor.version >= (10, 5, 2) { "BINLOG MONITOR" } else { "REPLICATION CLIENT" };
+pub async fn ensure_replication_privileges(
+    conn: &mut Conn,
+    info: &ServerInfo,
+    cfg: &MySqlSourceConfig,
+) -> SyncResult<()> {
+    let monitor =
+        if info.flavor.mariadb && info.flavor.version >= (10, 5, 2) { "BINLOG MONITOR" } else { "REPLICATION CLIENT" };
     if let Err(e) = conn.query_drop(info.flavor.binlog_status_sql()).await {
         return Err(match server_code(&e) {
             Some(1227 | 1044 | 1045) => SyncError::with_source(
@@ -156,7 +163,10 @@ pub async fn ensure_replication_privileges(conn: &mut Conn, info: &ServerInfo, c
         return Err(match server_code(&e) {
             Some(1142 | 1143 | 1044) => SyncError::with_source(
                 rtsync_core::ErrorKind::Source,
-                format!("the user may not read {}.{}; GRANT SELECT ON {table} TO the rtsync user", cfg.schema, cfg.table),
+                format!(
+                    "the user may not read {}.{}; GRANT SELECT ON {table} TO the rtsync user",
+                    cfg.schema, cfg.table
+                ),
                 e,
             ),
             _ => my_err(format!("reading {}.{}", cfg.schema, cfg.table), e),
@@ -266,12 +276,16 @@ mod tests {
     }
 
     fn info(vars: &[(&str, &str)]) -> ServerInfo {
-        ServerInfo { flavor: Flavor::parse("8.0.36"), vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        ServerInfo {
+            flavor: Flavor::parse("8.0.36"),
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
     }
 
     #[test]
     fn binlog_settings_are_checked_with_the_fix_named() {
-        let good = info(&[("log_bin", "ON"), ("binlog_format", "ROW"), ("binlog_row_image", "FULL"), ("server_id", "1")]);
+        let good =
+            info(&[("log_bin", "ON"), ("binlog_format", "ROW"), ("binlog_row_image", "FULL"), ("server_id", "1")]);
         ensure_log_bin_on(&good).unwrap();
         ensure_row_binlog_format(&good).unwrap();
         ensure_full_row_image(&good).unwrap();

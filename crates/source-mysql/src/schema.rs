@@ -98,16 +98,22 @@ impl ColumnKind {
     pub fn arrow_type(&self) -> DataType {
         match self {
             ColumnKind::Int { bytes: 1, unsigned: false } => DataType::Int8,
-            ColumnKind::Int { bytes: 1, unsigned: true } | ColumnKind::Int { bytes: 2, unsigned: false } => DataType::Int16,
+            ColumnKind::Int { bytes: 1, unsigned: true } | ColumnKind::Int { bytes: 2, unsigned: false } => {
+                DataType::Int16
+            }
             ColumnKind::Int { bytes: 2, unsigned: true }
             | ColumnKind::Int { bytes: 3, .. }
             | ColumnKind::Int { bytes: 4, unsigned: false } => DataType::Int32,
-            ColumnKind::Int { bytes: 4, unsigned: true } | ColumnKind::Int { bytes: 8, unsigned: false } => DataType::Int64,
+            ColumnKind::Int { bytes: 4, unsigned: true } | ColumnKind::Int { bytes: 8, unsigned: false } => {
+                DataType::Int64
+            }
             ColumnKind::Int { unsigned: true, .. } => DataType::Decimal128(20, 0),
             ColumnKind::Int { .. } => DataType::Int64,
             ColumnKind::Float => DataType::Float32,
             ColumnKind::Double => DataType::Float64,
-            ColumnKind::Decimal { precision, scale } if *precision <= 38 => DataType::Decimal128(*precision, *scale as i8),
+            ColumnKind::Decimal { precision, scale } if *precision <= 38 => {
+                DataType::Decimal128(*precision, *scale as i8)
+            }
             ColumnKind::Decimal { .. } => DataType::Utf8,
             ColumnKind::Bit { bits: 1 } => DataType::Boolean,
             ColumnKind::Bit { .. } => DataType::Binary,
@@ -116,7 +122,9 @@ impl ColumnKind {
             ColumnKind::Time => DataType::Int64,
             ColumnKind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            ColumnKind::Text { .. } | ColumnKind::Enum { .. } | ColumnKind::Set { .. } | ColumnKind::Json => DataType::Utf8,
+            ColumnKind::Text { .. } | ColumnKind::Enum { .. } | ColumnKind::Set { .. } | ColumnKind::Json => {
+                DataType::Utf8
+            }
             ColumnKind::Binary { .. } | ColumnKind::Geometry => DataType::Binary,
         }
     }
@@ -155,10 +163,9 @@ impl TableSchema {
 pub(crate) fn key_indexes(columns: &[ColumnSpec], key: &[String]) -> SyncResult<Vec<usize>> {
     key.iter()
         .map(|k| {
-            columns
-                .iter()
-                .position(|c| &c.name == k)
-                .ok_or_else(|| SyncError::internal(format!("primary-key column {k:?} is not among the table's columns")))
+            columns.iter().position(|c| &c.name == k).ok_or_else(|| {
+                SyncError::internal(format!("primary-key column {k:?} is not among the table's columns"))
+            })
         })
         .collect()
 }
@@ -181,7 +188,12 @@ pub(crate) fn quote_ident(name: &str) -> String {
 
 /// Reads the table's columns and primary key from information_schema. `Ok(None)` when the
 /// table does not exist.
-pub(crate) async fn read_table(conn: &mut Conn, schema: &str, table: &str, mariadb: bool) -> SyncResult<Option<TableSchema>> {
+pub(crate) async fn read_table(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+    mariadb: bool,
+) -> SyncResult<Option<TableSchema>> {
     let doing = || format!("reading the columns of {schema}.{table} from information_schema");
     let rows: Vec<Row> = conn
         .exec(
@@ -197,13 +209,16 @@ pub(crate) async fn read_table(conn: &mut Conn, schema: &str, table: &str, maria
     }
     let mut columns = Vec::with_capacity(rows.len());
     for row in rows {
-        let text = |i: usize| -> Option<String> { row.get_opt::<Option<String>, usize>(i).and_then(Result::ok).flatten() };
+        let text =
+            |i: usize| -> Option<String> { row.get_opt::<Option<String>, usize>(i).and_then(Result::ok).flatten() };
         let num = |i: usize| -> Option<u64> { row.get_opt::<Option<u64>, usize>(i).and_then(Result::ok).flatten() };
         let name = text(0).ok_or_else(|| SyncError::internal(format!("{}: a column without a name", doing())))?;
         let data_type = text(1).unwrap_or_default().to_ascii_lowercase();
         let column_type = text(2).unwrap_or_default();
         let kind = kind_from_catalog(&data_type, &column_type, num(3), num(4), text(5).as_deref(), num(6), mariadb)
-            .map_err(|why| SyncError::source_err(format!("column {name:?} of {schema}.{table} ({column_type}): {why}")))?;
+            .map_err(|why| {
+                SyncError::source_err(format!("column {name:?} of {schema}.{table} ({column_type}): {why}"))
+            })?;
         columns.push(ColumnSpec { name, kind });
     }
     let key_rows: Vec<Row> = conn
@@ -214,7 +229,10 @@ pub(crate) async fn read_table(conn: &mut Conn, schema: &str, table: &str, maria
         )
         .await
         .map_err(|e| my_err(doing(), e))?;
-    let primary_key = key_rows.into_iter().filter_map(|r| r.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten()).collect();
+    let primary_key = key_rows
+        .into_iter()
+        .filter_map(|r| r.get_opt::<Option<String>, usize>(0).and_then(Result::ok).flatten())
+        .collect();
     Ok(Some(TableSchema { columns, primary_key }))
 }
 
@@ -238,9 +256,10 @@ pub(crate) fn kind_from_catalog(
         "bigint" => ColumnKind::Int { bytes: 8, unsigned },
         "float" => ColumnKind::Float,
         "double" | "real" | "double precision" => ColumnKind::Double,
-        "decimal" | "numeric" | "fixed" => {
-            ColumnKind::Decimal { precision: precision.unwrap_or(10).min(65) as u8, scale: scale.unwrap_or(0).min(30) as u8 }
-        }
+        "decimal" | "numeric" | "fixed" => ColumnKind::Decimal {
+            precision: precision.unwrap_or(10).min(65) as u8,
+            scale: scale.unwrap_or(0).min(30) as u8,
+        },
         "bit" => ColumnKind::Bit { bits: precision.unwrap_or(1).clamp(1, 64) as u16 },
         "year" => ColumnKind::Year,
         "date" => ColumnKind::Date,
@@ -258,8 +277,8 @@ pub(crate) fn kind_from_catalog(
         // MariaDB's JSON is LONGTEXT with a CHECK; MySQL's is binary JSON.
         "json" if mariadb => text(),
         "json" => ColumnKind::Json,
-        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon" | "geometrycollection"
-        | "geomcollection" => ColumnKind::Geometry,
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
+        | "geometrycollection" | "geomcollection" => ColumnKind::Geometry,
         "vector" => ColumnKind::Binary { fixed: None },
         other => return Err(format!("type {other:?} is not supported; exclude the table or change the column type")),
     })
@@ -304,7 +323,9 @@ mod tests {
 
     #[test]
     fn arrow_types_follow_the_mapping_table() {
-        let t = |dt: &str, ct: &str| kind_from_catalog(dt, ct, Some(10), Some(2), Some("utf8mb4"), Some(4), false).unwrap().arrow_type();
+        let t = |dt: &str, ct: &str| {
+            kind_from_catalog(dt, ct, Some(10), Some(2), Some("utf8mb4"), Some(4), false).unwrap().arrow_type()
+        };
         assert_eq!(t("tinyint", "tinyint(1)"), DataType::Int8);
         assert_eq!(t("tinyint", "tinyint(3) unsigned"), DataType::Int16);
         assert_eq!(t("smallint", "smallint unsigned"), DataType::Int32);
@@ -317,8 +338,14 @@ mod tests {
             kind_from_catalog("decimal", "decimal(65,4)", Some(65), Some(4), None, None, false).unwrap().arrow_type(),
             DataType::Utf8
         );
-        assert_eq!(kind_from_catalog("bit", "bit(1)", Some(1), None, None, None, false).unwrap().arrow_type(), DataType::Boolean);
-        assert_eq!(kind_from_catalog("bit", "bit(12)", Some(12), None, None, None, false).unwrap().arrow_type(), DataType::Binary);
+        assert_eq!(
+            kind_from_catalog("bit", "bit(1)", Some(1), None, None, None, false).unwrap().arrow_type(),
+            DataType::Boolean
+        );
+        assert_eq!(
+            kind_from_catalog("bit", "bit(12)", Some(12), None, None, None, false).unwrap().arrow_type(),
+            DataType::Binary
+        );
         assert_eq!(t("datetime", "datetime(6)"), DataType::Timestamp(TimeUnit::Microsecond, None));
         assert_eq!(t("timestamp", "timestamp(3)"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
         assert_eq!(t("time", "time"), DataType::Int64);

@@ -31,12 +31,18 @@ pub(crate) async fn connect(opts: &Opts, cfg: &MySqlSourceConfig) -> SyncResult<
 }
 
 /// The server's current binlog file, offset and GTIDs.
-pub(crate) async fn current_position(conn: &mut Conn, flavor: &Flavor, info: Option<&ServerInfo>) -> SyncResult<MySqlPosition> {
+pub(crate) async fn current_position(
+    conn: &mut Conn,
+    flavor: &Flavor,
+    info: Option<&ServerInfo>,
+) -> SyncResult<MySqlPosition> {
     let row: Option<Row> = conn
         .query_first(flavor.binlog_status_sql())
         .await
         .map_err(|e| my_err(format!("reading the binlog position ({})", flavor.binlog_status_sql()), e))?;
-    let row = row.ok_or_else(|| SyncError::source_err("the server reports no binlog position: binary logging is off; enable log_bin"))?;
+    let row = row.ok_or_else(|| {
+        SyncError::source_err("the server reports no binlog position: binary logging is off; enable log_bin")
+    })?;
     let file: String = row
         .get_opt::<String, &str>("File")
         .and_then(Result::ok)
@@ -48,7 +54,8 @@ pub(crate) async fn current_position(conn: &mut Conn, flavor: &Flavor, info: Opt
     let gtids = if flavor.mariadb {
         mariadb_gtids_at(conn, &file, pos).await?
     } else {
-        let executed: Option<String> = row.get_opt::<Option<String>, &str>("Executed_Gtid_Set").and_then(Result::ok).flatten();
+        let executed: Option<String> =
+            row.get_opt::<Option<String>, &str>("Executed_Gtid_Set").and_then(Result::ok).flatten();
         let enabled = info.is_none_or(ServerInfo::gtid_enabled);
         match executed.filter(|s| enabled && !s.trim().is_empty()) {
             Some(s) => Gtids::MySql(s.parse::<MySqlGtidSet>()?),
@@ -74,7 +81,11 @@ const START_SNAPSHOT: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ O
 
 /// Opens a snapshot transaction on a new connection and returns it with the binlog position
 /// it is consistent with (see [`SnapshotLocking`] and the crate docs for each method).
-pub(crate) async fn begin(cfg: &MySqlSourceConfig, opts: &Opts, info: &ServerInfo) -> SyncResult<(Conn, MySqlPosition)> {
+pub(crate) async fn begin(
+    cfg: &MySqlSourceConfig,
+    opts: &Opts,
+    info: &ServerInfo,
+) -> SyncResult<(Conn, MySqlPosition)> {
     let flavor = &info.flavor;
     let method = match cfg.snapshot_locking {
         SnapshotLocking::Auto if flavor.mariadb => SnapshotLocking::ConsistentSnapshot,
@@ -92,8 +103,10 @@ pub(crate) async fn begin(cfg: &MySqlSourceConfig, opts: &Opts, info: &ServerInf
                 ));
             }
             conn.query_drop(START_SNAPSHOT).await.map_err(start)?;
-            let rows: Vec<(String, String)> =
-                conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(|e| my_err("reading binlog_snapshot_file/position", e))?;
+            let rows: Vec<(String, String)> = conn
+                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                .await
+                .map_err(|e| my_err("reading binlog_snapshot_file/position", e))?;
             let get = |name: &str| rows.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
             let file = get("binlog_snapshot_file").filter(|f| !f.is_empty());
             let pos = get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok());
@@ -111,7 +124,10 @@ pub(crate) async fn begin(cfg: &MySqlSourceConfig, opts: &Opts, info: &ServerInf
             let table = format!("{}.{}", quote_ident(&cfg.schema), quote_ident(&cfg.table));
             match locker.query_drop(format!("LOCK TABLES {table} READ")).await {
                 Ok(()) => {}
-                Err(e) if cfg.snapshot_locking == SnapshotLocking::Auto && matches!(server_code(&e), Some(1044 | 1045 | 1142 | 1227)) => {
+                Err(e)
+                    if cfg.snapshot_locking == SnapshotLocking::Auto
+                        && matches!(server_code(&e), Some(1044 | 1045 | 1142 | 1227)) =>
+                {
                     tracing::warn!(
                         error = %e,
                         "the user may not LOCK TABLES; snapshotting without a lock (streaming replays what the copy already holds)"
@@ -160,8 +176,14 @@ pub(crate) struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub(crate) async fn new(mut conn: Conn, cfg: &MySqlSourceConfig, columns: Arc<[ColumnSpec]>, key_idx: Vec<usize>) -> SyncResult<Self> {
-        let (first_sql, next_sql, params) = chunk_sql(&cfg.schema, &cfg.table, &columns, &key_idx, cfg.snapshot_chunk_rows);
+    pub(crate) async fn new(
+        mut conn: Conn,
+        cfg: &MySqlSourceConfig,
+        columns: Arc<[ColumnSpec]>,
+        key_idx: Vec<usize>,
+    ) -> SyncResult<Self> {
+        let (first_sql, next_sql, params) =
+            chunk_sql(&cfg.schema, &cfg.table, &columns, &key_idx, cfg.snapshot_chunk_rows);
         let first = conn.prep(first_sql).await.map_err(|e| my_err("preparing the snapshot query", e))?;
         let next = conn.prep(next_sql).await.map_err(|e| my_err("preparing the snapshot query", e))?;
         Ok(Self { conn, columns, key_idx, first, next, params })
@@ -252,7 +274,10 @@ mod tests {
             .collect();
         let (first, next, params) = chunk_sql("db", "t", &cols, &[0, 1], 100);
         assert_eq!(first, "SELECT `a`, `b`, `v` FROM `db`.`t` ORDER BY `a`, `b` LIMIT 100");
-        assert_eq!(next, "SELECT `a`, `b`, `v` FROM `db`.`t` WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 100");
+        assert_eq!(
+            next,
+            "SELECT `a`, `b`, `v` FROM `db`.`t` WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 100"
+        );
         assert_eq!(params, vec![0, 0, 1]);
     }
 }

@@ -218,7 +218,8 @@ impl Worker {
             let lost = match self.open_stream(decoder.committed()).await {
                 Ok(mut binlog) => {
                     tracing::info!(position = %decoder.committed(), server_id = self.server_id, "streaming the binlog");
-                    let outcome = self.pump(&mut decoder, &mut binlog, &mut catalog, &mut lost_since, &mut backoff).await;
+                    let outcome =
+                        self.pump(&mut decoder, &mut binlog, &mut catalog, &mut lost_since, &mut backoff).await;
                     // Dropping the stream closes its connection; the server ends the dump.
                     drop(binlog);
                     match outcome {
@@ -257,7 +258,9 @@ impl Worker {
         let mut conn = snapshot::connect(&self.opts, &self.cfg).await?;
         let doing = |what: &str| format!("preparing the binlog connection ({what})");
         let hb_ns = self.cfg.heartbeat_secs * 1_000_000_000;
-        conn.query_drop(format!("SET @master_heartbeat_period = {hb_ns}")).await.map_err(|e| my_err(doing("heartbeat"), e))?;
+        conn.query_drop(format!("SET @master_heartbeat_period = {hb_ns}"))
+            .await
+            .map_err(|e| my_err(doing("heartbeat"), e))?;
         if self.info.flavor.mariadb {
             // 4 = MARIA_SLAVE_CAPABILITY_GTID: send GTID events (and binlog checkpoints) as is.
             conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| my_err(doing("capability"), e))?;
@@ -292,8 +295,8 @@ impl Worker {
                 sids = set
                     .iter()
                     .filter_map(|(uuid, tag, intervals)| {
-                        let mut sid =
-                            Sid::new(uuid_bytes(uuid)?).with_intervals(intervals.iter().map(|&(s, e)| GnoInterval::new(s, e)).collect());
+                        let mut sid = Sid::new(uuid_bytes(uuid)?)
+                            .with_intervals(intervals.iter().map(|&(s, e)| GnoInterval::new(s, e)).collect());
                         if let Some(tag) = tag {
                             sid = sid.with_tag(Tag::new(tag.to_owned()).ok()?);
                         }
@@ -356,8 +359,12 @@ impl Worker {
                         )));
                     }
                 }
-                Ok(None) => return Ok(SyncError::transient(format!("{} ended the binlog stream", self.cfg.endpoint()))),
-                Ok(Some(Err(e))) => return classify(my_err(format!("reading the binlog from {}", decoder.committed()), e)),
+                Ok(None) => {
+                    return Ok(SyncError::transient(format!("{} ended the binlog stream", self.cfg.endpoint())));
+                }
+                Ok(Some(Err(e))) => {
+                    return classify(my_err(format!("reading the binlog from {}", decoder.committed()), e));
+                }
                 Ok(Some(Ok(event))) => {
                     last_event = Instant::now();
                     // A healthy stream resets the reconnect budget.
@@ -389,7 +396,9 @@ impl Worker {
         match table {
             Some(t) => decoder.set_catalog(t),
             None => {
-                tracing::warn!("the table is gone from information_schema; decoding with the binlog's own column metadata");
+                tracing::warn!(
+                    "the table is gone from information_schema; decoding with the binlog's own column metadata"
+                );
                 decoder.set_catalog(self.table.clone());
             }
         }
@@ -403,9 +412,10 @@ fn classify(e: SyncError) -> Result<SyncError, End> {
         return Ok(e);
     }
     let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
-    let server_1236 =
-        std::error::Error::source(&e).and_then(|c| c.downcast_ref::<mysql_async::Error>()).and_then(crate::error::server_code)
-            == Some(1236);
+    let server_1236 = std::error::Error::source(&e)
+        .and_then(|c| c.downcast_ref::<mysql_async::Error>())
+        .and_then(crate::error::server_code)
+        == Some(1236);
     if server_1236 {
         let lower = cause.to_ascii_lowercase();
         if lower.contains("purged")

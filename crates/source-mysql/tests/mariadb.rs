@@ -44,7 +44,8 @@ async fn inserts_updates_deletes_and_key_changes() {
     db.exec("INSERT INTO t VALUES (4, 'four')").await;
 
     let batches = read_until(&mut src, WAIT, |b| count_rows(b) >= 9).await;
-    let got: Vec<(String, String, String)> = flatten(&batches).into_iter().map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
+    let got: Vec<(String, String, String)> =
+        flatten(&batches).into_iter().map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
     let want: Vec<(String, String, String)> = [
         ("c", "2", "two"),
         ("c", "3", "three"),
@@ -122,9 +123,10 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
     db.exec("INSERT INTO types (id, dt, dtm, en) VALUES (6, '0000-00-00', '0000-00-00 00:00:00', '')").await;
     let streamed = read_until(&mut src, WAIT, |b| count_rows(b) >= 3).await;
 
-    let by_id = |rows: Vec<(String, BTreeMap<String, String>)>| -> BTreeMap<String, (String, BTreeMap<String, String>)> {
-        rows.into_iter().map(|(o, r)| (r["id"].clone(), (o, r))).collect()
-    };
+    let by_id =
+        |rows: Vec<(String, BTreeMap<String, String>)>| -> BTreeMap<String, (String, BTreeMap<String, String>)> {
+            rows.into_iter().map(|(o, r)| (r["id"].clone(), (o, r))).collect()
+        };
     let snap = by_id(flatten(&snap));
     let streamed = by_id(flatten(&streamed));
     let expected: BTreeMap<&str, &str> = [
@@ -196,9 +198,11 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
 /// batches equals the table, for each way of tying the snapshot to the binlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_while_writes_continue_converges() {
-    for (name, locking) in
-        [("snapc", SnapshotLocking::ConsistentSnapshot), ("snapl", SnapshotLocking::LockTable), ("snapn", SnapshotLocking::None)]
-    {
+    for (name, locking) in [
+        ("snapc", SnapshotLocking::ConsistentSnapshot),
+        ("snapl", SnapshotLocking::LockTable),
+        ("snapn", SnapshotLocking::None),
+    ] {
         let mut db = TestDb::new(name).await;
         db.exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), n INT)").await;
         db.exec("INSERT INTO t (id, v, n) SELECT seq, CONCAT('row-', seq), 0 FROM seq_1_to_20000").await;
@@ -295,12 +299,16 @@ async fn resume_from_a_position_mid_stream() {
         let rest = read_until(&mut src, WAIT, |b| count_rows(b) >= 5).await;
         // Give a duplicate a chance to show up.
         let extra = drain(&mut src, Duration::from_millis(1500)).await;
-        let got: Vec<(String, String, String)> =
-            flatten(&rest).into_iter().chain(flatten(&extra)).map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
-        let want: Vec<(String, String, String)> = [("c", "6", "6"), ("c", "7", "7"), ("c", "8", "8"), ("u", "2", "100"), ("d", "1", "1")]
-            .iter()
-            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        let got: Vec<(String, String, String)> = flatten(&rest)
+            .into_iter()
+            .chain(flatten(&extra))
+            .map(|(o, r)| (o, r["id"].clone(), r["v"].clone()))
             .collect();
+        let want: Vec<(String, String, String)> =
+            [("c", "6", "6"), ("c", "7", "7"), ("c", "8", "8"), ("u", "2", "100"), ("d", "1", "1")]
+                .iter()
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                .collect();
         assert_eq!(got, want, "{name}");
         assert!(rest.last().unwrap().end.covers(&resume_at));
         src.close().await.unwrap();
@@ -339,7 +347,10 @@ async fn resume_mid_snapshot_converges() {
 
     let mut src = open("midsnap", cfg, Some(resume_at)).await;
     let rest = read_until(&mut src, WAIT, snapshot_done).await;
-    assert!(rest[0].end.snapshot.as_ref().is_some_and(|s| s.rows > 600), "the copy continued after the last committed chunk");
+    assert!(
+        rest[0].end.snapshot.as_ref().is_some_and(|s| s.rows > 600),
+        "the copy continued after the last committed chunk"
+    );
     mirror_apply_composite(&mut mirror, &rest);
     let want: Vec<(String, String)> = db
         .query_strings("SELECT CONCAT(a, '/', b), v FROM t ORDER BY a, b")

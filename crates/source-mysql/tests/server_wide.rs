@@ -37,18 +37,26 @@ async fn mariadb_compressed_events_are_decoded() {
     w.exec(&format!("INSERT INTO t VALUES (1, '{long}'), (2, 'short')")).await;
     w.exec("UPDATE t SET v = 'updated value, long enough to be compressed' WHERE id = 2").await;
     w.exec("DELETE FROM t WHERE id = 1").await;
-    w.exec("ALTER TABLE t ADD COLUMN note VARCHAR(100) DEFAULT 'a default long enough to make the statement compressed'").await;
+    w.exec(
+        "ALTER TABLE t ADD COLUMN note VARCHAR(100) DEFAULT 'a default long enough to make the statement compressed'",
+    )
+    .await;
     w.exec("INSERT INTO t VALUES (3, 'three', 'noted')").await;
     db.exec("SET GLOBAL log_bin_compress = OFF").await;
     // The server really wrote compressed events.
     let file = w.query_strings("SHOW MASTER STATUS").await[0][0].clone().unwrap();
-    let types: Vec<String> =
-        w.query_strings(&format!("SHOW BINLOG EVENTS IN '{file}'")).await.into_iter().filter_map(|r| r[2].clone()).collect();
+    let types: Vec<String> = w
+        .query_strings(&format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .await
+        .into_iter()
+        .filter_map(|r| r[2].clone())
+        .collect();
     assert!(types.iter().any(|t| t.contains("compressed")), "no compressed rows events in {types:?}");
     assert!(types.iter().any(|t| t == "Query_compressed"), "no compressed query event in {types:?}");
 
     let batches = read_until(&mut src, WAIT, |b| count_rows(b) >= 5).await;
-    let got: Vec<(String, String, String)> = flatten(&batches).into_iter().map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
+    let got: Vec<(String, String, String)> =
+        flatten(&batches).into_iter().map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
     assert_eq!(
         got,
         vec![
@@ -90,8 +98,11 @@ async fn server_restart_mid_stream_is_survived() {
     db.exec("UPDATE t SET v = 10 WHERE id = 1").await;
     let batches = read_until(&mut src, WAIT, |b| count_rows(b) >= 2).await;
     let extra = drain(&mut src, Duration::from_secs(2)).await;
-    let got: Vec<(String, String, String)> =
-        flatten(&batches).into_iter().chain(flatten(&extra)).map(|(o, r)| (o, r["id"].clone(), r["v"].clone())).collect();
+    let got: Vec<(String, String, String)> = flatten(&batches)
+        .into_iter()
+        .chain(flatten(&extra))
+        .map(|(o, r)| (o, r["id"].clone(), r["v"].clone()))
+        .collect();
     assert_eq!(got, vec![("c".to_string(), "2".to_string(), "2".to_string()), ("u".into(), "1".into(), "10".into())]);
     src.close().await.unwrap();
     db.drop_db().await;
@@ -121,7 +132,8 @@ async fn purged_binlog_is_reported_or_resnapshotted() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         db.exec(&format!("PURGE BINARY LOGS TO '{current_file}'")).await;
-        let logs: Vec<String> = db.query_strings("SHOW BINARY LOGS").await.into_iter().filter_map(|r| r[0].clone()).collect();
+        let logs: Vec<String> =
+            db.query_strings("SHOW BINARY LOGS").await.into_iter().filter_map(|r| r[0].clone()).collect();
         if !logs.contains(&old.file) {
             break;
         }

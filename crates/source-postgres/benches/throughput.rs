@@ -17,10 +17,7 @@ use rtsync_core::Source;
 use rtsync_source_postgres::{PgPosition, PostgresSource, PostgresSourceConfig, SnapshotMode};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn rss_peak_mib() -> f64 {
@@ -52,43 +49,27 @@ async fn drain(source: &mut PostgresSource, until: impl Fn(u64, &PgPosition) -> 
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let url = std::env::var("RTSYNC_PG_URL")
-        .expect("RTSYNC_PG_URL is not set: eval \"$(scripts/services.sh env)\"");
+    let url = std::env::var("RTSYNC_PG_URL").expect("RTSYNC_PG_URL is not set: eval \"$(scripts/services.sh env)\"");
     let n_rows = env_usize("RTSYNC_BENCH_ROWS", 1_000_000);
     let n_changes = env_usize("RTSYNC_BENCH_CHANGES", 500_000);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let table = format!("bench_{}", std::process::id());
     let t = format!("public.{table}");
     client.batch_execute(&DDL.replace("{t}", &t)).await.unwrap();
 
     // Snapshot.
-    client
-        .batch_execute(&format!(
-            "INSERT INTO {t} {ROWS} FROM generate_series(1, {n_rows}) n"
-        ))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("VACUUM ANALYZE {t}"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("INSERT INTO {t} {ROWS} FROM generate_series(1, {n_rows}) n")).await.unwrap();
+    client.batch_execute(&format!("VACUUM ANALYZE {t}")).await.unwrap();
     let config = PostgresSourceConfig::new(&url, "public", &table);
     let mut source = PostgresSource::new(format!("{table}_snap"), config.clone()).unwrap();
     let started = Instant::now();
     source.open(None).await.unwrap();
-    let copied = drain(&mut source, |_, end| {
-        matches!(end, PgPosition::Streaming { .. })
-    })
-    .await;
+    let copied = drain(&mut source, |_, end| matches!(end, PgPosition::Streaming { .. })).await;
     let snap_secs = started.elapsed().as_secs_f64();
     assert_eq!(copied as usize, n_rows);
     source.close().await.unwrap();
-    rtsync_source_postgres::drop_replication_objects(&config, &format!("{table}_snap"))
-        .await
-        .unwrap();
+    rtsync_source_postgres::drop_replication_objects(&config, &format!("{table}_snap")).await.unwrap();
     println!(
         "snapshot: {n_rows} rows x 10 columns in {snap_secs:.2}s = {:.0} rows/s (peak RSS {:.0} MiB)",
         n_rows as f64 / snap_secs,
@@ -97,10 +78,7 @@ async fn main() {
 
     // Streaming: two slots at the same point, the same changes, drained by rtsync and by
     // pg_recvlogical.
-    client
-        .batch_execute(&format!("TRUNCATE {t}"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("TRUNCATE {t}")).await.unwrap();
     let mut stream_config = config.clone();
     stream_config.snapshot = SnapshotMode::Never;
     let task = format!("{table}_stream");
@@ -110,54 +88,23 @@ async fn main() {
     let publication = source.publication_name().to_string();
     source.close().await.unwrap();
     let other_slot = format!("{table}_recvlogical");
-    client
-        .query_one(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&other_slot],
-        )
-        .await
-        .unwrap();
+    client.query_one("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&other_slot]).await.unwrap();
     let batch = 10_000;
     let mut done = 0;
     while done < n_changes {
         let k = batch.min(n_changes - done);
         client
-            .batch_execute(&format!(
-                "INSERT INTO {t} {} FROM generate_series({}, {}) n",
-                ROWS,
-                done + 1,
-                done + k
-            ))
+            .batch_execute(&format!("INSERT INTO {t} {} FROM generate_series({}, {}) n", ROWS, done + 1, done + k))
             .await
             .unwrap();
         done += k;
     }
-    let end: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let end: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
 
     let started = Instant::now();
     let status = tokio::process::Command::new("pg_recvlogical")
-        .args([
-            "-d",
-            &url,
-            "--slot",
-            &other_slot,
-            "--start",
-            "--no-loop",
-            "--endpos",
-            &end,
-            "-f",
-            "/dev/null",
-        ])
-        .args([
-            "-o",
-            "proto_version=1",
-            "-o",
-            &format!("publication_names={publication}"),
-        ])
+        .args(["-d", &url, "--slot", &other_slot, "--start", "--no-loop", "--endpos", &end, "-f", "/dev/null"])
+        .args(["-o", "proto_version=1", "-o", &format!("publication_names={publication}")])
         .status()
         .await
         .expect("running pg_recvlogical (postgresql-client)");
@@ -179,15 +126,7 @@ async fn main() {
         rss_peak_mib()
     );
 
-    client
-        .query_one("SELECT pg_drop_replication_slot($1)", &[&other_slot])
-        .await
-        .unwrap();
-    rtsync_source_postgres::drop_replication_objects(&stream_config, &task)
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("DROP TABLE {t}"))
-        .await
-        .unwrap();
+    client.query_one("SELECT pg_drop_replication_slot($1)", &[&other_slot]).await.unwrap();
+    rtsync_source_postgres::drop_replication_objects(&stream_config, &task).await.unwrap();
+    client.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
 }

@@ -19,12 +19,7 @@ pub async fn connect(params: &ConnectionParams) -> SyncResult<Client> {
         .pg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| {
-            pg_error(
-                e,
-                &format!("connecting to PostgreSQL at {}", params.display()),
-            )
-        })?;
+        .map_err(|e| pg_error(e, &format!("connecting to PostgreSQL at {}", params.display())))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "postgres connection ended");
@@ -140,11 +135,7 @@ pub struct ColumnInfo {
 }
 
 /// The table exists and the user can read it. Returns its oid, relkind and replica identity.
-pub async fn ensure_table_exists(
-    client: &Client,
-    schema: &str,
-    table: &str,
-) -> SyncResult<(u32, char, char)> {
+pub async fn ensure_table_exists(client: &Client, schema: &str, table: &str) -> SyncResult<(u32, char, char)> {
     let rows = client
         .query(
             "SELECT c.oid, c.relkind::text, c.relreplident::text, has_table_privilege(c.oid, 'SELECT') \
@@ -183,11 +174,7 @@ fn first_char(s: String) -> char {
 
 /// Updates and deletes must identify their row: the table needs a primary key, a replica
 /// identity index, or REPLICA IDENTITY FULL.
-pub async fn ensure_primary_key_or_replica_identity_full(
-    client: &Client,
-    schema: &str,
-    table: &str,
-) -> SyncResult<()> {
+pub async fn ensure_primary_key_or_replica_identity_full(client: &Client, schema: &str, table: &str) -> SyncResult<()> {
     let info = describe_table(client, schema, table).await?;
     check_identity(&info)
 }
@@ -333,26 +320,15 @@ pub(crate) async fn load_types(client: &Client, oids: &[u32]) -> SyncResult<Type
 
 /// Creates the publication `FOR TABLE schema.table` when it is missing; an existing one must
 /// publish the table.
-pub async fn ensure_publication(
-    client: &Client,
-    publication: &str,
-    info: &TableInfo,
-) -> SyncResult<()> {
+pub async fn ensure_publication(client: &Client, publication: &str, info: &TableInfo) -> SyncResult<()> {
     let doing = format!("checking publication {publication}");
     let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
         .await
         .map_err(|e| pg_error(e, &doing))?
         .is_some();
     if !exists {
-        let via_root = if info.relkind == 'p' {
-            " WITH (publish_via_partition_root = true)"
-        } else {
-            ""
-        };
+        let via_root = if info.relkind == 'p' { " WITH (publish_via_partition_root = true)" } else { "" };
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE {}{via_root}",
             quote_ident(publication),
@@ -428,30 +404,38 @@ pub async fn slot_info(client: &Client, slot: &str) -> SyncResult<Option<SlotInf
 pub async fn drop_slot(client: &Client, slot: &str, wait: Duration) -> SyncResult<bool> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await {
+        match client
+            .query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+        {
             Ok(rows) => return Ok(!rows.is_empty()),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) && tokio::time::Instant::now() < deadline => {
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(pg_error(e, &format!("dropping replication slot {slot} (is a task still streaming from it?)"))),
+            Err(e) => {
+                return Err(pg_error(
+                    e,
+                    &format!("dropping replication slot {slot} (is a task still streaming from it?)"),
+                ));
+            }
         }
     }
 }
 
 pub async fn drop_publication(client: &Client, publication: &str) -> SyncResult<bool> {
     let existed = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
         .await
         .map_err(|e| pg_error(e, &format!("reading publication {publication}")))?
         .is_some();
     client
-        .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {}",
-            quote_ident(publication)
-        ))
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(publication)))
         .await
         .map_err(|e| pg_error(e, &format!("dropping publication {publication}")))?;
     Ok(existed)
@@ -469,32 +453,21 @@ pub async fn create_slot_with_snapshot(
     application: &str,
 ) -> SyncResult<Lsn> {
     let doing = format!("creating replication slot {slot}");
-    let mut repl = ReplicationClient::connect_gated(replication_config(
-        params,
-        slot,
-        publication,
-        application,
-    ))
-    .await
-    .map_err(|e| repl_error(e, &doing))?;
-    // The slot name was validated to [a-z0-9_]: safe unquoted.
-    let rows = repl
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT"
-        ))
+    let mut repl = ReplicationClient::connect_gated(replication_config(params, slot, publication, application))
         .await
         .map_err(|e| repl_error(e, &doing))?;
-    let row = rows
-        .into_iter()
-        .next()
-        .ok_or_else(|| SyncError::internal(format!("{doing}: the server returned no row")))?;
+    // The slot name was validated to [a-z0-9_]: safe unquoted.
+    let rows = repl
+        .simple_query(&format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT"))
+        .await
+        .map_err(|e| repl_error(e, &doing))?;
+    let row =
+        rows.into_iter().next().ok_or_else(|| SyncError::internal(format!("{doing}: the server returned no row")))?;
     let text = |i: usize| -> SyncResult<String> {
         row.get(i)
             .and_then(|v| v.as_ref())
             .map(|b| String::from_utf8_lossy(b).into_owned())
-            .ok_or_else(|| {
-                SyncError::internal(format!("{doing}: column {i} of the answer is missing"))
-            })
+            .ok_or_else(|| SyncError::internal(format!("{doing}: column {i} of the answer is missing")))
     };
     let consistent_point: Lsn = text(1)?.parse()?;
     let snapshot_name = text(2)?;
@@ -515,10 +488,7 @@ pub async fn create_slot_with_snapshot(
 /// Creates the slot without a snapshot (snapshot = never); returns its consistent point.
 pub async fn create_slot(client: &Client, slot: &str) -> SyncResult<Lsn> {
     let row = client
-        .query_one(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
+        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
         .await
         .map_err(|e| pg_error(e, &format!("creating replication slot {slot}")))?;
     let lsn: String = row.get(0);
@@ -528,9 +498,7 @@ pub async fn create_slot(client: &Client, slot: &str) -> SyncResult<Lsn> {
 /// A slot this task cannot stream from: missing, invalidated, or made for something else.
 pub(crate) fn unusable_slot(slot: &str, info: Option<&SlotInfo>, database: &str) -> Option<String> {
     match info {
-        None => Some(format!(
-            "replication slot {slot} does not exist (it was dropped)"
-        )),
+        None => Some(format!("replication slot {slot} does not exist (it was dropped)")),
         Some(i) if i.wal_status.as_deref() == Some("lost") => Some(format!(
             "replication slot {slot} was invalidated by the server (its WAL was removed, see max_slot_wal_keep_size)"
         )),
@@ -563,10 +531,7 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(
-            quoted_table("public", "Order\"s"),
-            "\"public\".\"Order\"\"s\""
-        );
+        assert_eq!(quoted_table("public", "Order\"s"), "\"public\".\"Order\"\"s\"");
         assert_eq!(quote_literal("it's \\ x"), "'it''s \\ x'");
     }
 
@@ -580,29 +545,10 @@ mod tests {
             confirmed_flush: None,
         };
         assert!(unusable_slot("s", Some(&ok), "db").is_none());
-        assert!(
-            unusable_slot("s", None, "db")
-                .unwrap()
-                .contains("does not exist")
-        );
-        let lost = SlotInfo {
-            wal_status: Some("lost".into()),
-            ..ok.clone()
-        };
-        assert!(
-            unusable_slot("s", Some(&lost), "db")
-                .unwrap()
-                .contains("invalidated")
-        );
-        assert!(
-            unusable_slot("s", Some(&ok), "other")
-                .unwrap()
-                .contains("database")
-        );
-        assert!(
-            lost_slot_error("x")
-                .to_string()
-                .contains("resnapshot_on_lost_slot")
-        );
+        assert!(unusable_slot("s", None, "db").unwrap().contains("does not exist"));
+        let lost = SlotInfo { wal_status: Some("lost".into()), ..ok.clone() };
+        assert!(unusable_slot("s", Some(&lost), "db").unwrap().contains("invalidated"));
+        assert!(unusable_slot("s", Some(&ok), "other").unwrap().contains("database"));
+        assert!(lost_slot_error("x").to_string().contains("resnapshot_on_lost_slot"));
     }
 }

@@ -112,11 +112,7 @@ impl fmt::Debug for PostgresSourceConfig {
 }
 
 impl PostgresSourceConfig {
-    pub fn new(
-        url: impl Into<String>,
-        schema: impl Into<String>,
-        table: impl Into<String>,
-    ) -> Self {
+    pub fn new(url: impl Into<String>, schema: impl Into<String>, table: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             user: None,
@@ -136,32 +132,21 @@ impl PostgresSourceConfig {
     pub fn validate(&self) -> Result<(), SyncError> {
         self.connection()?;
         if self.schema.trim().is_empty() {
-            return Err(SyncError::config(
-                "postgres source: schema must not be empty",
-            ));
+            return Err(SyncError::config("postgres source: schema must not be empty"));
         }
         if self.table.trim().is_empty() {
-            return Err(SyncError::config(
-                "postgres source: table must not be empty",
-            ));
+            return Err(SyncError::config("postgres source: table must not be empty"));
         }
-        for (field, name) in [
-            ("slot_name", &self.slot_name),
-            ("publication_name", &self.publication_name),
-        ] {
+        for (field, name) in [("slot_name", &self.slot_name), ("publication_name", &self.publication_name)] {
             if let Some(name) = name {
                 check_object_name(field, name)?;
             }
         }
         if self.snapshot_chunk_rows == 0 {
-            return Err(SyncError::config(
-                "postgres source: snapshot_chunk_rows must be at least 1",
-            ));
+            return Err(SyncError::config("postgres source: snapshot_chunk_rows must be at least 1"));
         }
         if self.max_batch_rows == 0 {
-            return Err(SyncError::config(
-                "postgres source: max_batch_rows must be at least 1",
-            ));
+            return Err(SyncError::config("postgres source: max_batch_rows must be at least 1"));
         }
         Ok(())
     }
@@ -173,9 +158,7 @@ impl PostgresSourceConfig {
 
     /// The publication of `task`.
     pub fn publication_name(&self, task: &str) -> String {
-        self.publication_name
-            .clone()
-            .unwrap_or_else(|| derived_name(task))
+        self.publication_name.clone().unwrap_or_else(|| derived_name(task))
     }
 
     /// The parsed URL with `user`/`password` applied.
@@ -183,7 +166,10 @@ impl PostgresSourceConfig {
         let mut pg: tokio_postgres::Config = self.url.parse().map_err(|e| {
             SyncError::with_source(
                 rtsync_core::ErrorKind::Config,
-                format!("postgres source: url {:?} is not a PostgreSQL URL (postgres://user:password@host:port/database)", redact_url(&self.url)),
+                format!(
+                    "postgres source: url {:?} is not a PostgreSQL URL (postgres://user:password@host:port/database)",
+                    redact_url(&self.url)
+                ),
                 e,
             )
         })?;
@@ -198,33 +184,21 @@ impl PostgresSourceConfig {
             [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
             [tokio_postgres::config::Host::Unix(p)] => p.to_string_lossy().into_owned(),
             _ => {
-                return Err(SyncError::config(
-                    "postgres source: url names several hosts; give exactly one",
-                ));
+                return Err(SyncError::config("postgres source: url names several hosts; give exactly one"));
             }
         };
         let port = match pg.get_ports() {
             [] => 5432,
             [p] => *p,
             _ => {
-                return Err(SyncError::config(
-                    "postgres source: url names several ports; give exactly one",
-                ));
+                return Err(SyncError::config("postgres source: url names several ports; give exactly one"));
             }
         };
         let user = pg.get_user().map(str::to_string).ok_or_else(|| {
-            SyncError::config(
-                "postgres source: no user: put it in the url (postgres://user@host/db) or set user",
-            )
+            SyncError::config("postgres source: no user: put it in the url (postgres://user@host/db) or set user")
         })?;
-        let password = pg
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
-        let database = pg
-            .get_dbname()
-            .map(str::to_string)
-            .unwrap_or_else(|| user.clone());
+        let password = pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+        let database = pg.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
         match pg.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {}
             _ => {
@@ -237,14 +211,7 @@ impl PostgresSourceConfig {
         pg.options(SESSION_OPTIONS);
         pg.connect_timeout(CONNECT_TIMEOUT);
         pg.application_name("rtsync");
-        Ok(ConnectionParams {
-            pg,
-            host,
-            port,
-            user,
-            password,
-            database,
-        })
+        Ok(ConnectionParams { pg, host, port, user, password, database })
     }
 }
 
@@ -269,10 +236,7 @@ impl fmt::Debug for ConnectionParams {
 impl ConnectionParams {
     /// `user@host:port/database`, for messages (never the password).
     pub fn display(&self) -> String {
-        format!(
-            "{}@{}:{}/{}",
-            self.user, self.host, self.port, self.database
-        )
+        format!("{}@{}:{}/{}", self.user, self.host, self.port, self.database)
     }
 }
 
@@ -280,16 +244,8 @@ impl ConnectionParams {
 /// the name or it had to be cut, a hash of the original name is appended so that two tasks
 /// never share a slot (`a-b` and `a_b` differ).
 pub fn derived_name(task: &str) -> String {
-    let clean: String = task
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let clean: String =
+        task.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     let exact = clean == task && NAME_PREFIX.len() + clean.len() <= MAX_IDENTIFIER_LEN;
     if exact {
         return format!("{NAME_PREFIX}{clean}");
@@ -302,9 +258,7 @@ pub fn derived_name(task: &str) -> String {
 
 /// A stable 32-bit hash (FNV-1a): derived names must not change between releases.
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
 }
 
 /// Slot names may hold only lower-case letters, digits and underscores (PostgreSQL's rule);
@@ -315,10 +269,7 @@ fn check_object_name(field: &str, name: &str) -> Result<(), SyncError> {
             "postgres source: {field} must be 1 to {MAX_IDENTIFIER_LEN} characters long"
         )));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         return Err(SyncError::config(format!(
             "postgres source: {field} {name:?} may contain only lower-case letters, digits and underscores"
         )));
@@ -342,13 +293,7 @@ pub fn redact_url(url: &str) -> String {
     }
     // key=value form: blank out password=...
     url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***".to_string()
-            } else {
-                kv.to_string()
-            }
-        })
+        .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -373,20 +318,12 @@ mod tests {
         assert_eq!(cfg.snapshot_chunk_rows, DEFAULT_SNAPSHOT_CHUNK_ROWS);
         let conn = cfg.connection().unwrap();
         assert_eq!(
-            (
-                conn.host.as_str(),
-                conn.port,
-                conn.user.as_str(),
-                conn.database.as_str()
-            ),
+            (conn.host.as_str(), conn.port, conn.user.as_str(), conn.database.as_str()),
             ("127.0.0.1", 5432, "u", "shop")
         );
         assert_eq!(conn.password, "secret");
         assert!(
-            toml::from_str::<PostgresSourceConfig>(
-                "url = \"postgres://h/db\"\ntable = \"t\"\ntabel = \"x\""
-            )
-            .is_err()
+            toml::from_str::<PostgresSourceConfig>("url = \"postgres://h/db\"\ntable = \"t\"\ntabel = \"x\"").is_err()
         );
     }
 
@@ -396,19 +333,10 @@ mod tests {
         cfg.user = Some("other".into());
         cfg.password = Some("hunter2".into());
         let conn = cfg.connection().unwrap();
-        assert_eq!(
-            (conn.user.as_str(), conn.password.as_str(), conn.port),
-            ("other", "hunter2", 6543)
-        );
+        assert_eq!((conn.user.as_str(), conn.password.as_str(), conn.port), ("other", "hunter2", 6543));
         let printed = format!("{cfg:?} {conn:?}");
-        assert!(
-            !printed.contains("secret") && !printed.contains("hunter2"),
-            "{printed}"
-        );
-        assert!(
-            printed.contains("postgres://u:***@db:6543/shop"),
-            "{printed}"
-        );
+        assert!(!printed.contains("secret") && !printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://u:***@db:6543/shop"), "{printed}");
     }
 
     #[test]
@@ -422,12 +350,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("slot_name"));
         let mut c = base.clone();
         c.snapshot_chunk_rows = 0;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("snapshot_chunk_rows")
-        );
+        assert!(c.validate().unwrap_err().to_string().contains("snapshot_chunk_rows"));
         let mut c = base.clone();
         c.url = "mysql://x".into();
         assert!(c.validate().unwrap_err().to_string().contains("url"));
@@ -445,23 +368,14 @@ mod tests {
         assert!(a.starts_with("rtsync_a_b_"));
         let long = derived_name(&"X".repeat(200));
         assert_eq!(long.len(), MAX_IDENTIFIER_LEN);
-        assert!(
-            long.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        );
+        assert!(long.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         assert_eq!(derived_name("Täsk 1"), derived_name("Täsk 1"));
     }
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:p@h:1/db?x=y"),
-            "postgres://u:***@h:1/db?x=y"
-        );
+        assert_eq!(redact_url("postgres://u:p@h:1/db?x=y"), "postgres://u:***@h:1/db?x=y");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("host=h password=p user=u"),
-            "host=h password=*** user=u"
-        );
+        assert_eq!(redact_url("host=h password=p user=u"), "host=h password=*** user=u");
     }
 }

@@ -54,11 +54,7 @@ pub(crate) fn pg_error(err: tokio_postgres::Error, doing: &str) -> SyncError {
                 err,
             );
         }
-        let kind = if transient_sqlstate(code) {
-            ErrorKind::Transient
-        } else {
-            ErrorKind::Source
-        };
+        let kind = if transient_sqlstate(code) { ErrorKind::Transient } else { ErrorKind::Source };
         return SyncError::with_source(kind, doing.to_string(), err);
     }
     // No server answer: the connection could not be made or broke (refused, reset, timed
@@ -73,9 +69,7 @@ pub(crate) fn pg_error(err: tokio_postgres::Error, doing: &str) -> SyncError {
 /// A replication-protocol error from pgwire-replication.
 pub(crate) fn repl_error(err: PgWireError, doing: &str) -> SyncError {
     let code = match &err {
-        PgWireError::Server(msg) => msg
-            .rsplit_once("(SQLSTATE ")
-            .map(|(_, c)| c.trim_end_matches(')').to_string()),
+        PgWireError::Server(msg) => msg.rsplit_once("(SQLSTATE ").map(|(_, c)| c.trim_end_matches(')').to_string()),
         _ => None,
     };
     let kind = match (&err, code.as_deref()) {
@@ -108,29 +102,19 @@ mod tests {
     #[test]
     fn replication_errors_are_classified() {
         let e = repl_error(
-            PgWireError::Server(
-                "password authentication failed for user \"x\" (SQLSTATE 28P01)".into(),
-            ),
+            PgWireError::Server("password authentication failed for user \"x\" (SQLSTATE 28P01)".into()),
             "connecting",
         );
         assert_eq!(e.kind(), ErrorKind::Source);
         assert!(e.to_string().contains("credentials"));
         let e = repl_error(
-            PgWireError::Server(
-                "replication slot \"s\" is active for PID 1 (SQLSTATE 55006)".into(),
-            ),
+            PgWireError::Server("replication slot \"s\" is active for PID 1 (SQLSTATE 55006)".into()),
             "starting",
         );
         assert_eq!(e.kind(), ErrorKind::Transient);
-        let e = repl_error(
-            PgWireError::Server("publication \"p\" does not exist (SQLSTATE 42704)".into()),
-            "starting",
-        );
+        let e = repl_error(PgWireError::Server("publication \"p\" does not exist (SQLSTATE 42704)".into()), "starting");
         assert_eq!(e.kind(), ErrorKind::Source);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(
-            repl_error(io.into(), "connecting").kind(),
-            ErrorKind::Transient
-        );
+        assert_eq!(repl_error(io.into(), "connecting").kind(), ErrorKind::Transient);
     }
 }

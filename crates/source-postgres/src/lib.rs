@@ -120,8 +120,8 @@ use rtsync_core::{ChangeBatch, Position, Source, SyncError, SyncResult, TableDes
 use tokio_postgres::Client;
 
 pub use catalog::{
-    ensure_free_replication_slot, ensure_primary_key_or_replica_identity_full,
-    ensure_replication_privilege, ensure_table_exists, ensure_wal_level_logical,
+    ensure_free_replication_slot, ensure_primary_key_or_replica_identity_full, ensure_replication_privilege,
+    ensure_table_exists, ensure_wal_level_logical,
 };
 pub use config::{PostgresSourceConfig, SnapshotMode};
 pub use position::{Lsn, PgPosition};
@@ -175,10 +175,7 @@ pub struct DroppedObjects {
 /// Undeploy: drops the task's replication slot and, when its name was derived from the task
 /// (rtsync created it), its publication. Waits up to 15 s for a stopped task's walsender to
 /// release the slot. Idempotent: objects already gone are not an error.
-pub async fn drop_replication_objects(
-    config: &PostgresSourceConfig,
-    task: &str,
-) -> SyncResult<DroppedObjects> {
+pub async fn drop_replication_objects(config: &PostgresSourceConfig, task: &str) -> SyncResult<DroppedObjects> {
     config.validate()?;
     let conn = config.connection()?;
     let client = catalog::connect(&conn).await?;
@@ -192,10 +189,7 @@ pub async fn drop_replication_objects(
         }
     }
     tracing::info!(task, slot = %slot, slot_dropped, publication = ?publication, "dropped replication objects");
-    Ok(DroppedObjects {
-        slot: slot_dropped.then_some(slot),
-        publication,
-    })
+    Ok(DroppedObjects { slot: slot_dropped.then_some(slot), publication })
 }
 
 impl PostgresSource {
@@ -248,9 +242,7 @@ impl PostgresSource {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(catalog::connect(&self.conn).await?);
         }
-        self.client
-            .as_ref()
-            .ok_or_else(|| SyncError::internal("no PostgreSQL connection"))
+        self.client.as_ref().ok_or_else(|| SyncError::internal("no PostgreSQL connection"))
     }
 
     async fn table_info(&mut self) -> SyncResult<TableInfo> {
@@ -268,11 +260,7 @@ impl PostgresSource {
     /// position nothing depends on it, and only a new slot can export a snapshot.
     async fn new_slot(&mut self, with_snapshot: bool) -> SyncResult<Lsn> {
         let slot = self.slot.clone();
-        let (conn, publication, app) = (
-            self.conn.clone(),
-            self.publication.clone(),
-            self.application_name(),
-        );
+        let (conn, publication, app) = (self.conn.clone(), self.publication.clone(), self.application_name());
         let client = self.client().await?;
         if catalog::slot_info(client, &slot).await?.is_some() {
             tracing::info!(slot = %slot, "dropping the leftover replication slot to start over");
@@ -286,46 +274,24 @@ impl PostgresSource {
     }
 
     fn snapshot_reader(&self, info: &TableInfo, slot_lsn: Lsn) -> SyncResult<SnapshotReader> {
-        let rows = self
-            .rows
-            .as_ref()
-            .ok_or_else(|| SyncError::internal("the source is not open"))?;
-        SnapshotReader::new(
-            rows,
-            &info.key,
-            &info.schema,
-            &info.name,
-            self.config.snapshot_chunk_rows,
-            slot_lsn,
-        )
+        let rows = self.rows.as_ref().ok_or_else(|| SyncError::internal("the source is not open"))?;
+        SnapshotReader::new(rows, &info.key, &info.schema, &info.name, self.config.snapshot_chunk_rows, slot_lsn)
     }
 
     /// Starts the replication stream at `start` (a stream position's LSN).
     async fn start_stream(&mut self, start: Lsn) -> SyncResult<()> {
         let info = self.table_info().await?;
-        let cfg = catalog::replication_config(
-            &self.conn,
-            &self.slot,
-            &self.publication,
-            &self.application_name(),
-        )
-        .with_start_lsn(start.into())
-        // Until the first ack the worker reports this as flushed: only what is durable.
-        .with_ack_lsn(start.into());
+        let cfg = catalog::replication_config(&self.conn, &self.slot, &self.publication, &self.application_name())
+            .with_start_lsn(start.into())
+            // Until the first ack the worker reports this as flushed: only what is durable.
+            .with_ack_lsn(start.into());
         let mut client = pgwire_replication::ReplicationClient::connect(cfg)
             .await
-            .map_err(|e| {
-                repl_error(
-                    e,
-                    &format!("connecting the replication stream of slot {}", self.slot),
-                )
-            })?;
-        client.wait_started().await.map_err(|e| {
-            repl_error(
-                e,
-                &format!("starting replication from slot {} at {start}", self.slot),
-            )
-        })?;
+            .map_err(|e| repl_error(e, &format!("connecting the replication stream of slot {}", self.slot)))?;
+        client
+            .wait_started()
+            .await
+            .map_err(|e| repl_error(e, &format!("starting replication from slot {} at {start}", self.slot)))?;
         tracing::info!(task = %self.task, slot = %self.slot, start = %start, "streaming changes");
         self.phase = Phase::Streaming(StreamReader::new(
             client,
@@ -346,10 +312,7 @@ impl PostgresSource {
         catalog::ensure_publication(self.client().await?, &publication, &info).await?;
         self.rows = Some(RowsBuilder::new(
             info.columns.clone(),
-            self.config
-                .max_batch_rows
-                .max(self.config.snapshot_chunk_rows)
-                .min(1 << 16),
+            self.config.max_batch_rows.max(self.config.snapshot_chunk_rows).min(1 << 16),
         ));
         self.pending_truncate = false;
         self.last_batch = None;
@@ -387,11 +350,7 @@ impl PostgresSource {
                 tracing::info!(task = %self.task, table = %self.table_name(), slot_lsn = %lsn, "snapshot started");
                 self.phase = Phase::Snapshot(reader);
             }
-            Some(PgPosition::Snapshot {
-                slot_lsn,
-                rows,
-                last_key,
-            }) => {
+            Some(PgPosition::Snapshot { slot_lsn, rows, last_key }) => {
                 // The exported snapshot is gone: read the rest fresh (see the crate doc).
                 self.client()
                     .await?
@@ -415,18 +374,11 @@ impl PostgresSource {
                 self.start_stream(lsn).await?;
             }
         }
-        Ok(self
-            .rows
-            .as_ref()
-            .map(RowsBuilder::schema)
-            .unwrap_or_else(|| std::sync::Arc::new(Schema::empty())))
+        Ok(self.rows.as_ref().map(RowsBuilder::schema).unwrap_or_else(|| std::sync::Arc::new(Schema::empty())))
     }
 
     fn emit(&mut self, position: PgPosition) -> SyncResult<ChangeBatch<PgPosition>> {
-        let rows = self
-            .rows
-            .as_mut()
-            .ok_or_else(|| SyncError::internal("the source is not open"))?;
+        let rows = self.rows.as_mut().ok_or_else(|| SyncError::internal("the source is not open"))?;
         let (rows, event_time_ms, source_bytes) = rows.finish()?;
         self.last_batch = Some(position.clone());
         match self.emitted.as_mut() {
@@ -436,12 +388,7 @@ impl PostgresSource {
         if let Phase::Streaming(s) = &mut self.phase {
             s.emitted(&position);
         }
-        Ok(ChangeBatch {
-            rows,
-            end: position,
-            event_time_ms,
-            source_bytes,
-        })
+        Ok(ChangeBatch { rows, end: position, event_time_ms, source_bytes })
     }
 
     async fn next_snapshot_batch(&mut self) -> SyncResult<Option<ChangeBatch<PgPosition>>> {
@@ -464,10 +411,7 @@ impl PostgresSource {
         // consistent point; the last rows carry that stream position.
         let slot_lsn = reader.slot_lsn;
         tracing::info!(task = %self.task, table = %format!("{}.{}", self.config.schema, self.config.table), rows = reader.rows_total, "snapshot complete");
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| pg_error(e, "ending the snapshot transaction"))?;
+        client.batch_execute("COMMIT").await.map_err(|e| pg_error(e, "ending the snapshot transaction"))?;
         // Emitted even when empty, so that the engine commits "snapshot complete".
         let batch = self.emit(PgPosition::Streaming { lsn: slot_lsn })?;
         self.start_stream(slot_lsn).await?;
@@ -488,11 +432,7 @@ impl Source for PostgresSource {
     type Position = PgPosition;
 
     async fn check(&mut self) -> SyncResult<()> {
-        let (schema, table, slot) = (
-            self.config.schema.clone(),
-            self.config.table.clone(),
-            self.slot.clone(),
-        );
+        let (schema, table, slot) = (self.config.schema.clone(), self.config.table.clone(), self.slot.clone());
         let client = self.client().await?;
         ensure_wal_level_logical(client).await?;
         ensure_replication_privilege(client).await?;
@@ -511,32 +451,23 @@ impl Source for PostgresSource {
     }
 
     async fn open(&mut self, resume: Option<PgPosition>) -> SyncResult<SchemaRef> {
-        self.open_inner(resume).await.map_err(|e| {
-            e.context_prefix(format!("opening PostgreSQL table {}", self.table_name()))
-        })
+        self.open_inner(resume)
+            .await
+            .map_err(|e| e.context_prefix(format!("opening PostgreSQL table {}", self.table_name())))
     }
 
-    async fn next_batch(
-        &mut self,
-        max_wait: Duration,
-    ) -> SyncResult<Option<ChangeBatch<PgPosition>>> {
+    async fn next_batch(&mut self, max_wait: Duration) -> SyncResult<Option<ChangeBatch<PgPosition>>> {
         match &self.phase {
             Phase::Closed => Err(SyncError::internal("next_batch called before open")),
             Phase::Snapshot(_) => self.next_snapshot_batch().await,
             Phase::Streaming(_) => {
                 let deadline = tokio::time::Instant::now() + max_wait;
-                let (Phase::Streaming(stream), Some(client), Some(rows), Some(table)) = (
-                    &mut self.phase,
-                    self.client.as_ref(),
-                    self.rows.as_mut(),
-                    self.table.as_mut(),
-                ) else {
+                let (Phase::Streaming(stream), Some(client), Some(rows), Some(table)) =
+                    (&mut self.phase, self.client.as_ref(), self.rows.as_mut(), self.table.as_mut())
+                else {
                     return Err(SyncError::internal("the source is not open"));
                 };
-                match stream
-                    .fill(rows, client, &mut table.types, deadline)
-                    .await?
-                {
+                match stream.fill(rows, client, &mut table.types, deadline).await? {
                     Fill::Idle => Ok(None),
                     Fill::Ready => {
                         let position = stream.take_position();

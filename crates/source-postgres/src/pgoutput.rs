@@ -143,12 +143,8 @@ impl<'a> Reader<'a> {
 
     fn cstr(&mut self, what: &str) -> Result<String> {
         let rest = &self.buf[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| DecodeError(format!("unterminated {what}")))?;
-        let s = String::from_utf8(rest[..end].to_vec())
-            .map_err(|_| DecodeError(format!("{what} is not UTF-8")))?;
+        let end = rest.iter().position(|&b| b == 0).ok_or_else(|| DecodeError(format!("unterminated {what}")))?;
+        let s = String::from_utf8(rest[..end].to_vec()).map_err(|_| DecodeError(format!("{what} is not UTF-8")))?;
         self.pos += end + 1;
         Ok(s)
     }
@@ -156,30 +152,22 @@ impl<'a> Reader<'a> {
     /// A TupleData: checks its structure and returns it with its extent.
     fn tuple(&mut self) -> Result<Tuple<'a>> {
         let ncols = self.i16("tuple column count")?;
-        let ncols =
-            usize::try_from(ncols).map_err(|_| DecodeError("negative column count".into()))?;
+        let ncols = usize::try_from(ncols).map_err(|_| DecodeError("negative column count".into()))?;
         let start = self.pos;
         for _ in 0..ncols {
             match self.u8("tuple value kind")? {
                 b'n' | b'u' => {}
                 b't' | b'b' => {
                     let len = self.i32("value length")?;
-                    let len = usize::try_from(len)
-                        .map_err(|_| DecodeError("negative value length".into()))?;
+                    let len = usize::try_from(len).map_err(|_| DecodeError("negative value length".into()))?;
                     self.take(len, "value")?;
                 }
                 other => {
-                    return Err(DecodeError(format!(
-                        "unknown tuple value kind {:?}",
-                        other as char
-                    )));
+                    return Err(DecodeError(format!("unknown tuple value kind {:?}", other as char)));
                 }
             }
         }
-        Ok(Tuple {
-            ncols,
-            data: &self.buf[start..self.pos],
-        })
+        Ok(Tuple { ncols, data: &self.buf[start..self.pos] })
     }
 }
 
@@ -190,11 +178,7 @@ impl<'a> Tuple<'a> {
 
     /// The values in column order. The structure was checked when the tuple was decoded.
     pub fn iter(&self) -> TupleIter<'a> {
-        TupleIter {
-            data: self.data,
-            pos: 0,
-            left: self.ncols,
-        }
+        TupleIter { data: self.data, pos: 0, left: self.ncols }
     }
 }
 
@@ -219,17 +203,11 @@ impl<'a> Iterator for TupleIter<'a> {
             b'u' => Some(Value::Unchanged),
             _ => {
                 let len_bytes = self.data.get(self.pos..self.pos + 4)?;
-                let len =
-                    i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
-                        as usize;
+                let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
                 self.pos += 4;
                 let v = self.data.get(self.pos..self.pos + len)?;
                 self.pos += len;
-                Some(if kind == b't' {
-                    Value::Text(v)
-                } else {
-                    Value::Binary(v)
-                })
+                Some(if kind == b't' { Value::Text(v) } else { Value::Binary(v) })
             }
         }
     }
@@ -273,48 +251,25 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Message<'_>> {
                     typmod: r.i32("typmod")?,
                 });
             }
-            Message::Relation(Relation {
-                id,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
+            Message::Relation(Relation { id, namespace, name, replica_identity, columns })
         }
         b'I' => {
             let rel = r.u32("relation id")?;
             expect(&mut r, b'N')?;
-            Message::Insert {
-                rel,
-                new: r.tuple()?,
-            }
+            Message::Insert { rel, new: r.tuple()? }
         }
         b'U' => {
             let rel = r.u32("relation id")?;
             let mut old = None;
             let mut kind = r.u8("update tuple kind")?;
             if kind == b'K' || kind == b'O' {
-                old = Some((
-                    if kind == b'K' {
-                        OldKind::Key
-                    } else {
-                        OldKind::Full
-                    },
-                    r.tuple()?,
-                ));
+                old = Some((if kind == b'K' { OldKind::Key } else { OldKind::Full }, r.tuple()?));
                 kind = r.u8("update tuple kind")?;
             }
             if kind != b'N' {
-                return Err(DecodeError(format!(
-                    "update: expected new tuple 'N', got {:?}",
-                    kind as char
-                )));
+                return Err(DecodeError(format!("update: expected new tuple 'N', got {:?}", kind as char)));
             }
-            Message::Update {
-                rel,
-                old,
-                new: r.tuple()?,
-            }
+            Message::Update { rel, old, new: r.tuple()? }
         }
         b'D' => {
             let rel = r.u32("relation id")?;
@@ -322,16 +277,10 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Message<'_>> {
                 b'K' => OldKind::Key,
                 b'O' => OldKind::Full,
                 other => {
-                    return Err(DecodeError(format!(
-                        "delete: expected 'K' or 'O', got {:?}",
-                        other as char
-                    )));
+                    return Err(DecodeError(format!("delete: expected 'K' or 'O', got {:?}", other as char)));
                 }
             };
-            Message::Delete {
-                rel,
-                old: (kind, r.tuple()?),
-            }
+            Message::Delete { rel, old: (kind, r.tuple()?) }
         }
         b'T' => {
             let n = r.i32("relation count")?;
@@ -344,10 +293,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Message<'_>> {
         }
         b'Y' | b'O' | b'M' => Message::Ignored(tag),
         other => {
-            return Err(DecodeError(format!(
-                "unknown message tag {:?}",
-                other as char
-            )));
+            return Err(DecodeError(format!("unknown message tag {:?}", other as char)));
         }
     };
     Ok(msg)
@@ -356,10 +302,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Message<'_>> {
 fn expect(r: &mut Reader<'_>, tag: u8) -> Result<()> {
     let got = r.u8("tuple kind")?;
     if got != tag {
-        return Err(DecodeError(format!(
-            "expected tuple kind {:?}, got {:?}",
-            tag as char, got as char
-        )));
+        return Err(DecodeError(format!("expected tuple kind {:?}, got {:?}", tag as char, got as char)));
     }
     Ok(())
 }
@@ -388,13 +331,7 @@ pub(crate) mod encode {
         }
     }
 
-    pub fn relation(
-        id: u32,
-        ns: &str,
-        name: &str,
-        ident: u8,
-        cols: &[(bool, &str, u32, i32)],
-    ) -> Vec<u8> {
+    pub fn relation(id: u32, ns: &str, name: &str, ident: u8, cols: &[(bool, &str, u32, i32)]) -> Vec<u8> {
         let mut out = vec![b'R'];
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(ns.as_bytes());
@@ -460,89 +397,36 @@ mod tests {
 
     #[test]
     fn decodes_relation_and_changes() {
-        let rel = encode::relation(
-            16384,
-            "public",
-            "orders",
-            b'd',
-            &[(true, "id", 23, -1), (false, "note", 25, -1)],
-        );
-        let Message::Relation(r) = decode(&rel).unwrap() else {
-            panic!("not a relation")
-        };
+        let rel = encode::relation(16384, "public", "orders", b'd', &[(true, "id", 23, -1), (false, "note", 25, -1)]);
+        let Message::Relation(r) = decode(&rel).unwrap() else { panic!("not a relation") };
         assert_eq!(
-            (
-                r.id,
-                r.namespace.as_str(),
-                r.name.as_str(),
-                r.replica_identity
-            ),
+            (r.id, r.namespace.as_str(), r.name.as_str(), r.replica_identity),
             (16384, "public", "orders", b'd')
         );
-        assert_eq!(
-            r.columns[0],
-            RelColumn {
-                key: true,
-                name: "id".into(),
-                type_oid: 23,
-                typmod: -1
-            }
-        );
+        assert_eq!(r.columns[0], RelColumn { key: true, name: "id".into(), type_oid: 23, typmod: -1 });
         assert!(!r.columns[1].key);
 
         let ins = encode::insert(16384, &[V::T("1"), V::N]);
-        let Message::Insert { rel, new } = decode(&ins).unwrap() else {
-            panic!("not an insert")
-        };
+        let Message::Insert { rel, new } = decode(&ins).unwrap() else { panic!("not an insert") };
         assert_eq!(rel, 16384);
-        assert_eq!(
-            new.iter().collect::<Vec<_>>(),
-            vec![Value::Text(b"1"), Value::Null]
-        );
+        assert_eq!(new.iter().collect::<Vec<_>>(), vec![Value::Text(b"1"), Value::Null]);
 
         let upd = encode::update(16384, Some((b'K', &[V::T("1"), V::N])), &[V::T("2"), V::U]);
-        let Message::Update {
-            old: Some((OldKind::Key, old)),
-            new,
-            ..
-        } = decode(&upd).unwrap()
-        else {
+        let Message::Update { old: Some((OldKind::Key, old)), new, .. } = decode(&upd).unwrap() else {
             panic!("not an update")
         };
-        assert_eq!(
-            old.iter().collect::<Vec<_>>(),
-            vec![Value::Text(b"1"), Value::Null]
-        );
-        assert_eq!(
-            new.iter().collect::<Vec<_>>(),
-            vec![Value::Text(b"2"), Value::Unchanged]
-        );
+        assert_eq!(old.iter().collect::<Vec<_>>(), vec![Value::Text(b"1"), Value::Null]);
+        assert_eq!(new.iter().collect::<Vec<_>>(), vec![Value::Text(b"2"), Value::Unchanged]);
 
         let upd = encode::update(16384, None, &[V::T("3"), V::T("")]);
-        let Message::Update { old: None, new, .. } = decode(&upd).unwrap() else {
-            panic!("not an update")
-        };
-        assert_eq!(
-            new.iter().collect::<Vec<_>>(),
-            vec![Value::Text(b"3"), Value::Text(b"")]
-        );
+        let Message::Update { old: None, new, .. } = decode(&upd).unwrap() else { panic!("not an update") };
+        assert_eq!(new.iter().collect::<Vec<_>>(), vec![Value::Text(b"3"), Value::Text(b"")]);
 
         let del = encode::delete(16384, b'O', &[V::T("3"), V::T("x")]);
-        let Message::Delete {
-            old: (OldKind::Full, old),
-            ..
-        } = decode(&del).unwrap()
-        else {
-            panic!("not a delete")
-        };
+        let Message::Delete { old: (OldKind::Full, old), .. } = decode(&del).unwrap() else { panic!("not a delete") };
         assert_eq!(old.len(), 2);
 
-        assert_eq!(
-            decode(&encode::truncate(&[1, 16384])).unwrap(),
-            Message::Truncate {
-                rels: vec![1, 16384]
-            }
-        );
+        assert_eq!(decode(&encode::truncate(&[1, 16384])).unwrap(), Message::Truncate { rels: vec![1, 16384] });
         assert_eq!(decode(b"Y\0\0\0\x01").unwrap(), Message::Ignored(b'Y'));
     }
 
@@ -552,26 +436,12 @@ mod tests {
         b.extend_from_slice(&0x16_B374_D848_u64.to_be_bytes());
         b.extend_from_slice(&5_i64.to_be_bytes());
         b.extend_from_slice(&77_u32.to_be_bytes());
-        assert_eq!(
-            decode(&b).unwrap(),
-            Message::Begin {
-                final_lsn: 0x16_B374_D848,
-                commit_time: 5,
-                xid: 77
-            }
-        );
+        assert_eq!(decode(&b).unwrap(), Message::Begin { final_lsn: 0x16_B374_D848, commit_time: 5, xid: 77 });
         let mut c = vec![b'C', 0];
         c.extend_from_slice(&10_u64.to_be_bytes());
         c.extend_from_slice(&20_u64.to_be_bytes());
         c.extend_from_slice(&30_i64.to_be_bytes());
-        assert_eq!(
-            decode(&c).unwrap(),
-            Message::Commit {
-                commit_lsn: 10,
-                end_lsn: 20,
-                commit_time: 30
-            }
-        );
+        assert_eq!(decode(&c).unwrap(), Message::Commit { commit_lsn: 10, end_lsn: 20, commit_time: 30 });
     }
 
     #[test]

@@ -26,11 +26,7 @@ impl FromStr for Lsn {
     type Err = SyncError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            SyncError::config(format!(
-                "{s:?} is not a PostgreSQL LSN (expected e.g. 16/B374D848)"
-            ))
-        };
+        let bad = || SyncError::config(format!("{s:?} is not a PostgreSQL LSN (expected e.g. 16/B374D848)"));
         let (hi, lo) = s.trim().split_once('/').ok_or_else(bad)?;
         let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
         let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
@@ -47,8 +43,7 @@ impl Serialize for Lsn {
 impl<'de> Deserialize<'de> for Lsn {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|e: SyncError| serde::de::Error::custom(e.context().to_string()))
+        text.parse().map_err(|e: SyncError| serde::de::Error::custom(e.context().to_string()))
     }
 }
 
@@ -82,14 +77,8 @@ impl From<Lsn> for pgwire_replication::Lsn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum PgPosition {
-    Snapshot {
-        slot_lsn: Lsn,
-        rows: u64,
-        last_key: Option<Vec<String>>,
-    },
-    Streaming {
-        lsn: Lsn,
-    },
+    Snapshot { slot_lsn: Lsn, rows: u64, last_key: Option<Vec<String>> },
+    Streaming { lsn: Lsn },
 }
 
 impl PgPosition {
@@ -139,11 +128,7 @@ impl fmt::Display for PgPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PgPosition::Streaming { lsn } => write!(f, "{lsn}"),
-            PgPosition::Snapshot {
-                slot_lsn,
-                rows,
-                last_key,
-            } => {
+            PgPosition::Snapshot { slot_lsn, rows, last_key } => {
                 let key = serde_json::to_string(last_key).map_err(|_| fmt::Error)?;
                 write!(f, "snapshot {slot_lsn} rows={rows} key={key}")
             }
@@ -197,14 +182,8 @@ mod tests {
     #[test]
     fn positions_round_trip_through_display_and_serde() {
         let positions = [
-            PgPosition::Streaming {
-                lsn: Lsn(0x16_B374_D848),
-            },
-            PgPosition::Snapshot {
-                slot_lsn: Lsn(0x1_0000_0010),
-                rows: 0,
-                last_key: None,
-            },
+            PgPosition::Streaming { lsn: Lsn(0x16_B374_D848) },
+            PgPosition::Snapshot { slot_lsn: Lsn(0x1_0000_0010), rows: 0, last_key: None },
             PgPosition::Snapshot {
                 slot_lsn: Lsn(7),
                 rows: 1000,
@@ -217,30 +196,16 @@ mod tests {
             let json = serde_json::to_value(&p).unwrap();
             assert_eq!(serde_json::from_value::<PgPosition>(json).unwrap(), p);
         }
-        assert_eq!(
-            PgPosition::Streaming {
-                lsn: Lsn(0x16_B374_D848)
-            }
-            .to_string(),
-            "16/B374D848"
-        );
+        assert_eq!(PgPosition::Streaming { lsn: Lsn(0x16_B374_D848) }.to_string(), "16/B374D848");
         let json = serde_json::to_string(&PgPosition::Streaming { lsn: Lsn(0x10) }).unwrap();
         assert_eq!(json, r#"{"phase":"streaming","lsn":"0/10"}"#);
-        assert!(
-            "snapshot 0/1 rows=x key=null"
-                .parse::<PgPosition>()
-                .is_err()
-        );
+        assert!("snapshot 0/1 rows=x key=null".parse::<PgPosition>().is_err());
         assert!("snapshot 0/1".parse::<PgPosition>().is_err());
     }
 
     #[test]
     fn never_moves_back() {
-        let snap = |rows| PgPosition::Snapshot {
-            slot_lsn: Lsn(100),
-            rows,
-            last_key: Some(vec![rows.to_string()]),
-        };
+        let snap = |rows| PgPosition::Snapshot { slot_lsn: Lsn(100), rows, last_key: Some(vec![rows.to_string()]) };
         let mut pos = snap(10);
         pos.advance(&snap(5));
         assert_eq!(pos, snap(10));
@@ -256,11 +221,7 @@ mod tests {
         pos.advance(&PgPosition::Streaming { lsn: Lsn(90) });
         assert_eq!(pos, stream);
         // A re-snapshot on a new slot anchors later than the old stream.
-        let resnap = PgPosition::Snapshot {
-            slot_lsn: Lsn(500),
-            rows: 0,
-            last_key: None,
-        };
+        let resnap = PgPosition::Snapshot { slot_lsn: Lsn(500), rows: 0, last_key: None };
         assert!(resnap.covers(&stream));
         pos.advance(&resnap);
         assert_eq!(pos, resnap);

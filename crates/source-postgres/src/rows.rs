@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use rtsync_core::arrow::array::{
-    Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringBuilder,
-};
+use rtsync_core::arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringBuilder};
 use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
 use rtsync_core::{OP_COLUMN, SyncResult};
@@ -26,10 +24,7 @@ pub const TRUNCATE_OP: &str = "t";
 /// The Arrow fields of the table's columns, in source order, all nullable (deletes carry only
 /// the key; unchanged TOAST values are NULL).
 pub(crate) fn table_fields(columns: &[ColumnInfo]) -> Vec<Field> {
-    columns
-        .iter()
-        .map(|c| Field::new(&c.name, c.kind.arrow_type(), true))
-        .collect()
+    columns.iter().map(|c| Field::new(&c.name, c.kind.arrow_type(), true)).collect()
 }
 
 /// The schema of emitted rows: the table's columns and `__op`.
@@ -57,10 +52,7 @@ pub(crate) struct RowsBuilder {
 
 impl RowsBuilder {
     pub fn new(columns: Vec<ColumnInfo>, capacity: usize) -> Self {
-        let builders = columns
-            .iter()
-            .map(|c| ColumnBuilder::new(&c.kind, capacity))
-            .collect();
+        let builders = columns.iter().map(|c| ColumnBuilder::new(&c.kind, capacity)).collect();
         let schema = row_schema(&columns);
         Self {
             columns,
@@ -157,26 +149,13 @@ impl RowsBuilder {
     /// The rows so far as one batch (plus per-row event times and source bytes); the builder
     /// is left empty with the same columns.
     pub fn finish(&mut self) -> SyncResult<(RecordBatch, Option<Int64Array>, u64)> {
-        let mut arrays: Vec<ArrayRef> = self
-            .builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
-            .collect();
+        let mut arrays: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(self.ops.finish()));
         let schema = match self.unchanged.take() {
             Some(mut list) => {
                 let array = list.finish();
-                let mut fields: Vec<Field> = self
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                fields.push(Field::new(
-                    UNCHANGED_COLUMN,
-                    array.data_type().clone(),
-                    true,
-                ));
+                let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new(UNCHANGED_COLUMN, array.data_type().clone(), true));
                 arrays.push(Arc::new(array));
                 Arc::new(Schema::new(fields))
             }
@@ -199,21 +178,12 @@ mod tests {
     use rtsync_core::arrow::datatypes::Int32Type;
 
     fn col(name: &str, kind: ValueKind) -> ColumnInfo {
-        ColumnInfo {
-            name: name.into(),
-            type_oid: 0,
-            typmod: -1,
-            type_name: String::new(),
-            kind,
-        }
+        ColumnInfo { name: name.into(), type_oid: 0, typmod: -1, type_name: String::new(), kind }
     }
 
     #[test]
     fn builds_rows_with_ops_unchanged_and_new_columns() {
-        let mut b = RowsBuilder::new(
-            vec![col("id", ValueKind::Int32), col("doc", ValueKind::Text)],
-            4,
-        );
+        let mut b = RowsBuilder::new(vec![col("id", ValueKind::Int32), col("doc", ValueKind::Text)], 4);
         b.push_text(0, "1").unwrap();
         b.push_text(1, "big").unwrap();
         b.finish_row("c", Some(10));
@@ -228,16 +198,8 @@ mod tests {
         assert_eq!(batch.num_rows(), 3);
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(
-            names,
-            vec!["id", "doc", "extra", OP_COLUMN, UNCHANGED_COLUMN]
-        );
-        let ops: Vec<_> = batch
-            .column(3)
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
+        assert_eq!(names, vec!["id", "doc", "extra", OP_COLUMN, UNCHANGED_COLUMN]);
+        let ops: Vec<_> = batch.column(3).as_string::<i32>().iter().flatten().collect();
         assert_eq!(ops, vec!["c", "u", "c"]);
         let unchanged = batch.column(4).as_list::<i32>();
         assert!(unchanged.is_null(0) && unchanged.is_valid(1) && unchanged.is_null(2));

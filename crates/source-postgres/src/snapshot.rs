@@ -56,9 +56,10 @@ impl SnapshotReader {
         let mut key_idx = Vec::with_capacity(key.len());
         let mut key_types = Vec::with_capacity(key.len());
         for k in key {
-            let i = columns.iter().position(|c| &c.name == k).ok_or_else(|| {
-                SyncError::internal(format!("key column {k:?} is not among the table's columns"))
-            })?;
+            let i = columns
+                .iter()
+                .position(|c| &c.name == k)
+                .ok_or_else(|| SyncError::internal(format!("key column {k:?} is not among the table's columns")))?;
             key_idx.push(i);
             key_types.push(columns[i].type_name.clone());
         }
@@ -99,26 +100,14 @@ impl SnapshotReader {
     }
 
     pub fn position(&self) -> PgPosition {
-        PgPosition::Snapshot {
-            slot_lsn: self.slot_lsn,
-            rows: self.rows_total,
-            last_key: self.last_key.clone(),
-        }
+        PgPosition::Snapshot { slot_lsn: self.slot_lsn, rows: self.rows_total, last_key: self.last_key.clone() }
     }
 
     fn chunk_query(&self) -> String {
         if self.key_idx.is_empty() {
-            return format!(
-                "COPY (SELECT {} FROM {}) TO STDOUT",
-                self.select_list, self.table
-            );
+            return format!("COPY (SELECT {} FROM {}) TO STDOUT", self.select_list, self.table);
         }
-        let keys = self
-            .key_idx
-            .iter()
-            .map(|&i| self.quoted[i].as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = self.key_idx.iter().map(|&i| self.quoted[i].as_str()).collect::<Vec<_>>().join(", ");
         let filter = match &self.last_key {
             Some(last) => {
                 let literals = last
@@ -139,12 +128,7 @@ impl SnapshotReader {
 
     /// Reads up to `max_rows` rows into `rows` (fewer at the end of the table). Returns how
     /// many were read; `is_done` tells whether the table is exhausted.
-    pub async fn read(
-        &mut self,
-        client: &Client,
-        rows: &mut RowsBuilder,
-        max_rows: usize,
-    ) -> SyncResult<usize> {
+    pub async fn read(&mut self, client: &Client, rows: &mut RowsBuilder, max_rows: usize) -> SyncResult<usize> {
         let mut read = 0;
         while read < max_rows && !self.done {
             if self.stream.is_none() {
@@ -166,10 +150,7 @@ impl SnapshotReader {
                     read += self.consume(&data, rows)?;
                 }
                 Some(Err(e)) => {
-                    return Err(pg_error(
-                        e,
-                        &format!("reading the snapshot of {}", self.table),
-                    ));
+                    return Err(pg_error(e, &format!("reading the snapshot of {}", self.table)));
                 }
                 None => {
                     self.stream = None;
@@ -239,8 +220,7 @@ impl SnapshotReader {
                         .map_err(|reason| self.bad_value(rows, col, raw, reason))?;
                     &self.field
                 } else {
-                    std::str::from_utf8(raw)
-                        .map_err(|_| self.bad_value(rows, col, raw, "not UTF-8"))?
+                    std::str::from_utf8(raw).map_err(|_| self.bad_value(rows, col, raw, "not UTF-8"))?
                 };
                 if let Some(k) = self.key_idx.iter().position(|&i| i == col) {
                     self.key_buf[k].clear();
@@ -379,10 +359,7 @@ mod tests {
     #[test]
     fn builds_keyset_queries() {
         let (r, _) = reader();
-        assert_eq!(
-            r.chunk_query(),
-            r#"COPY (SELECT "id", "Note" FROM "public"."t" ORDER BY "id" LIMIT 2) TO STDOUT"#
-        );
+        assert_eq!(r.chunk_query(), r#"COPY (SELECT "id", "Note" FROM "public"."t" ORDER BY "id" LIMIT 2) TO STDOUT"#);
         let r = r.resume_from(2, Some(vec!["4'2".into()]));
         assert_eq!(
             r.chunk_query(),
@@ -393,11 +370,7 @@ mod tests {
     #[test]
     fn parses_rows_split_across_messages() {
         let (mut r, mut rows) = reader();
-        assert_eq!(
-            r.consume(b"1\thello\\tworld\n2\t\\N\n3\tpar", &mut rows)
-                .unwrap(),
-            2
-        );
+        assert_eq!(r.consume(b"1\thello\\tworld\n2\t\\N\n3\tpar", &mut rows).unwrap(), 2);
         assert_eq!(r.consume(b"tial\n", &mut rows).unwrap(), 1);
         assert_eq!(r.key_buf, vec!["3".to_string()]);
         let (batch, _, _) = rows.finish().unwrap();

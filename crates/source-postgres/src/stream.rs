@@ -92,9 +92,7 @@ impl StreamReader {
     /// an open transaction in the batch (a huge one, split) do not advance it.
     pub fn take_position(&mut self) -> PgPosition {
         self.txn_rows = 0;
-        PgPosition::Streaming {
-            lsn: self.last_commit_end,
-        }
+        PgPosition::Streaming { lsn: self.last_commit_end }
     }
 
     pub fn emitted(&mut self, position: &PgPosition) {
@@ -124,20 +122,13 @@ impl StreamReader {
         deadline: Instant,
     ) -> SyncResult<Fill> {
         loop {
-            let full = if self.in_txn {
-                self.txn_rows >= self.max_batch_rows
-            } else {
-                rows.len() >= self.max_batch_rows
-            };
+            let full =
+                if self.in_txn { self.txn_rows >= self.max_batch_rows } else { rows.len() >= self.max_batch_rows };
             if full {
                 return Ok(Fill::Ready);
             }
             if !self.in_txn && Instant::now() >= deadline {
-                return Ok(if rows.is_empty() {
-                    Fill::Idle
-                } else {
-                    Fill::Ready
-                });
+                return Ok(if rows.is_empty() { Fill::Idle } else { Fill::Ready });
             }
             let received = if self.in_txn {
                 tokio::time::timeout(IN_TRANSACTION_SILENCE, self.client.recv()).await.map_err(|_| {
@@ -168,11 +159,7 @@ impl StreamReader {
         types: &mut TypeCatalog,
     ) -> SyncResult<()> {
         match event {
-            ReplicationEvent::Begin {
-                final_lsn,
-                commit_time_micros,
-                ..
-            } => {
+            ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
                 self.in_txn = true;
                 self.txn_final_lsn = final_lsn.into();
                 self.txn_commit_ms = (commit_time_micros + PG_EPOCH_UNIX_MICROS) / 1000;
@@ -187,10 +174,7 @@ impl StreamReader {
                 let msg = pgoutput::decode(&data).map_err(|e| {
                     SyncError::with_source(
                         ErrorKind::Internal,
-                        format!(
-                            "decoding the replication stream in transaction {}",
-                            self.txn_final_lsn
-                        ),
+                        format!("decoding the replication stream in transaction {}", self.txn_final_lsn),
                         e,
                     )
                 })?;
@@ -254,10 +238,7 @@ impl StreamReader {
                 }
             }
             Message::Truncate { rels } => {
-                if rels
-                    .iter()
-                    .any(|&r| self.rel.as_ref().is_some_and(|s| s.id == r))
-                {
+                if rels.iter().any(|&r| self.rel.as_ref().is_some_and(|s| s.id == r)) {
                     rows.finish_row(TRUNCATE_OP, ts);
                 }
             }
@@ -280,12 +261,7 @@ impl StreamReader {
         sql: &Client,
         types: &mut TypeCatalog,
     ) -> SyncResult<()> {
-        let missing: Vec<u32> = r
-            .columns
-            .iter()
-            .map(|c| c.type_oid)
-            .filter(|o| !types.contains_key(o))
-            .collect();
+        let missing: Vec<u32> = r.columns.iter().map(|c| c.type_oid).filter(|o| !types.contains_key(o)).collect();
         if !missing.is_empty() {
             types.extend(load_types(sql, &missing).await?);
         }
@@ -325,16 +301,8 @@ impl StreamReader {
                 }
             }
         }
-        let key = self
-            .key_names
-            .iter()
-            .filter_map(|k| r.columns.iter().position(|c| &c.name == k))
-            .collect::<Vec<_>>();
-        let key = if key.len() == self.key_names.len() {
-            key
-        } else {
-            Vec::new()
-        };
+        let key = self.key_names.iter().filter_map(|k| r.columns.iter().position(|c| &c.name == k)).collect::<Vec<_>>();
+        let key = if key.len() == self.key_names.len() { key } else { Vec::new() };
         self.rel = Some(RelState { id: r.id, map, key });
         Ok(())
     }
@@ -367,15 +335,11 @@ impl StreamReader {
                 Value::Null => rows.push_null(col),
                 Value::Unchanged => rows.push_unchanged(col),
                 Value::Text(t) => {
-                    let text = std::str::from_utf8(t)
-                        .map_err(|_| self.bad_value(rows, col, t, "not UTF-8"))?;
-                    rows.push_text(col, text)
-                        .map_err(|reason| self.bad_value(rows, col, t, reason))?;
+                    let text = std::str::from_utf8(t).map_err(|_| self.bad_value(rows, col, t, "not UTF-8"))?;
+                    rows.push_text(col, text).map_err(|reason| self.bad_value(rows, col, t, reason))?;
                 }
                 Value::Binary(_) => {
-                    return Err(SyncError::internal(
-                        "the server sent a binary value though text format was requested",
-                    ));
+                    return Err(SyncError::internal("the server sent a binary value though text format was requested"));
                 }
             }
         }
@@ -401,13 +365,10 @@ impl StreamReader {
         let full = (kind == OldKind::Full).then_some(&old_values[..]);
         let key_changed = !state.key.is_empty() && {
             let new_values: Vec<Value<'_>> = new.iter().collect();
-            state
-                .key
-                .iter()
-                .any(|&k| match (old_values.get(k), new_values.get(k)) {
-                    (_, Some(Value::Unchanged)) => false,
-                    (a, b) => a != b,
-                })
+            state.key.iter().any(|&k| match (old_values.get(k), new_values.get(k)) {
+                (_, Some(Value::Unchanged)) => false,
+                (a, b) => a != b,
+            })
         };
         if key_changed {
             self.put_tuple(state, old, None, rows)?;

@@ -29,9 +29,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rtsync_core::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use rtsync_core::arrow::datatypes::{DataType, TimeUnit};
 
@@ -118,9 +117,7 @@ impl ValueKind {
             ValueKind::Binary => DataType::Binary,
             ValueKind::Date => DataType::Date32,
             ValueKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            ValueKind::TimestampTz => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-            }
+            ValueKind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }
     }
 }
@@ -152,15 +149,8 @@ fn classify_depth(type_oid: u32, typmod: i32, catalog: &TypeCatalog, depth: u8) 
         return classify_depth(row.base, row.base_typmod, catalog, depth + 1);
     }
     if row.category == 'A' && row.elem != 0 {
-        let delim = if row.elem == oid::BOX {
-            b';'
-        } else {
-            u8::try_from(row.delim).unwrap_or(b',')
-        };
-        return ValueKind::Array {
-            elem: elem_kind(row.elem, catalog),
-            delim,
-        };
+        let delim = if row.elem == oid::BOX { b';' } else { u8::try_from(row.delim).unwrap_or(b',') };
+        return ValueKind::Array { elem: elem_kind(row.elem, catalog), delim };
     }
     ValueKind::Text
 }
@@ -169,13 +159,9 @@ fn elem_kind(type_oid: u32, catalog: &TypeCatalog) -> ElemKind {
     let mut t = type_oid;
     for _ in 0..8 {
         match t {
-            oid::INT2
-            | oid::INT4
-            | oid::INT8
-            | oid::OID
-            | oid::FLOAT4
-            | oid::FLOAT8
-            | oid::NUMERIC => return ElemKind::Number,
+            oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC => {
+                return ElemKind::Number;
+            }
             oid::BOOL => return ElemKind::Bool,
             oid::JSON | oid::JSONB => return ElemKind::Json,
             _ => match catalog.get(&t) {
@@ -197,10 +183,7 @@ fn numeric_kind(typmod: i32) -> ValueKind {
     // PostgreSQL 15 stores the scale as an 11-bit two's complement number.
     let scale = ((t & 0x7ff) ^ 1024) - 1024;
     if (1..=38).contains(&precision) && (0..=precision).contains(&scale) {
-        ValueKind::Decimal {
-            precision: precision as u8,
-            scale: scale as i8,
-        }
+        ValueKind::Decimal { precision: precision as u8, scale: scale as i8 }
     } else {
         ValueKind::Text
     }
@@ -237,26 +220,18 @@ impl ColumnBuilder {
                     .unwrap_or_else(|_| Decimal128Builder::with_capacity(capacity)),
                 *scale,
             ),
-            ValueKind::Text => {
-                ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 8))
+            ValueKind::Text => ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 8)),
+            ValueKind::Binary => {
+                ColumnBuilder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 8), Vec::new())
             }
-            ValueKind::Binary => ColumnBuilder::Binary(
-                BinaryBuilder::with_capacity(capacity, capacity * 8),
-                Vec::new(),
-            ),
             ValueKind::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
-            ValueKind::Timestamp => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
+            ValueKind::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
+            ValueKind::TimestampTz => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
             }
-            ValueKind::TimestampTz => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            ),
-            ValueKind::Array { elem, delim } => ColumnBuilder::Array(
-                StringBuilder::with_capacity(capacity, capacity * 8),
-                *elem,
-                *delim,
-                String::new(),
-            ),
+            ValueKind::Array { elem, delim } => {
+                ColumnBuilder::Array(StringBuilder::with_capacity(capacity, capacity * 8), *elem, *delim, String::new())
+            }
         }
     }
 
@@ -322,9 +297,7 @@ impl ColumnBuilder {
                 b.append_value(&scratch[..]);
             }
             ColumnBuilder::Date(b) => b.append_value(parse_date(text).ok_or("not a date")?),
-            ColumnBuilder::Timestamp(b) => {
-                b.append_value(parse_timestamp(text).ok_or("not a timestamp")?)
-            }
+            ColumnBuilder::Timestamp(b) => b.append_value(parse_timestamp(text).ok_or("not a timestamp")?),
             ColumnBuilder::Array(b, elem, delim, scratch) => {
                 scratch.clear();
                 array_to_json(text, *elem, *delim, scratch)?;
@@ -375,10 +348,7 @@ pub(crate) fn parse_decimal(text: &str, scale: i8) -> Result<Option<i128>, &'sta
         if !d.is_ascii_digit() {
             return Err(BAD);
         }
-        value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i128::from(d - b'0')))
-            .ok_or("numeric out of range")
+        value.checked_mul(10).and_then(|v| v.checked_add(i128::from(d - b'0'))).ok_or("numeric out of range")
     };
     for &d in int_part.as_bytes() {
         value = push(value, d)?;
@@ -494,11 +464,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
     }
     let mut micros: i64 = 0;
     for i in 0..6 {
-        micros = micros * 10
-            + frac_text
-                .as_bytes()
-                .get(i)
-                .map_or(0, |d| i64::from(d - b'0'));
+        micros = micros * 10 + frac_text.as_bytes().get(i).map_or(0, |d| i64::from(d - b'0'));
     }
     let mut offset_secs = 0;
     if let Some(off) = offset {
@@ -514,12 +480,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
 }
 
 /// Rewrites a PostgreSQL array literal (`{1,2,NULL}`, `{{"a b",c}}`, `[0:1]={x,y}`) as JSON.
-pub(crate) fn array_to_json(
-    text: &str,
-    elem: ElemKind,
-    delim: u8,
-    out: &mut String,
-) -> Result<(), &'static str> {
+pub(crate) fn array_to_json(text: &str, elem: ElemKind, delim: u8, out: &mut String) -> Result<(), &'static str> {
     const BAD: &str = "not an array literal";
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -534,13 +495,7 @@ pub(crate) fn array_to_json(
     Ok(())
 }
 
-fn parse_array_level(
-    b: &[u8],
-    i: &mut usize,
-    elem: ElemKind,
-    delim: u8,
-    out: &mut String,
-) -> Result<(), &'static str> {
+fn parse_array_level(b: &[u8], i: &mut usize, elem: ElemKind, delim: u8, out: &mut String) -> Result<(), &'static str> {
     const BAD: &str = "not an array literal";
     if b.get(*i) != Some(&b'{') {
         return Err(BAD);
@@ -690,30 +645,14 @@ mod tests {
     #[test]
     fn classifies_builtin_numeric_and_catalog_types() {
         let mut cat = TypeCatalog::new();
-        assert_eq!(
-            classify(oid::NUMERIC, typmod(12, 2), &cat),
-            ValueKind::Decimal {
-                precision: 12,
-                scale: 2
-            }
-        );
+        assert_eq!(classify(oid::NUMERIC, typmod(12, 2), &cat), ValueKind::Decimal { precision: 12, scale: 2 });
         assert_eq!(classify(oid::NUMERIC, -1, &cat), ValueKind::Text);
         assert_eq!(classify(oid::NUMERIC, typmod(50, 2), &cat), ValueKind::Text);
         assert_eq!(classify(oid::NUMERIC, typmod(5, -2), &cat), ValueKind::Text);
         assert_eq!(classify(25, -1, &cat), ValueKind::Text);
         assert_eq!(classify(oid::OID, -1, &cat), ValueKind::Int64);
         // int4[] and a domain over numeric(10,3), and an array of that domain.
-        cat.insert(
-            1007,
-            TypeRow {
-                typtype: 'b',
-                category: 'A',
-                elem: 23,
-                base: 0,
-                base_typmod: -1,
-                delim: ',',
-            },
-        );
+        cat.insert(1007, TypeRow { typtype: 'b', category: 'A', elem: 23, base: 0, base_typmod: -1, delim: ',' });
         cat.insert(
             90001,
             TypeRow {
@@ -725,49 +664,11 @@ mod tests {
                 delim: ',',
             },
         );
-        cat.insert(
-            90002,
-            TypeRow {
-                typtype: 'b',
-                category: 'A',
-                elem: 90001,
-                base: 0,
-                base_typmod: -1,
-                delim: ',',
-            },
-        );
-        cat.insert(
-            90003,
-            TypeRow {
-                typtype: 'e',
-                category: 'E',
-                elem: 0,
-                base: 0,
-                base_typmod: -1,
-                delim: ',',
-            },
-        );
-        assert_eq!(
-            classify(1007, -1, &cat),
-            ValueKind::Array {
-                elem: ElemKind::Number,
-                delim: b','
-            }
-        );
-        assert_eq!(
-            classify(90001, -1, &cat),
-            ValueKind::Decimal {
-                precision: 10,
-                scale: 3
-            }
-        );
-        assert_eq!(
-            classify(90002, -1, &cat),
-            ValueKind::Array {
-                elem: ElemKind::Number,
-                delim: b','
-            }
-        );
+        cat.insert(90002, TypeRow { typtype: 'b', category: 'A', elem: 90001, base: 0, base_typmod: -1, delim: ',' });
+        cat.insert(90003, TypeRow { typtype: 'e', category: 'E', elem: 0, base: 0, base_typmod: -1, delim: ',' });
+        assert_eq!(classify(1007, -1, &cat), ValueKind::Array { elem: ElemKind::Number, delim: b',' });
+        assert_eq!(classify(90001, -1, &cat), ValueKind::Decimal { precision: 10, scale: 3 });
+        assert_eq!(classify(90002, -1, &cat), ValueKind::Array { elem: ElemKind::Number, delim: b',' });
         assert_eq!(classify(90003, -1, &cat), ValueKind::Text);
     }
 
@@ -795,33 +696,15 @@ mod tests {
         assert_eq!(parse_date("1969-12-31"), Some(-1));
         assert_eq!(parse_date("infinity"), Some(i32::MAX));
         // 1 BC is astronomical year 0, a leap year.
-        assert_eq!(
-            parse_date("0001-12-31 BC"),
-            Some(parse_date("0001-01-01").unwrap() - 1)
-        );
+        assert_eq!(parse_date("0001-12-31 BC"), Some(parse_date("0001-01-01").unwrap() - 1));
         assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(
-            parse_timestamp("2024-02-29 12:34:56.789012"),
-            Some(1_709_210_096_789_012)
-        );
-        assert_eq!(
-            parse_timestamp("2024-02-29 12:34:56.5+00"),
-            Some(1_709_210_096_500_000)
-        );
-        assert_eq!(
-            parse_timestamp("2024-02-29 14:34:56.5+02"),
-            Some(1_709_210_096_500_000)
-        );
-        assert_eq!(
-            parse_timestamp("2024-02-29 12:04:56.5-00:30"),
-            Some(1_709_210_096_500_000)
-        );
+        assert_eq!(parse_timestamp("2024-02-29 12:34:56.789012"), Some(1_709_210_096_789_012));
+        assert_eq!(parse_timestamp("2024-02-29 12:34:56.5+00"), Some(1_709_210_096_500_000));
+        assert_eq!(parse_timestamp("2024-02-29 14:34:56.5+02"), Some(1_709_210_096_500_000));
+        assert_eq!(parse_timestamp("2024-02-29 12:04:56.5-00:30"), Some(1_709_210_096_500_000));
         assert_eq!(parse_timestamp("1969-12-31 23:59:59.999999+00"), Some(-1));
         assert_eq!(parse_timestamp("-infinity"), Some(i64::MIN));
-        assert_eq!(
-            parse_timestamp("12345-01-01 00:00:00"),
-            Some((days_from_civil(12345, 1, 1)) * 86_400_000_000)
-        );
+        assert_eq!(parse_timestamp("12345-01-01 00:00:00"), Some((days_from_civil(12345, 1, 1)) * 86_400_000_000));
         assert_eq!(parse_timestamp("2024-02-29"), None);
     }
 
@@ -843,23 +726,14 @@ mod tests {
         };
         assert_eq!(json("{1,2,NULL}", ElemKind::Number).unwrap(), "[1,2,null]");
         assert_eq!(json("{}", ElemKind::Number).unwrap(), "[]");
-        assert_eq!(
-            json("{{1,2},{3,4}}", ElemKind::Number).unwrap(),
-            "[[1,2],[3,4]]"
-        );
-        assert_eq!(
-            json("{NaN,1.5,Infinity}", ElemKind::Number).unwrap(),
-            r#"["NaN",1.5,"Infinity"]"#
-        );
+        assert_eq!(json("{{1,2},{3,4}}", ElemKind::Number).unwrap(), "[[1,2],[3,4]]");
+        assert_eq!(json("{NaN,1.5,Infinity}", ElemKind::Number).unwrap(), r#"["NaN",1.5,"Infinity"]"#);
         assert_eq!(json("{t,f}", ElemKind::Bool).unwrap(), "[true,false]");
         assert_eq!(
             json(r#"{a,"b c","d\"e","NULL",NULL,"x\\y"}"#, ElemKind::String).unwrap(),
             r#"["a","b c","d\"e","NULL",null,"x\\y"]"#
         );
-        assert_eq!(
-            json(r#"{"{\"a\": 1}",2}"#, ElemKind::Json).unwrap(),
-            r#"[{"a": 1},2]"#
-        );
+        assert_eq!(json(r#"{"{\"a\": 1}",2}"#, ElemKind::Json).unwrap(), r#"[{"a": 1},2]"#);
         assert_eq!(json("[0:1]={7,8}", ElemKind::Number).unwrap(), "[7,8]");
         assert!(json("{1,2", ElemKind::Number).is_err());
         let mut s = String::new();
@@ -869,13 +743,7 @@ mod tests {
 
     #[test]
     fn builders_parse_text() {
-        let mut b = ColumnBuilder::new(
-            &ValueKind::Decimal {
-                precision: 10,
-                scale: 2,
-            },
-            4,
-        );
+        let mut b = ColumnBuilder::new(&ValueKind::Decimal { precision: 10, scale: 2 }, 4);
         b.append_text("1.25").unwrap();
         b.append_text("NaN").unwrap();
         b.append_null();
@@ -883,10 +751,7 @@ mod tests {
         let a = b.finish();
         assert_eq!(a.data_type(), &DataType::Decimal128(10, 2));
         let a = a.as_primitive::<Decimal128Type>();
-        assert_eq!(
-            (a.len(), a.value(0), a.is_null(1), a.is_null(2)),
-            (3, 125, true, true)
-        );
+        assert_eq!((a.len(), a.value(0), a.is_null(1), a.is_null(2)), (3, 125, true, true));
         let mut f = ColumnBuilder::new(&ValueKind::Float64, 4);
         for t in ["NaN", "Infinity", "-Infinity", "1e+20", "0.1"] {
             f.append_text(t).unwrap();
@@ -894,15 +759,9 @@ mod tests {
         let fa = f.finish();
         let fa = fa.as_primitive::<Float64Type>();
         assert!(fa.value(0).is_nan());
-        assert_eq!(
-            (fa.value(1), fa.value(2), fa.value(3), fa.value(4)),
-            (f64::INFINITY, f64::NEG_INFINITY, 1e20, 0.1)
-        );
+        assert_eq!((fa.value(1), fa.value(2), fa.value(3), fa.value(4)), (f64::INFINITY, f64::NEG_INFINITY, 1e20, 0.1));
         let mut t = ColumnBuilder::new(&ValueKind::TimestampTz, 1);
         t.append_text("2024-01-01 00:00:00+00").unwrap();
-        assert_eq!(
-            t.finish().data_type(),
-            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-        );
+        assert_eq!(t.finish().data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
     }
 }

@@ -20,31 +20,20 @@ use support::{Fixture, Row, apply, connect, drain, open, rows_of, seen};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn row(op: &str, values: &[Option<&str>]) -> Row {
-    Row {
-        op: op.into(),
-        values: values.iter().map(|v| v.map(str::to_string)).collect(),
-        unchanged: Vec::new(),
-    }
+    Row { op: op.into(), values: values.iter().map(|v| v.map(str::to_string)).collect(), unchanged: Vec::new() }
 }
 
 async fn confirmed_flush(fx: &Fixture, slot: &str) -> Lsn {
     let r = fx
         .client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
         .await
         .unwrap();
     r.get::<_, String>(0).parse().unwrap()
 }
 
 async fn current_wal(fx: &Fixture) -> Lsn {
-    let r = fx
-        .client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap();
+    let r = fx.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap();
     r.get::<_, String>(0).parse().unwrap()
 }
 
@@ -63,14 +52,7 @@ async fn snapshot_with_concurrent_writes_then_stream_converges() {
     let desc = src.describe().await.unwrap().unwrap();
     assert_eq!(desc.primary_key, vec!["id".to_string()]);
     open(&mut src, None).await;
-    assert!(matches!(
-        src.start_position(),
-        Some(PgPosition::Snapshot {
-            rows: 0,
-            last_key: None,
-            ..
-        })
-    ));
+    assert!(matches!(src.start_position(), Some(PgPosition::Snapshot { rows: 0, last_key: None, .. })));
 
     // Writes race the snapshot: updates, deletes and inserts in 150 transactions, then a marker.
     let table = format!("public.{}", fx.table);
@@ -86,15 +68,11 @@ async fn snapshot_with_concurrent_writes_then_stream_converges() {
             );
             c.batch_execute(&sql).await.unwrap();
         }
-        c.batch_execute(&format!("INSERT INTO {table} VALUES (99999, 'end', 0)"))
-            .await
-            .unwrap();
+        c.batch_execute(&format!("INSERT INTO {table} VALUES (99999, 'end', 0)")).await.unwrap();
     });
     let cols = ["id", "v", "n"];
     let batches = drain(&mut src, true, WAIT, |b| {
-        rows_of(b, &["id"])
-            .iter()
-            .any(|r| r.op == "c" && r.values[0].as_deref() == Some("99999"))
+        rows_of(b, &["id"]).iter().any(|r| r.op == "c" && r.values[0].as_deref() == Some("99999"))
     })
     .await;
     writer.await.unwrap();
@@ -106,20 +84,12 @@ async fn snapshot_with_concurrent_writes_then_stream_converges() {
     assert_eq!(reads.len(), 5000);
     for (i, r) in reads.iter().enumerate() {
         let id = (i + 1).to_string();
-        assert_eq!(
-            r.values,
-            vec![Some(id.clone()), Some(format!("v{id}")), Some(id.clone())]
-        );
+        assert_eq!(r.values, vec![Some(id.clone()), Some(format!("v{id}")), Some(id.clone())]);
     }
     // Snapshot positions carry the progress; positions never go back.
     let mut copied = 0;
     for pair in batches.windows(2) {
-        assert!(
-            pair[1].end.covers(&pair[0].end),
-            "{} then {}",
-            pair[0].end,
-            pair[1].end
-        );
+        assert!(pair[1].end.covers(&pair[0].end), "{} then {}", pair[0].end, pair[1].end);
     }
     for b in &batches {
         let r = rows_of(std::slice::from_ref(b), &["id"]);
@@ -133,21 +103,12 @@ async fn snapshot_with_concurrent_writes_then_stream_converges() {
             assert!(b.event_time_ms.is_some() || r.iter().all(|r| r.op == "r"));
         }
     }
-    assert!(matches!(
-        batches.last().unwrap().end,
-        PgPosition::Streaming { .. }
-    ));
+    assert!(matches!(batches.last().unwrap().end, PgPosition::Streaming { .. }));
     // 5000 rows end exactly at a chunk boundary: the snapshot's end comes as an empty batch
     // carrying the stream position, so that the engine commits it.
-    let first_stream = batches
-        .iter()
-        .position(|b| matches!(b.end, PgPosition::Streaming { .. }))
-        .unwrap();
+    let first_stream = batches.iter().position(|b| matches!(b.end, PgPosition::Streaming { .. })).unwrap();
     assert_eq!(batches[first_stream].num_rows(), 0);
-    assert!(matches!(
-        batches[first_stream - 1].end,
-        PgPosition::Snapshot { rows: 5000, .. }
-    ));
+    assert!(matches!(batches[first_stream - 1].end, PgPosition::Snapshot { rows: 5000, .. }));
 
     // Applied as upserts, the changes give exactly the source table.
     let mut state = BTreeMap::new();
@@ -172,15 +133,8 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
     let mut src = fx.source(cfg.clone());
     src.check().await.unwrap();
     open(&mut src, None).await;
-    let snap = drain(&mut src, true, WAIT, |b| {
-        b.iter()
-            .any(|b| matches!(b.end, PgPosition::Streaming { .. }))
-    })
-    .await;
-    assert_eq!(
-        rows_of(&snap, &["id", "name"]),
-        vec![row("r", &[Some("1"), Some("a")])]
-    );
+    let snap = drain(&mut src, true, WAIT, |b| b.iter().any(|b| matches!(b.end, PgPosition::Streaming { .. }))).await;
+    assert_eq!(rows_of(&snap, &["id", "name"]), vec![row("r", &[Some("1"), Some("a")])]);
 
     for sql in [
         "INSERT INTO {t} VALUES (2, 'b', NULL)",
@@ -198,10 +152,7 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
     let rows = rows_of(&batches, &["id", "name"]);
     let big: String = fx
         .client
-        .query_one(
-            "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 2000) i",
-            &[],
-        )
+        .query_one("SELECT string_agg(md5(i::text), '') FROM generate_series(1, 2000) i", &[])
         .await
         .unwrap()
         .get(0);
@@ -214,27 +165,15 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
         row("d", &[Some("1"), None]),
         row("c", &[Some("3"), Some("c")]),
         // The TOASTed value was not sent: NULL, and listed as unchanged.
-        Row {
-            op: "u".into(),
-            values: vec![Some("3".into()), Some("c2".into())],
-            unchanged: vec!["big".into()],
-        },
-        Row {
-            op: "t".into(),
-            values: vec![None, None],
-            unchanged: Vec::new(),
-        },
+        Row { op: "u".into(), values: vec![Some("3".into()), Some("c2".into())], unchanged: vec!["big".into()] },
+        Row { op: "t".into(), values: vec![None, None], unchanged: Vec::new() },
         row("c", &[Some("4"), Some("d")]),
     ];
     assert_eq!(rows, expected);
     let bigs = rows_of(&batches, &["big"]);
     assert_eq!(bigs[5].values[0].as_deref(), Some(big.as_str()));
     assert_eq!(bigs[6].values[0], None);
-    assert_eq!(
-        bigs[8].values[0].as_deref(),
-        Some(""),
-        "an empty string stays an empty string"
-    );
+    assert_eq!(bigs[8].values[0].as_deref(), Some(""), "an empty string stays an empty string");
     // Stream batches carry commit times and their schema has __unchanged only where needed.
     for b in &batches {
         assert_eq!(b.event_time_ms.as_ref().map(Array::len), Some(b.num_rows()));
@@ -248,10 +187,7 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
     fx.exec("INSERT INTO {t} SELECT 5, 'e', string_agg(md5(i::text), '') FROM generate_series(1, 2000) i").await;
     fx.exec("UPDATE {t} SET name = 'e2' WHERE id = 5").await;
     fx.exec("DELETE FROM {t} WHERE id = 5").await;
-    let batches = drain(&mut src, true, WAIT, |b| {
-        rows_of(b, &["id"]).iter().any(|r| r.op == "d")
-    })
-    .await;
+    let batches = drain(&mut src, true, WAIT, |b| rows_of(b, &["id"]).iter().any(|r| r.op == "d")).await;
     let rows = rows_of(&batches, &["id", "name", "big"]);
     expected = vec![
         row("c", &[Some("5"), Some("e"), Some(&big)]),
@@ -264,9 +200,7 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
 }
 
 fn render_unchanged(batch: &rtsync_core::arrow::array::RecordBatch) -> bool {
-    batch
-        .column_by_name(UNCHANGED_COLUMN)
-        .is_some_and(|c| c.null_count() < c.len())
+    batch.column_by_name(UNCHANGED_COLUMN).is_some_and(|c| c.null_count() < c.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,12 +226,8 @@ async fn every_type_round_trips_value_by_value() {
     let mut src = fx.source(cfg.clone());
     src.check().await.unwrap();
     let desc = src.describe().await.unwrap().unwrap();
-    let types: Vec<(String, DataType)> = desc
-        .schema
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
+    let types: Vec<(String, DataType)> =
+        desc.schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
     let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let expected_types = [
         ("id", DataType::Int32),
@@ -324,19 +254,9 @@ async fn every_type_round_trips_value_by_value() {
         ("mood", DataType::Utf8),
         ("iv", DataType::Utf8),
     ];
-    assert_eq!(
-        types,
-        expected_types
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(types, expected_types.iter().map(|(n, t)| (n.to_string(), t.clone())).collect::<Vec<_>>());
     open(&mut src, None).await;
-    let snap = drain(&mut src, true, WAIT, |b| {
-        b.iter()
-            .any(|b| matches!(b.end, PgPosition::Streaming { .. }))
-    })
-    .await;
+    let snap = drain(&mut src, true, WAIT, |b| b.iter().any(|b| matches!(b.end, PgPosition::Streaming { .. }))).await;
     // The same rows again, through the stream.
     fx.exec("INSERT INTO {t} SELECT id + 100, i2, i8, num, num_free, f4, f8, b, t, vc, ch, by, d, tm, ts, tstz, u, j, jb, arr, tarr, mood, iv FROM {t}").await;
     let streamed = drain(&mut src, true, WAIT, |b| seen(b, "id", "103")).await;
@@ -345,23 +265,13 @@ async fn every_type_round_trips_value_by_value() {
         assert_eq!(rows.len(), 1, "one batch");
         let b = &rows[0].rows;
         assert_eq!(b.num_rows(), 3);
-        let id = b
-            .column_by_name("id")
-            .unwrap()
-            .as_primitive::<rtsync_core::arrow::datatypes::Int32Type>();
+        let id = b.column_by_name("id").unwrap().as_primitive::<rtsync_core::arrow::datatypes::Int32Type>();
         assert_eq!(id.values().to_vec(), vec![base + 1, base + 2, base + 3]);
         check_types_batch(b);
     }
     // The snapshot and the stream agree column by column.
-    let (a, b) = (
-        &snap.iter().find(|b| b.num_rows() > 0).unwrap().rows,
-        &streamed[0].rows,
-    );
-    for name in expected_types
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| *n != "id")
-    {
+    let (a, b) = (&snap.iter().find(|b| b.num_rows() > 0).unwrap().rows, &streamed[0].rows);
+    for name in expected_types.iter().map(|(n, _)| *n).filter(|n| *n != "id") {
         assert_eq!(
             a.column_by_name(name).unwrap().to_data(),
             b.column_by_name(name).unwrap().to_data(),
@@ -377,8 +287,7 @@ fn check_types_batch(b: &rtsync_core::arrow::array::RecordBatch) {
     let col = |n: &str| b.column_by_name(n).unwrap().clone();
     let text = |n: &str, i: usize| {
         let c = col(n);
-        c.is_valid(i)
-            .then(|| c.as_string::<i32>().value(i).to_string())
+        c.is_valid(i).then(|| c.as_string::<i32>().value(i).to_string())
     };
     assert_eq!(col("i2").as_primitive::<Int16Type>().value(0), -32768);
     assert_eq!(col("i8").as_primitive::<Int64Type>().value(0), i64::MAX);
@@ -386,10 +295,7 @@ fn check_types_batch(b: &rtsync_core::arrow::array::RecordBatch) {
     let num = num.as_primitive::<Decimal128Type>();
     assert_eq!(num.value(0), 123_456_789_123);
     assert!(num.is_null(1), "numeric NaN → NULL");
-    assert_eq!(
-        text("num_free", 0).as_deref(),
-        Some("3.14159265358979323846264338327950288419716939937510")
-    );
+    assert_eq!(text("num_free", 0).as_deref(), Some("3.14159265358979323846264338327950288419716939937510"));
     assert_eq!(text("num_free", 1).as_deref(), Some("NaN"));
     let f4 = col("f4");
     assert_eq!(f4.as_primitive::<Float32Type>().value(0), 1.5);
@@ -414,27 +320,12 @@ fn check_types_batch(b: &rtsync_core::arrow::array::RecordBatch) {
     assert_eq!(d.as_primitive::<Date32Type>().value(2), -735_160);
     assert_eq!(text("tm", 0).as_deref(), Some("13:45:00.5"));
     let ts = col("ts");
-    assert_eq!(
-        ts.as_primitive::<TimestampMicrosecondType>().value(0),
-        1_709_210_096_789_012
-    );
-    assert_eq!(
-        ts.as_primitive::<TimestampMicrosecondType>().value(1),
-        i64::MIN
-    );
+    assert_eq!(ts.as_primitive::<TimestampMicrosecondType>().value(0), 1_709_210_096_789_012);
+    assert_eq!(ts.as_primitive::<TimestampMicrosecondType>().value(1), i64::MIN);
     let tstz = col("tstz");
-    assert_eq!(
-        tstz.as_primitive::<TimestampMicrosecondType>().value(0),
-        1_709_210_096_789_012 - 7_200_000_000
-    );
-    assert_eq!(
-        tstz.as_primitive::<TimestampMicrosecondType>().value(1),
-        i64::MAX
-    );
-    assert_eq!(
-        text("u", 0).as_deref(),
-        Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
-    );
+    assert_eq!(tstz.as_primitive::<TimestampMicrosecondType>().value(0), 1_709_210_096_789_012 - 7_200_000_000);
+    assert_eq!(tstz.as_primitive::<TimestampMicrosecondType>().value(1), i64::MAX);
+    assert_eq!(text("u", 0).as_deref(), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
     assert_eq!(text("j", 0).as_deref(), Some(r#"{"a": [1, 2]}"#));
     assert_eq!(text("jb", 0).as_deref(), Some(r#"{"a": "x", "b": 1}"#));
     assert_eq!(text("arr", 0).as_deref(), Some("[1,null,3]"));
@@ -442,10 +333,7 @@ fn check_types_batch(b: &rtsync_core::arrow::array::RecordBatch) {
     assert_eq!(text("tarr", 0).as_deref(), Some(r#"["a b","c\"d",null]"#));
     assert_eq!(text("mood", 0).as_deref(), Some("happy"));
     assert_eq!(text("iv", 0).as_deref(), Some("P1DT2H"));
-    for n in [
-        "i2", "i8", "num", "f4", "f8", "tm", "ts", "tstz", "u", "j", "jb", "arr", "tarr", "mood",
-        "iv",
-    ] {
+    for n in ["i2", "i8", "num", "f4", "f8", "tm", "ts", "tstz", "u", "j", "jb", "arr", "tarr", "mood", "iv"] {
         assert!(col(n).is_null(2), "{n} NULL stays NULL");
     }
 }
@@ -458,57 +346,33 @@ async fn resume_mid_stream_loses_and_duplicates_nothing() {
     let mut src = fx.source(cfg.clone());
     open(&mut src, None).await;
     for i in 1..=20 {
-        fx.exec(&format!("INSERT INTO {{t}} VALUES ({i}, 'v{i}')"))
-            .await;
+        fx.exec(&format!("INSERT INTO {{t}} VALUES ({i}, 'v{i}')")).await;
     }
     // Read everything, but "commit" only up to the batch holding id 8.
     let batches = drain(&mut src, false, WAIT, |b| seen(b, "id", "20")).await;
-    let k = batches
-        .iter()
-        .position(|b| seen(std::slice::from_ref(b), "id", "8"))
-        .unwrap();
+    let k = batches.iter().position(|b| seen(std::slice::from_ref(b), "id", "8")).unwrap();
     let committed = batches[k].end.clone();
     assert!(batches.len() > 2, "small batches");
     src.ack(&committed).await.unwrap();
     // Never acknowledged on receipt: the slot stays at or before the committed position.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        src.next_batch(Duration::from_millis(300))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(src.next_batch(Duration::from_millis(300)).await.unwrap().is_none());
     let slot = src.slot_name().to_string();
     let flushed = confirmed_flush(&fx, &slot).await;
-    assert!(
-        flushed <= committed.lsn(),
-        "slot confirmed {flushed} beyond the committed {}",
-        committed.lsn()
-    );
-    let mut ids: Vec<i64> = rows_of(&batches[..=k], &["id"])
-        .iter()
-        .map(|r| r.values[0].as_ref().unwrap().parse().unwrap())
-        .collect();
+    assert!(flushed <= committed.lsn(), "slot confirmed {flushed} beyond the committed {}", committed.lsn());
+    let mut ids: Vec<i64> =
+        rows_of(&batches[..=k], &["id"]).iter().map(|r| r.values[0].as_ref().unwrap().parse().unwrap()).collect();
     drop(src); // a crash: nothing after `committed` was made durable
 
     for i in 21..=25 {
-        fx.exec(&format!("INSERT INTO {{t}} VALUES ({i}, 'v{i}')"))
-            .await;
+        fx.exec(&format!("INSERT INTO {{t}} VALUES ({i}, 'v{i}')")).await;
     }
     let mut src = fx.source(cfg.clone());
     open(&mut src, Some(committed.clone())).await;
     let rest = drain(&mut src, true, WAIT, |b| seen(b, "id", "25")).await;
     assert!(rest.iter().all(|b| b.end.covers(&committed)));
-    ids.extend(
-        rows_of(&rest, &["id"])
-            .iter()
-            .map(|r| r.values[0].as_ref().unwrap().parse::<i64>().unwrap()),
-    );
-    assert_eq!(
-        ids,
-        (1..=25).collect::<Vec<_>>(),
-        "every change exactly once, in order"
-    );
+    ids.extend(rows_of(&rest, &["id"]).iter().map(|r| r.values[0].as_ref().unwrap().parse::<i64>().unwrap()));
+    assert_eq!(ids, (1..=25).collect::<Vec<_>>(), "every change exactly once, in order");
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
 }
@@ -543,17 +407,12 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     let mut src = fx.source(cfg.clone());
     open(&mut src, Some(committed.clone())).await;
     let rest = drain(&mut src, true, WAIT, |b| {
-        rows_of(b, &["id"])
-            .iter()
-            .any(|r| r.op == "c" && r.values[0].as_deref() == Some("7000"))
+        rows_of(b, &["id"]).iter().any(|r| r.op == "c" && r.values[0].as_deref() == Some("7000"))
     })
     .await;
     let rows = rows_of(&rest, &["id", "v"]);
-    let reads: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.op == "r")
-        .map(|r| r.values[0].as_ref().unwrap().parse().unwrap())
-        .collect();
+    let reads: Vec<i64> =
+        rows.iter().filter(|r| r.op == "r").map(|r| r.values[0].as_ref().unwrap().parse().unwrap()).collect();
     // The fresh read continues after key 2000 and sees the current data.
     let mut expected: Vec<i64> = (2001..=5000).filter(|&i| i != 4000).collect();
     expected.extend([6000, 7000]);
@@ -565,21 +424,14 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     all.extend(rows);
     let mut state = BTreeMap::new();
     apply(&mut state, &all, &["id", "v"]);
-    assert!(
-        state == fx.state("id", &["v"]).await,
-        "target differs from source"
-    );
+    assert!(state == fx.state("id", &["v"]).await, "target differs from source");
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_slot_advances_and_unacknowledged_batches_hold_it() {
-    let fx = Fixture::new(
-        "idle",
-        "CREATE TABLE {t} (id int PRIMARY KEY); CREATE TABLE {t}_other (x int)",
-    )
-    .await;
+    let fx = Fixture::new("idle", "CREATE TABLE {t} (id int PRIMARY KEY); CREATE TABLE {t}_other (x int)").await;
     let mut cfg = fx.config();
     cfg.snapshot = SnapshotMode::Never;
     let mut src = fx.source(cfg.clone());
@@ -588,40 +440,23 @@ async fn idle_slot_advances_and_unacknowledged_batches_hold_it() {
 
     // WAL written elsewhere while the task idles: the slot follows the server's WAL end.
     for i in 0..5 {
-        fx.exec(&format!("INSERT INTO {{t}}_other VALUES ({i})"))
-            .await;
+        fx.exec(&format!("INSERT INTO {{t}}_other VALUES ({i})")).await;
     }
     let target = current_wal(&fx).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while confirmed_flush(&fx, &slot).await < target {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle slot did not advance to {target}"
-        );
-        assert!(
-            src.next_batch(Duration::from_millis(200))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(std::time::Instant::now() < deadline, "the idle slot did not advance to {target}");
+        assert!(src.next_batch(Duration::from_millis(200)).await.unwrap().is_none());
     }
 
     // A batch emitted but not committed holds the slot, however much WAL follows.
     fx.exec("INSERT INTO {t} VALUES (1)").await;
-    let batch = drain(&mut src, false, WAIT, |b| !b.is_empty())
-        .await
-        .remove(0);
+    let batch = drain(&mut src, false, WAIT, |b| !b.is_empty()).await.remove(0);
     for i in 0..5 {
-        fx.exec(&format!("INSERT INTO {{t}}_other VALUES ({i})"))
-            .await;
+        fx.exec(&format!("INSERT INTO {{t}}_other VALUES ({i})")).await;
     }
     for _ in 0..10 {
-        assert!(
-            src.next_batch(Duration::from_millis(200))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(src.next_batch(Duration::from_millis(200)).await.unwrap().is_none());
     }
     assert!(confirmed_flush(&fx, &slot).await < batch.end.lsn());
     // Once committed, it moves on, up to the WAL end again.
@@ -630,16 +465,8 @@ async fn idle_slot_advances_and_unacknowledged_batches_hold_it() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     fx.exec("INSERT INTO {t}_other VALUES (99)").await;
     while confirmed_flush(&fx, &slot).await < target {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slot did not advance after the ack"
-        );
-        assert!(
-            src.next_batch(Duration::from_millis(200))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(std::time::Instant::now() < deadline, "the slot did not advance after the ack");
+        assert!(src.next_batch(Duration::from_millis(200)).await.unwrap().is_none());
     }
     support::close(src).await.unwrap();
     fx.exec("DROP TABLE {t}_other").await;
@@ -652,76 +479,33 @@ async fn drop_replication_objects_cleans_up() {
     let cfg = fx.config();
     let mut src = fx.source(cfg.clone());
     open(&mut src, None).await;
-    let (slot, publication) = (
-        src.slot_name().to_string(),
-        src.publication_name().to_string(),
-    );
+    let (slot, publication) = (src.slot_name().to_string(), src.publication_name().to_string());
     let count = |sql: &'static str, name: String| {
         let c = &fx.client;
         async move { c.query_one(sql, &[&name]).await.unwrap().get::<_, i64>(0) }
     };
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            slot.clone()
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
-            publication.clone()
-        )
-        .await,
-        1
-    );
+    assert_eq!(count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot.clone()).await, 1);
+    assert_eq!(count("SELECT count(*) FROM pg_publication WHERE pubname = $1", publication.clone()).await, 1);
     let dropped = src.drop_replication_objects().await.unwrap();
     assert_eq!(dropped.slot.as_deref(), Some(slot.as_str()));
     assert_eq!(dropped.publication.as_deref(), Some(publication.as_str()));
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            slot.clone()
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
-            publication.clone()
-        )
-        .await,
-        0
-    );
+    assert_eq!(count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot.clone()).await, 0);
+    assert_eq!(count("SELECT count(*) FROM pg_publication WHERE pubname = $1", publication.clone()).await, 0);
     // Idempotent.
-    let again = rtsync_source_postgres::drop_replication_objects(&cfg, &fx.task)
-        .await
-        .unwrap();
+    let again = rtsync_source_postgres::drop_replication_objects(&cfg, &fx.task).await.unwrap();
     assert_eq!((again.slot, again.publication), (None, None));
 
     // A publication the user named is theirs: never dropped.
     let user_pub = format!("{}_userpub", fx.table);
-    fx.exec(&format!("CREATE PUBLICATION {user_pub} FOR TABLE {{t}}"))
-        .await;
+    fx.exec(&format!("CREATE PUBLICATION {user_pub} FOR TABLE {{t}}")).await;
     let mut cfg2 = fx.config();
     cfg2.publication_name = Some(user_pub.clone());
     let mut src = fx.source(cfg2.clone());
     open(&mut src, None).await;
     support::close(src).await.unwrap();
-    let dropped = rtsync_source_postgres::drop_replication_objects(&cfg2, &fx.task)
-        .await
-        .unwrap();
+    let dropped = rtsync_source_postgres::drop_replication_objects(&cfg2, &fx.task).await.unwrap();
     assert!(dropped.slot.is_some() && dropped.publication.is_none());
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
-            user_pub.clone()
-        )
-        .await,
-        1
-    );
+    assert_eq!(count("SELECT count(*) FROM pg_publication WHERE pubname = $1", user_pub.clone()).await, 1);
     fx.exec(&format!("DROP PUBLICATION {user_pub}")).await;
     fx.cleanup(&cfg).await;
 }
@@ -733,21 +517,10 @@ async fn preflight_errors_name_the_cause_and_the_fix() {
     let mut src = fx.source(fx.config());
     let err = src.check().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Source);
-    assert!(
-        err.to_string().contains("no primary key")
-            && err.to_string().contains("REPLICA IDENTITY FULL"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no primary key") && err.to_string().contains("REPLICA IDENTITY FULL"), "{err}");
     fx.exec("ALTER TABLE {t} REPLICA IDENTITY FULL").await;
     src.check().await.unwrap();
-    assert!(
-        src.describe()
-            .await
-            .unwrap()
-            .unwrap()
-            .primary_key
-            .is_empty()
-    );
+    assert!(src.describe().await.unwrap().unwrap().primary_key.is_empty());
 
     // Missing table.
     let mut cfg = fx.config();
@@ -784,19 +557,12 @@ async fn keyless_table_with_replica_identity_full() {
     src.check().await.unwrap();
     open(&mut src, None).await;
     fx.exec("UPDATE {t} SET b = 'z' WHERE a = 2").await;
-    let batches = drain(&mut src, true, WAIT, |b| {
-        rows_of(b, &["a"]).iter().any(|r| r.op == "u")
-    })
-    .await;
+    let batches = drain(&mut src, true, WAIT, |b| rows_of(b, &["a"]).iter().any(|r| r.op == "u")).await;
     let mut rows = rows_of(&batches, &["a", "b"]);
     rows[..2].sort_by(|x, y| x.values.cmp(&y.values));
     assert_eq!(
         rows,
-        vec![
-            row("r", &[Some("1"), Some("x")]),
-            row("r", &[Some("2"), Some("y")]),
-            row("u", &[Some("2"), Some("z")])
-        ]
+        vec![row("r", &[Some("1"), Some("x")]), row("r", &[Some("2"), Some("y")]), row("u", &[Some("2"), Some("z")])]
     );
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
@@ -804,11 +570,8 @@ async fn keyless_table_with_replica_identity_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_slot_is_reported_or_resnapshotted() {
-    let fx = Fixture::new(
-        "lost",
-        "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} VALUES (1, 'a')",
-    )
-    .await;
+    let fx =
+        Fixture::new("lost", "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} VALUES (1, 'a')").await;
     let mut cfg = fx.config();
     let mut src = fx.source(cfg.clone());
     open(&mut src, None).await;
@@ -818,44 +581,25 @@ async fn lost_slot_is_reported_or_resnapshotted() {
     let slot = src.slot_name().to_string();
     support::close(src).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while fx
-        .client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "could not drop the slot"
-        );
+    while fx.client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "could not drop the slot");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    fx.exec("DELETE FROM {t} WHERE id = 1; INSERT INTO {t} VALUES (3, 'c')")
-        .await;
+    fx.exec("DELETE FROM {t} WHERE id = 1; INSERT INTO {t} VALUES (3, 'c')").await;
 
     let mut src = fx.source(cfg.clone());
     let err = src.open(Some(committed.clone())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Source);
-    assert!(
-        err.to_string().contains("does not exist") && err.to_string().contains("Re-snapshot"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not exist") && err.to_string().contains("Re-snapshot"), "{err}");
 
     cfg.resnapshot_on_lost_slot = true;
     let mut src = fx.source(cfg.clone());
     open(&mut src, Some(committed.clone())).await;
     let again = drain(&mut src, true, WAIT, |b| seen(b, "id", "3")).await;
-    assert!(
-        again[0].end.covers(&committed),
-        "the new snapshot orders after the old stream"
-    );
+    assert!(again[0].end.covers(&committed), "the new snapshot orders after the old stream");
     assert_eq!(
         rows_of(&again, &["id", "v"]),
-        vec![
-            row("t", &[None, None]),
-            row("r", &[Some("2"), Some("b")]),
-            row("r", &[Some("3"), Some("c")])
-        ]
+        vec![row("t", &[None, None]), row("r", &[Some("2"), Some("b")]), row("r", &[Some("3"), Some("c")])]
     );
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
@@ -863,18 +607,13 @@ async fn lost_slot_is_reported_or_resnapshotted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_added_and_dropped_at_the_source() {
-    let fx = Fixture::new(
-        "ddl",
-        "CREATE TABLE {t} (id int PRIMARY KEY, v text, gone int)",
-    )
-    .await;
+    let fx = Fixture::new("ddl", "CREATE TABLE {t} (id int PRIMARY KEY, v text, gone int)").await;
     let cfg = fx.config();
     let mut src = fx.source(cfg.clone());
     open(&mut src, None).await;
     fx.exec("INSERT INTO {t} VALUES (1, 'a', 5)").await;
     let _ = drain(&mut src, true, WAIT, |b| seen(b, "id", "1")).await;
-    fx.exec("ALTER TABLE {t} ADD COLUMN extra numeric(10,2)")
-        .await;
+    fx.exec("ALTER TABLE {t} ADD COLUMN extra numeric(10,2)").await;
     fx.exec("ALTER TABLE {t} DROP COLUMN gone").await;
     fx.exec("INSERT INTO {t} VALUES (2, 'b', 7.25)").await;
     let batches = drain(&mut src, true, WAIT, |b| seen(b, "id", "2")).await;
@@ -882,10 +621,7 @@ async fn columns_added_and_dropped_at_the_source() {
     let schema = b.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, vec!["id", "v", "gone", "extra", "__op"]);
-    assert_eq!(
-        schema.field_with_name("extra").unwrap().data_type(),
-        &DataType::Decimal128(10, 2)
-    );
+    assert_eq!(schema.field_with_name("extra").unwrap().data_type(), &DataType::Decimal128(10, 2));
     assert_eq!(
         rows_of(&batches, &["id", "v", "gone", "extra"]),
         vec![row("c", &[Some("2"), Some("b"), None, Some("7.25")])]
@@ -903,8 +639,7 @@ async fn huge_transaction_is_split_but_the_position_moves_only_at_its_commit() {
     let mut src = fx.source(cfg.clone());
     open(&mut src, None).await;
     let start = src.start_position().unwrap();
-    fx.exec("INSERT INTO {t} SELECT i FROM generate_series(1, 10) i")
-        .await;
+    fx.exec("INSERT INTO {t} SELECT i FROM generate_series(1, 10) i").await;
     let batches = drain(&mut src, true, WAIT, |b| seen(b, "id", "10")).await;
     let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
     assert_eq!(sizes, vec![4, 4, 2]);

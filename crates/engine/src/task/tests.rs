@@ -87,7 +87,12 @@ impl Source for LogSource {
             ],
         )?;
         self.next = end;
-        Ok(Some(ChangeBatch { rows, end: Offs(BTreeMap::from([(0, end as i64)])), event_time_ms: None, source_bytes: 0 }))
+        Ok(Some(ChangeBatch {
+            rows,
+            end: Offs(BTreeMap::from([(0, end as i64)])),
+            event_time_ms: None,
+            source_bytes: 0,
+        }))
     }
 }
 
@@ -105,7 +110,11 @@ impl ColumnMapping for TextMapping {
         for (i, v) in values.iter().enumerate() {
             let text = std::str::from_utf8(v.unwrap_or_default()).unwrap_or_default();
             if text.starts_with("bad") {
-                rejected.push(Rejected { row: i, reason: format!("{text} is bad"), raw: Some(text.as_bytes().to_vec()) });
+                rejected.push(Rejected {
+                    row: i,
+                    reason: format!("{text} is bad"),
+                    raw: Some(text.as_bytes().to_vec()),
+                });
             } else {
                 out.append_value(text);
             }
@@ -166,14 +175,21 @@ impl Sink for MemSink {
 
 const LOG: [&str; 10] = ["a", "b", "bad1", "c", "d", "e", "bad2", "f", "g", "h"];
 
-fn task(table: &Arc<Mutex<Table>>, dlq: &Arc<Mutex<Table>>, policy: ErrorPolicy, per_batch: usize, stop_after_ms: u64) -> (Task<LogSource>, Arc<TaskMetrics>) {
+fn task(
+    table: &Arc<Mutex<Table>>,
+    dlq: &Arc<Mutex<Table>>,
+    policy: ErrorPolicy,
+    per_batch: usize,
+    stop_after_ms: u64,
+) -> (Task<LogSource>, Arc<TaskMetrics>) {
     let metrics = Arc::new(TaskMetrics::default());
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(stop_after_ms)).await;
         let _ = tx.send(true);
     });
-    let config = EngineConfig { commit_interval: Duration::from_millis(100), error_policy: policy, ..EngineConfig::new("t") };
+    let config =
+        EngineConfig { commit_interval: Duration::from_millis(100), error_policy: policy, ..EngineConfig::new("t") };
     let source = LogSource { log: LOG.to_vec(), next: 0, per_batch };
     let task = Task::new(config, source, Arc::new(TextMapping), MemSink::new(table), metrics.clone(), rx)
         .with_dead_letter_sink(MemSink::new(dlq));

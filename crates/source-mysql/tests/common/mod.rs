@@ -23,7 +23,8 @@ pub fn url() -> String {
 }
 
 pub async fn conn() -> Conn {
-    let opts = OptsBuilder::from_opts(Opts::from_url(&url()).expect("RTSYNC_MARIADB_URL is a mysql:// URL")).prefer_socket(false);
+    let opts = OptsBuilder::from_opts(Opts::from_url(&url()).expect("RTSYNC_MARIADB_URL is a mysql:// URL"))
+        .prefer_socket(false);
     Conn::new(opts).await.expect("connecting to MariaDB")
 }
 
@@ -50,7 +51,9 @@ impl TestDb {
     pub async fn query_strings(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
         let rows: Vec<mysql_async::Row> = self.conn.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows.into_iter()
-            .map(|r| (0..r.len()).map(|i| r.get_opt::<Option<String>, usize>(i).and_then(Result::ok).flatten()).collect())
+            .map(|r| {
+                (0..r.len()).map(|i| r.get_opt::<Option<String>, usize>(i).and_then(Result::ok).flatten()).collect()
+            })
             .collect()
     }
 
@@ -175,7 +178,8 @@ impl Mirror {
 
     /// (key, value) pairs of two columns, sorted by key as numbers.
     pub fn pairs(&self, key: &str, value: &str) -> Vec<(i64, String)> {
-        let mut v: Vec<(i64, String)> = self.rows.values().map(|r| (r[key].parse().unwrap(), r[value].clone())).collect();
+        let mut v: Vec<(i64, String)> =
+            self.rows.values().map(|r| (r[key].parse().unwrap(), r[value].clone())).collect();
         v.sort();
         v
     }

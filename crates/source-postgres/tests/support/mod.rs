@@ -27,17 +27,12 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A name no other test (of this or another run) uses: `t_<pid>_<n>_<tag>`.
 pub fn unique(tag: &str) -> String {
-    format!(
-        "t_{}_{}_{tag}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("t_{}_{}_{tag}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 pub async fn connect() -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connecting to RTSYNC_PG_URL");
+    let (client, conn) =
+        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("connecting to RTSYNC_PG_URL");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -70,15 +65,8 @@ impl Fixture {
         drop_stale_slots(&client).await;
         let table = unique(tag);
         let task = table.clone();
-        client
-            .batch_execute(&ddl.replace("{t}", &format!("public.{table}")))
-            .await
-            .expect("creating the test table");
-        Fixture {
-            client,
-            table,
-            task,
-        }
+        client.batch_execute(&ddl.replace("{t}", &format!("public.{table}"))).await.expect("creating the test table");
+        Fixture { client, table, task }
     }
 
     pub fn config(&self) -> PostgresSourceConfig {
@@ -98,45 +86,20 @@ impl Fixture {
 
     /// The table's rows as `key → [column texts]` via `SELECT key, cols::text ORDER BY key`.
     pub async fn state(&self, key: &str, cols: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
-        let select = cols
-            .iter()
-            .map(|c| format!("{c}::text"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = cols.iter().map(|c| format!("{c}::text")).collect::<Vec<_>>().join(", ");
         let rows = self
             .client
-            .query(
-                &format!(
-                    "SELECT {key}::text, {select} FROM public.{} ORDER BY {key}",
-                    self.table
-                ),
-                &[],
-            )
+            .query(&format!("SELECT {key}::text, {select} FROM public.{} ORDER BY {key}", self.table), &[])
             .await
             .unwrap();
         rows.iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    (1..=cols.len())
-                        .map(|i| r.get::<_, Option<String>>(i))
-                        .collect(),
-                )
-            })
+            .map(|r| (r.get::<_, String>(0), (1..=cols.len()).map(|i| r.get::<_, Option<String>>(i)).collect()))
             .collect()
     }
 
     pub async fn cleanup(self, config: &PostgresSourceConfig) {
-        rtsync_source_postgres::drop_replication_objects(config, &self.task)
-            .await
-            .unwrap();
-        self.client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS public.{} CASCADE",
-                self.table
-            ))
-            .await
-            .unwrap();
+        rtsync_source_postgres::drop_replication_objects(config, &self.task).await.unwrap();
+        self.client.batch_execute(&format!("DROP TABLE IF EXISTS public.{} CASCADE", self.table)).await.unwrap();
     }
 }
 
@@ -165,13 +128,8 @@ pub struct Row {
 }
 
 pub fn render(batch: &RecordBatch, cols: &[&str]) -> Vec<Row> {
-    let ops = batch
-        .column_by_name(OP_COLUMN)
-        .expect("__op column")
-        .as_string::<i32>();
-    let unchanged = batch
-        .column_by_name(UNCHANGED_COLUMN)
-        .map(|c| c.as_list::<i32>().clone());
+    let ops = batch.column_by_name(OP_COLUMN).expect("__op column").as_string::<i32>();
+    let unchanged = batch.column_by_name(UNCHANGED_COLUMN).map(|c| c.as_list::<i32>().clone());
     (0..batch.num_rows())
         .map(|i| Row {
             op: ops.value(i).to_string(),
@@ -180,20 +138,15 @@ pub fn render(batch: &RecordBatch, cols: &[&str]) -> Vec<Row> {
                 .map(|c| {
                     let col = batch.column_by_name(c);
                     match col {
-                        Some(col) if col.is_valid(i) => {
-                            Some(array_value_to_string(col, i).unwrap())
-                        }
+                        Some(col) if col.is_valid(i) => Some(array_value_to_string(col, i).unwrap()),
                         _ => None,
                     }
                 })
                 .collect(),
             unchanged: match &unchanged {
-                Some(u) if u.is_valid(i) => u
-                    .value(i)
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|s| s.unwrap().to_string())
-                    .collect(),
+                Some(u) if u.is_valid(i) => {
+                    u.value(i).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect()
+                }
                 _ => Vec::new(),
             },
         })
@@ -211,15 +164,9 @@ pub async fn drain(
     let deadline = Instant::now() + timeout;
     let mut batches = Vec::new();
     while !done(&batches) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out draining the source; got {} batches",
-            batches.len()
-        );
-        if let Some(batch) = source
-            .next_batch(Duration::from_millis(200))
-            .await
-            .unwrap_or_else(|e| panic!("next_batch: {}", e.report()))
+        assert!(Instant::now() < deadline, "timed out draining the source; got {} batches", batches.len());
+        if let Some(batch) =
+            source.next_batch(Duration::from_millis(200)).await.unwrap_or_else(|e| panic!("next_batch: {}", e.report()))
         {
             if ack {
                 source.ack(&batch.end).await.unwrap();
@@ -237,9 +184,7 @@ pub fn rows_of(batches: &[ChangeBatch<PgPosition>], cols: &[&str]) -> Vec<Row> {
 
 /// True once some row has `values[0] == key`.
 pub fn seen(batches: &[ChangeBatch<PgPosition>], key_col: &str, key: &str) -> bool {
-    rows_of(batches, &[key_col])
-        .iter()
-        .any(|r| r.values[0].as_deref() == Some(key))
+    rows_of(batches, &[key_col]).iter().any(|r| r.values[0].as_deref() == Some(key))
 }
 
 /// Applies rows as an upsert sink would (the first column is the key): `r`/`c`/`u` replace,
