@@ -48,8 +48,12 @@ enum Command {
     Daemon(rtsync::cli::DaemonCommand),
 }
 
+/// rtsync's own events at info; the delta kernel and DataFusion log every snapshot at info,
+/// which buries them, so those start at warn. `RTSYNC_LOG` replaces the whole filter.
+const DEFAULT_LOG_FILTER: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,object_store=warn";
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // The attempt-log layer routes a daemon task's events to its attempt's log (a no-op
     // outside `rtsync serve`).
     use tracing_subscriber::prelude::*;
