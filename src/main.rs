@@ -14,7 +14,11 @@ use rtsync_engine::TaskMetrics;
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "rtsync", version, about = "Real-time sync of one Kafka topic or table into one Delta Lake table, exactly-once")]
+#[command(
+    name = "rtsync",
+    version,
+    about = "Real-time sync of one Kafka topic or table into one Delta Lake table, exactly-once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,10 +54,12 @@ enum Command {
 
 /// rtsync's own events at info; the delta kernel and DataFusion log every snapshot at info,
 /// which buries them, so those start at warn. `RTSYNC_LOG` replaces the whole filter.
-const DEFAULT_LOG_FILTER: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,object_store=warn";
+const DEFAULT_LOG_FILTER: &str =
+    "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,object_store=warn";
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // The attempt-log layer routes a daemon task's events to its attempt's log (a no-op
     // outside `rtsync serve`).
     use tracing_subscriber::prelude::*;
@@ -118,8 +124,11 @@ async fn cmd_demo(root: String, messages: u64, seconds: u64) -> SyncResult<()> {
     if messages == 0 {
         return Err(SyncError::config("--messages must be at least 1"));
     }
-    eprintln!("rtsync demo: producing {messages} JSON orders into an in-process Kafka topic and syncing them to {root}/public/demo_orders");
-    let report = run_demo(DemoOptions { root: root.clone(), messages, produce_over: Duration::from_secs(seconds) }).await?;
+    eprintln!(
+        "rtsync demo: producing {messages} JSON orders into an in-process Kafka topic and syncing them to {root}/public/demo_orders"
+    );
+    let report =
+        run_demo(DemoOptions { root: root.clone(), messages, produce_over: Duration::from_secs(seconds) }).await?;
     print_report(&report, &root).await?;
     if report.rows_in_table + report.dead_lettered != report.produced {
         return Err(SyncError::internal(format!(

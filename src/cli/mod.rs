@@ -165,7 +165,9 @@ pub enum VclusterCmd {
 #[derive(Subcommand, Debug)]
 pub enum FolderCmd {
     List,
-    Create { name: String },
+    Create {
+        name: String,
+    },
     /// Delete an empty folder.
     Delete {
         name: String,
@@ -314,21 +316,34 @@ fn to_sync(err: Error) -> SyncError {
         Code::Internal => ErrorKind::Internal,
         _ => ErrorKind::Config,
     };
-    SyncError::new(kind, err.message)
+    // One line: causes from parsers (JSONPath) can span several.
+    let line = err.message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    SyncError::new(kind, line)
 }
 
 /// One API call; non-2xx answers become the daemon's error message.
-async fn call<T: DeserializeOwned>(c: &ClientArgs, method: &str, path: &[&str], query: &[(&str, String)], body: Option<&impl Serialize>) -> Result<(T, Vec<u8>), Error> {
-    let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::internal(format!("encoding the request: {e}")))?;
+async fn call<T: DeserializeOwned>(
+    c: &ClientArgs,
+    method: &str,
+    path: &[&str],
+    query: &[(&str, String)],
+    body: Option<&impl Serialize>,
+) -> Result<(T, Vec<u8>), Error> {
+    let body =
+        body.map(serde_json::to_vec).transpose().map_err(|e| Error::internal(format!("encoding the request: {e}")))?;
     let (status, bytes) = client::call(&c.server, method, path, query, body).await?;
     if !(200..300).contains(&status) {
         return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => b.error,
-            Err(_) => Error::new(Code::from_http_status(status), format!("the daemon answered {status}: {}", String::from_utf8_lossy(&bytes).trim())),
+            Err(_) => Error::new(
+                Code::from_http_status(status),
+                format!("the daemon answered {status}: {}", String::from_utf8_lossy(&bytes).trim()),
+            ),
         });
     }
     let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-    let value = serde_json::from_slice(text).map_err(|e| Error::internal(format!("unexpected answer from the daemon: {e}")))?;
+    let value =
+        serde_json::from_slice(text).map_err(|e| Error::internal(format!("unexpected answer from the daemon: {e}")))?;
     Ok((value, bytes))
 }
 
@@ -413,13 +428,12 @@ async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {
         DatasourceCmd::Create { name, ds_type, set } => {
             let mut properties = parse_sets(&set)?;
             // A relative local lakehouse root means relative to where the command runs.
-            if ds_type.eq_ignore_ascii_case("lakehouse") || ds_type == "1" {
-                if let Some(root) = properties.get_mut("root")
-                    && !root.contains("://")
-                    && let Ok(abs) = std::path::absolute(&*root)
-                {
-                    *root = abs.to_string_lossy().to_string();
-                }
+            if (ds_type.eq_ignore_ascii_case("lakehouse") || ds_type == "1")
+                && let Some(root) = properties.get_mut("root")
+                && !root.contains("://")
+                && let Ok(abs) = std::path::absolute(&*root)
+            {
+                *root = abs.to_string_lossy().to_string();
             }
             let req = CreateDataSource { name, ds_type, properties };
             let (ds, raw): (DataSource, _) = call(c, "POST", &["api", "v1", "datasources"], &[], Some(&req)).await?;
@@ -429,14 +443,21 @@ async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {
         }
         DatasourceCmd::List { ds_type } => {
             let q: Vec<(&str, String)> = ds_type.map(|t| ("type", t)).into_iter().collect();
-            show(c, call::<Vec<DataSource>>(c, "GET", &["api", "v1", "datasources"], &q, NO_BODY).await?, |l| output::datasources(l));
+            show(c, call::<Vec<DataSource>>(c, "GET", &["api", "v1", "datasources"], &q, NO_BODY).await?, |l| {
+                output::datasources(l)
+            });
         }
         DatasourceCmd::Show { name } => {
-            show(c, call::<DataSource>(c, "GET", &["api", "v1", "datasources", &name], &[], NO_BODY).await?, output::datasource);
+            show(
+                c,
+                call::<DataSource>(c, "GET", &["api", "v1", "datasources", &name], &[], NO_BODY).await?,
+                output::datasource,
+            );
         }
         DatasourceCmd::Test { name, object } => {
             let q: Vec<(&str, String)> = object.map(|o| ("object", o)).into_iter().collect();
-            let (r, raw): (TestResult, _) = call(c, "POST", &["api", "v1", "datasources", &name, "test"], &q, NO_BODY).await?;
+            let (r, raw): (TestResult, _) =
+                call(c, "POST", &["api", "v1", "datasources", &name, "test"], &q, NO_BODY).await?;
             let ok = r.ok;
             let message = r.message.clone();
             show(c, (r, raw), |r| println!("{}: {}", if r.ok { "ok" } else { "failed" }, r.message));
@@ -455,7 +476,11 @@ async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {
 
 async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
     match cmd {
-        VclusterCmd::List => show(c, call::<Vec<VCluster>>(c, "GET", &["api", "v1", "vclusters"], &[], NO_BODY).await?, |l| output::vclusters(l)),
+        VclusterCmd::List => {
+            show(c, call::<Vec<VCluster>>(c, "GET", &["api", "v1", "vclusters"], &[], NO_BODY).await?, |l| {
+                output::vclusters(l)
+            })
+        }
         VclusterCmd::Create { name, vcluster_type, slots } => {
             let req = CreateVCluster { name, vcluster_type, slots };
             show(c, call::<VCluster>(c, "POST", &["api", "v1", "vclusters"], &[], Some(&req)).await?, |v| {
@@ -463,7 +488,9 @@ async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
             });
         }
         VclusterCmd::Show { name } => {
-            show(c, call::<VCluster>(c, "GET", &["api", "v1", "vclusters", &name], &[], NO_BODY).await?, |v| output::vclusters(std::slice::from_ref(v)))
+            show(c, call::<VCluster>(c, "GET", &["api", "v1", "vclusters", &name], &[], NO_BODY).await?, |v| {
+                output::vclusters(std::slice::from_ref(v))
+            })
         }
         VclusterCmd::Delete { name, yes } => {
             confirm(yes, &format!("delete vcluster {name}?"))?;
@@ -476,10 +503,16 @@ async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
 
 async fn folder(c: &ClientArgs, cmd: FolderCmd) -> Result<(), Error> {
     match cmd {
-        FolderCmd::List => show(c, call::<Vec<Folder>>(c, "GET", &["api", "v1", "folders"], &[], NO_BODY).await?, |l| output::folders(l)),
-        FolderCmd::Create { name } => {
-            show(c, call::<Folder>(c, "POST", &["api", "v1", "folders"], &[], Some(&CreateFolder { name })).await?, |f| println!("folder {} created", f.name))
+        FolderCmd::List => {
+            show(c, call::<Vec<Folder>>(c, "GET", &["api", "v1", "folders"], &[], NO_BODY).await?, |l| {
+                output::folders(l)
+            })
         }
+        FolderCmd::Create { name } => show(
+            c,
+            call::<Folder>(c, "POST", &["api", "v1", "folders"], &[], Some(&CreateFolder { name })).await?,
+            |f| println!("folder {} created", f.name),
+        ),
         FolderCmd::Delete { name, yes } => {
             confirm(yes, &format!("delete folder {name}?"))?;
             call::<serde_json::Value>(c, "DELETE", &["api", "v1", "folders", &name], &[], NO_BODY).await?;
@@ -493,12 +526,20 @@ async fn meta(c: &ClientArgs, cmd: MetaCmd) -> Result<(), Error> {
     match cmd {
         MetaCmd::Namespaces { datasource } => show(
             c,
-            call::<Vec<Namespace>>(c, "GET", &["api", "v1", "datasources", &datasource, "namespaces"], &[], NO_BODY).await?,
+            call::<Vec<Namespace>>(c, "GET", &["api", "v1", "datasources", &datasource, "namespaces"], &[], NO_BODY)
+                .await?,
             |l| output::namespaces(l),
         ),
         MetaCmd::Objects { datasource, namespace } => show(
             c,
-            call::<Vec<MetaObject>>(c, "GET", &["api", "v1", "datasources", &datasource, "namespaces", &namespace, "objects"], &[], NO_BODY).await?,
+            call::<Vec<MetaObject>>(
+                c,
+                "GET",
+                &["api", "v1", "datasources", &datasource, "namespaces", &namespace, "objects"],
+                &[],
+                NO_BODY,
+            )
+            .await?,
             |l| output::objects(l),
         ),
         MetaCmd::Detail { datasource, namespace, object, sample } => show(
@@ -526,19 +567,30 @@ async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
         TaskCmd::Create { name, task_type, folder, vcluster } => {
             let req = CreateTask { name, task_type, folder, vcluster };
             show(c, call::<Task>(c, "POST", &["api", "v1", "tasks"], &[], Some(&req)).await?, |t| {
-                println!("task {} created (task_type {}, folder {}, vcluster {}): configure it with `rtsync task configure {} --source DS --source-table T`", t.name, t.task_type, t.folder, t.vcluster, t.name)
+                println!(
+                    "task {} created (task_type {}, folder {}, vcluster {}): configure it with `rtsync task configure {} --source DS --source-table T`",
+                    t.name, t.task_type, t.folder, t.vcluster, t.name
+                )
             });
         }
         TaskCmd::Configure(args) => {
             let a = *args;
-            let columns = if a.columns.is_empty() { None } else { Some(a.columns.iter().map(|s| parse_column_arg(s)).collect::<Result<Vec<_>, _>>()?) };
+            let columns = if a.columns.is_empty() {
+                None
+            } else {
+                Some(a.columns.iter().map(|s| parse_column_arg(s)).collect::<Result<Vec<_>, _>>()?)
+            };
             let error_policy = a
                 .error_policy
                 .map(|p| p.parse::<ErrorPolicy>().map_err(|e| Error::bad_request(format!("--error-policy: {e}"))))
                 .transpose()?;
             let commit_interval_ms = a
                 .commit_interval
-                .map(|t| rtsync_control::duration::parse(&t).map(|d| d.as_millis() as u64).map_err(|e| Error::bad_request(format!("--commit-interval: {e}"))))
+                .map(|t| {
+                    rtsync_control::duration::parse(&t)
+                        .map(|d| d.as_millis() as u64)
+                        .map_err(|e| Error::bad_request(format!("--commit-interval: {e}")))
+                })
                 .transpose()?;
             let patch = ConfigPatch {
                 source: a.source,
@@ -554,34 +606,55 @@ async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
                 commit_interval_ms,
                 vcluster: a.vcluster,
             };
-            show(c, call::<Task>(c, "PATCH", &["api", "v1", "tasks", &a.name, "config"], &[], Some(&patch)).await?, |t| {
-                println!("task {} configured (draft):", t.name);
-                output::task(t);
-            });
+            show(
+                c,
+                call::<Task>(c, "PATCH", &["api", "v1", "tasks", &a.name, "config"], &[], Some(&patch)).await?,
+                |t| {
+                    println!("task {} configured (draft):", t.name);
+                    output::task(t);
+                },
+            );
         }
         TaskCmd::Preview { name, limit } => show(
             c,
-            call::<Preview>(c, "POST", &["api", "v1", "tasks", &name, "preview"], &[("limit", limit.to_string())], NO_BODY).await?,
+            call::<Preview>(
+                c,
+                "POST",
+                &["api", "v1", "tasks", &name, "preview"],
+                &[("limit", limit.to_string())],
+                NO_BODY,
+            )
+            .await?,
             output::preview,
         ),
         TaskCmd::Deploy { name, yes } => {
             confirm(yes, &format!("deploy task {name}: publish its draft and start it now?"))?;
             action(c, call(c, "POST", &["api", "v1", "tasks", &name, "deploy"], &[], NO_BODY).await?);
         }
-        TaskCmd::Stop { name } => action(c, call(c, "POST", &["api", "v1", "tasks", &name, "stop"], &[], NO_BODY).await?),
-        TaskCmd::Start { name } => action(c, call(c, "POST", &["api", "v1", "tasks", &name, "start"], &[], NO_BODY).await?),
+        TaskCmd::Stop { name } => {
+            action(c, call(c, "POST", &["api", "v1", "tasks", &name, "stop"], &[], NO_BODY).await?)
+        }
+        TaskCmd::Start { name } => {
+            action(c, call(c, "POST", &["api", "v1", "tasks", &name, "start"], &[], NO_BODY).await?)
+        }
         TaskCmd::Undeploy { name, yes } => {
             confirm(yes, &format!("undeploy task {name}: stop it and forget its position?"))?;
             action(c, call(c, "POST", &["api", "v1", "tasks", &name, "undeploy"], &[], NO_BODY).await?);
         }
-        TaskCmd::Show { name } => show(c, call::<TaskDetail>(c, "GET", &["api", "v1", "tasks", &name], &[], NO_BODY).await?, output::task_detail),
+        TaskCmd::Show { name } => show(
+            c,
+            call::<TaskDetail>(c, "GET", &["api", "v1", "tasks", &name], &[], NO_BODY).await?,
+            output::task_detail,
+        ),
         TaskCmd::List { folder } => {
             let q: Vec<(&str, String)> = folder.map(|f| ("folder", f)).into_iter().collect();
             show(c, call::<Vec<Task>>(c, "GET", &["api", "v1", "tasks"], &q, NO_BODY).await?, |l| output::tasks(l));
         }
-        TaskCmd::Versions { name } => {
-            show(c, call::<Vec<Version>>(c, "GET", &["api", "v1", "tasks", &name, "versions"], &[], NO_BODY).await?, |l| output::versions(l))
-        }
+        TaskCmd::Versions { name } => show(
+            c,
+            call::<Vec<Version>>(c, "GET", &["api", "v1", "tasks", &name, "versions"], &[], NO_BODY).await?,
+            |l| output::versions(l),
+        ),
         TaskCmd::Delete { name, yes } => {
             confirm(yes, &format!("delete task {name} with its versions, runs and logs?"))?;
             call::<serde_json::Value>(c, "DELETE", &["api", "v1", "tasks", &name], &[], NO_BODY).await?;
@@ -593,10 +666,16 @@ async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
 
 async fn runs(c: &ClientArgs, cmd: RunsCmd) -> Result<(), Error> {
     match cmd {
-        RunsCmd::List { task } => show(c, call::<Vec<Run>>(c, "GET", &["api", "v1", "tasks", &task, "runs"], &[], NO_BODY).await?, |l| output::runs(l)),
-        RunsCmd::Detail { run_id } => {
-            show(c, call::<RunDetail>(c, "GET", &["api", "v1", "runs", &run_id.to_string()], &[], NO_BODY).await?, output::run_detail)
+        RunsCmd::List { task } => {
+            show(c, call::<Vec<Run>>(c, "GET", &["api", "v1", "tasks", &task, "runs"], &[], NO_BODY).await?, |l| {
+                output::runs(l)
+            })
         }
+        RunsCmd::Detail { run_id } => show(
+            c,
+            call::<RunDetail>(c, "GET", &["api", "v1", "runs", &run_id.to_string()], &[], NO_BODY).await?,
+            output::run_detail,
+        ),
     }
     Ok(())
 }
@@ -605,7 +684,11 @@ async fn attempts(c: &ClientArgs, cmd: AttemptsCmd) -> Result<(), Error> {
     match cmd {
         AttemptsCmd::Log { run_id, attempt } => {
             let q: Vec<(&str, String)> = attempt.map(|a| ("attempt", a.to_string())).into_iter().collect();
-            show(c, call::<AttemptLog>(c, "GET", &["api", "v1", "runs", &run_id.to_string(), "log"], &q, NO_BODY).await?, output::attempt_log);
+            show(
+                c,
+                call::<AttemptLog>(c, "GET", &["api", "v1", "runs", &run_id.to_string(), "log"], &q, NO_BODY).await?,
+                output::attempt_log,
+            );
         }
     }
     Ok(())

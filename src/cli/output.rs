@@ -60,7 +60,11 @@ pub fn datasources(list: &[DataSource]) {
 }
 
 pub fn datasource(d: &DataSource) {
-    let mut pairs = vec![("name", d.name.clone()), ("type", format!("{} (ds_type {})", d.ds_type, d.ds_type_id)), ("created", d.created_at.clone())];
+    let mut pairs = vec![
+        ("name", d.name.clone()),
+        ("type", format!("{} (ds_type {})", d.ds_type, d.ds_type_id)),
+        ("created", d.created_at.clone()),
+    ];
     let props: Vec<String> = d.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.push(("properties", props.join("\n            ")));
     fields(&pairs);
@@ -69,18 +73,28 @@ pub fn datasource(d: &DataSource) {
 pub fn vclusters(list: &[VCluster]) {
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|v| vec![v.name.clone(), v.vcluster_type.clone(), v.slots.to_string(), v.slots_used.to_string(), v.tasks.join(",")])
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.vcluster_type.clone(),
+                v.slots.to_string(),
+                v.slots_used.to_string(),
+                v.tasks.join(","),
+            ]
+        })
         .collect();
     table(&["NAME", "VCLUSTER_TYPE", "SLOTS", "USED", "RUNNING_TASKS"], &rows);
 }
 
 pub fn folders(list: &[Folder]) {
-    let rows: Vec<Vec<String>> = list.iter().map(|f| vec![f.name.clone(), f.tasks.to_string(), f.created_at.clone()]).collect();
+    let rows: Vec<Vec<String>> =
+        list.iter().map(|f| vec![f.name.clone(), f.tasks.to_string(), f.created_at.clone()]).collect();
     table(&["NAME", "TASKS", "CREATED"], &rows);
 }
 
 pub fn namespaces(list: &[Namespace]) {
-    let rows: Vec<Vec<String>> = list.iter().map(|n| vec![n.name.clone(), n.objects.map_or("-".into(), |o| o.to_string())]).collect();
+    let rows: Vec<Vec<String>> =
+        list.iter().map(|n| vec![n.name.clone(), n.objects.map_or("-".into(), |o| o.to_string())]).collect();
     table(&["NAMESPACE", "OBJECTS"], &rows);
 }
 
@@ -103,7 +117,8 @@ pub fn objects(list: &[MetaObject]) {
 pub fn meta_detail(d: &MetaDetail) {
     println!("{} {}.{} ({})", d.datasource, d.namespace, d.object, d.kind);
     if !d.partitions.is_empty() {
-        let parts: Vec<String> = d.partitions.iter().map(|p| format!("{}:{}..{}", p.partition, p.low, p.high)).collect();
+        let parts: Vec<String> =
+            d.partitions.iter().map(|p| format!("{}:{}..{}", p.partition, p.low, p.high)).collect();
         println!("partitions: {}", parts.join(" "));
     }
     if let Some(n) = &d.note {
@@ -131,7 +146,10 @@ pub fn meta_detail(d: &MetaDetail) {
         .collect();
     table(&["COLUMN", "TYPE", "NULLABLE", "JSONPATH", "SEEN", "--column"], &rows);
     if !d.builtin.is_empty() {
-        println!("\nbuilt-in fields (the default mapping): {}", d.builtin.iter().map(|c| format!("{} {}", c.name, c.ty)).collect::<Vec<_>>().join(", "));
+        println!(
+            "\nbuilt-in fields (the default mapping): {}",
+            d.builtin.iter().map(|c| format!("{} {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+        );
     }
 }
 
@@ -169,7 +187,8 @@ fn describe_config(c: &TaskConfig) -> Vec<(&'static str, String)> {
         _ => "not configured".into(),
     };
     let columns = if c.columns.is_empty() {
-        "the source's default mapping (Kafka: key, value, timestamp, partition, offset, headers)".to_string()
+        "the source's default mapping (Kafka: key, value, timestamp, partition, offset, headers; a table: every column)"
+            .to_string()
     } else {
         c.columns.iter().map(|col| format!("{}={}:{}", col.name, col.expr, col.ty)).collect::<Vec<_>>().join(", ")
     };
@@ -216,7 +235,9 @@ pub fn task_detail(d: &TaskDetail) {
         ("vcluster", t.vcluster.clone()),
         (
             "deployed version",
-            d.deployed.as_ref().map_or("- (not deployed)".into(), |v| format!("{} (published {})", v.version, v.published_at)),
+            d.deployed
+                .as_ref()
+                .map_or("- (not deployed)".into(), |v| format!("{} (published {})", v.version, v.published_at)),
         ),
         ("delta app id", d.app_id.clone()),
     ];
@@ -228,7 +249,12 @@ pub fn task_detail(d: &TaskDetail) {
     if d.deployed.as_ref().is_some_and(|v| v.config != t.draft) {
         pairs.push(("draft", "changed since the deployed version (deploy to publish it)".into()));
     }
-    pairs.push(("position", s.position.clone().map_or("-".into(), |p| if p.is_empty() { "-".into() } else { format!("{p} (epoch {})", s.epoch.unwrap_or(0)) })));
+    pairs.push((
+        "position",
+        s.position.clone().map_or("-".into(), |p| {
+            if p.is_empty() { "-".into() } else { format!("{p} (epoch {})", s.epoch.unwrap_or(0)) }
+        }),
+    ));
     pairs.push(("lag", s.lag.map_or("-".into(), |l| format!("{} message(s)", thousands(l.max(0) as u64)))));
     pairs.push(("rows synced", thousands(s.rows_synced.max(0) as u64)));
     pairs.push(("rows/s", format!("{:.1}", s.rows_per_sec)));
@@ -254,8 +280,18 @@ pub fn versions(list: &[Version]) {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|v| {
-            let src = format!("{}:{}", v.config.source.clone().unwrap_or_default(), v.config.source_table.clone().unwrap_or_default());
-            vec![v.version.to_string(), v.incarnation.to_string(), v.published_at.clone(), src, v.config.columns.len().to_string()]
+            let src = format!(
+                "{}:{}",
+                v.config.source.clone().unwrap_or_default(),
+                v.config.source_table.clone().unwrap_or_default()
+            );
+            vec![
+                v.version.to_string(),
+                v.incarnation.to_string(),
+                v.published_at.clone(),
+                src,
+                v.config.columns.len().to_string(),
+            ]
         })
         .collect();
     table(&["VERSION", "INCARNATION", "PUBLISHED", "SOURCE", "COLUMNS"], &rows);
@@ -357,7 +393,12 @@ pub fn preview(p: &Preview) {
         .collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     table(&header_refs, &rows);
-    println!("\n{} message(s) read, {} mapped, {} rejected (nothing was written)", p.messages_read, p.rows.len(), p.rejected.len());
+    println!(
+        "\n{} message(s) read, {} mapped, {} rejected (nothing was written)",
+        p.messages_read,
+        p.rows.len(),
+        p.rejected.len()
+    );
     for r in &p.rejected {
         println!("rejected at {}: {}", r.at, r.reason);
     }

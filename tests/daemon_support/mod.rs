@@ -1,7 +1,7 @@
 //! Running `rtsync serve` on a free loopback port with a temporary data directory, and the
 //! `rtsync` CLI against it, for the daemon's end-to-end tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,7 +36,13 @@ impl Daemon {
 
     pub fn start_on(data_dir: &Path, port: u16) -> Self {
         let log = data_dir.with_extension("daemon.log");
-        let mut d = Daemon { child: None, port, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), log };
+        let mut d = Daemon {
+            child: None,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
         d.spawn();
         d
     }
@@ -44,7 +50,13 @@ impl Daemon {
     fn spawn(&mut self) {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rtsync"))
-            .args(["serve", "--data-dir", self.data_dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "serve",
+                "--data-dir",
+                self.data_dir.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+            ])
             .env("RTSYNC_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
@@ -121,7 +133,11 @@ impl Daemon {
             .stdin(Stdio::null())
             .output()
             .expect("run rtsync");
-        Cli { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+        Cli {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -150,7 +166,13 @@ impl Daemon {
     }
 
     /// Polls `task show NAME` until `cond` holds; returns the last answer.
-    pub fn wait_task(&self, name: &str, within: Duration, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_task(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
             let v = self.json(&["task", "show", name]);

@@ -45,7 +45,9 @@ fn no_content(value: Result<()>) -> Response {
 
 fn int_query(req: &Request, key: &str) -> Result<Option<i64>> {
     req.query(key)
-        .map(|v| v.parse::<i64>().map_err(|_| Error::bad_request(format!("query parameter {key}={v:?} is not a number"))))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| Error::bad_request(format!("query parameter {key}={v:?} is not a number")))
+        })
         .transpose()
 }
 
@@ -68,13 +70,18 @@ impl Api {
         let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
         let m = req.method.as_str();
         match (m, path.as_slice()) {
-            ("GET", ["health"]) => Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
+            ("GET", ["health"]) => {
+                Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+            }
             ("GET", ["metrics"]) => match metrics::render(c) {
                 Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),
                 Err(e) => Response::error(&e),
             },
             _ if path.len() >= 2 && path[..2] == API_PREFIX => self.route_v1(m, &path[2..], req).await,
-            _ => Response::error(&Error::not_found(format!("no route {m} /{} (the API is under /api/v1, see docs/api.md)", path.join("/")))),
+            _ => Response::error(&Error::not_found(format!(
+                "no route {m} /{} (the API is under /api/v1, see docs/api.md)",
+                path.join("/")
+            ))),
         }
     }
 
@@ -132,11 +139,15 @@ impl Api {
                 None => Response::error(&Error::bad_request("GET /api/v1/runs needs ?task=NAME")),
             },
             ("GET", ["runs", id]) => ok(parse_id(id, "run id").and_then(|id| c.run_detail(id))),
-            ("GET", ["runs", id, "log"]) => ok(parse_id(id, "run id").and_then(|id| Ok((id, int_query(req, "attempt")?))).and_then(|(id, a)| c.attempt_log(id, a))),
-            ("GET", ["runs", id, "attempts", n, "log"]) => {
-                ok(parse_id(id, "run id").and_then(|id| Ok((id, parse_id(n, "attempt")?))).and_then(|(id, n)| c.attempt_log(id, Some(n))))
+            ("GET", ["runs", id, "log"]) => ok(parse_id(id, "run id")
+                .and_then(|id| Ok((id, int_query(req, "attempt")?)))
+                .and_then(|(id, a)| c.attempt_log(id, a))),
+            ("GET", ["runs", id, "attempts", n, "log"]) => ok(parse_id(id, "run id")
+                .and_then(|id| Ok((id, parse_id(n, "attempt")?)))
+                .and_then(|(id, n)| c.attempt_log(id, Some(n)))),
+            _ => {
+                Response::error(&Error::not_found(format!("no route {m} /api/v1/{} (see docs/api.md)", path.join("/"))))
             }
-            _ => Response::error(&Error::not_found(format!("no route {m} /api/v1/{} (see docs/api.md)", path.join("/")))),
         }
     }
 }

@@ -21,9 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
-use crate::model::{
-    Attempt, DataSource, DsType, Folder, LogLine, Run, Task, TaskConfig, TaskState, VCluster, Version,
-};
+use crate::model::{Attempt, DataSource, DsType, Folder, LogLine, Run, Task, TaskConfig, TaskState, VCluster, Version};
 
 pub const CATALOG_FILE: &str = "catalog.db";
 
@@ -118,7 +116,8 @@ pub fn now() -> String {
 
 /// Opens a connection with the settings every catalog connection uses.
 pub fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| Error::internal(format!("opening the catalog {}: {e}", path.display())))?;
+    let conn =
+        Connection::open(path).map_err(|e| Error::internal(format!("opening the catalog {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -158,7 +157,8 @@ const ATTEMPT_COLUMNS: &str = "run_id, attempt, status, reason, started_at, ende
 impl Catalog {
     /// Opens (creating and migrating) `<dir>/catalog.db`. Returns whether it was created.
     pub fn open(dir: &Path) -> Result<(Self, bool)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("creating the data directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("creating the data directory {}: {e}", dir.display())))?;
         let path = dir.join(CATALOG_FILE);
         let mut conn = connect(&path)?;
         let created = migrate(&mut conn)?;
@@ -175,7 +175,12 @@ impl Catalog {
 
     // ---- data sources ----
 
-    pub fn insert_datasource(&self, name: &str, ds_type: DsType, properties: &BTreeMap<String, String>) -> Result<DataSource> {
+    pub fn insert_datasource(
+        &self,
+        name: &str,
+        ds_type: DsType,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<DataSource> {
         let props = serde_json::to_string(properties)?;
         {
             let conn = self.conn()?;
@@ -190,14 +195,19 @@ impl Catalog {
     pub fn datasource(&self, name: &str) -> Result<Option<DataSource>> {
         let conn = self.conn()?;
         let row = conn
-            .query_row("SELECT id, name, ds_type, properties, created_at FROM datasources WHERE name = ?1", [name], ds_row)
+            .query_row(
+                "SELECT id, name, ds_type, properties, created_at FROM datasources WHERE name = ?1",
+                [name],
+                ds_row,
+            )
             .optional()?;
         row.map(|r| r.into_datasource()).transpose()
     }
 
     pub fn datasources(&self) -> Result<Vec<DataSource>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT id, name, ds_type, properties, created_at FROM datasources ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, ds_type, properties, created_at FROM datasources ORDER BY name")?;
         let rows = stmt.query_map([], ds_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(|r| r.into_datasource()).collect()
     }
@@ -224,7 +234,8 @@ impl Catalog {
     /// Every vcluster with the running tasks that hold its slots.
     pub fn vclusters(&self) -> Result<Vec<VCluster>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT id, name, vcluster_type, slots, created_at FROM vclusters ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, vcluster_type, slots, created_at FROM vclusters ORDER BY name")?;
         let mut out = stmt
             .query_map([], |r| {
                 Ok(VCluster {
@@ -239,7 +250,9 @@ impl Catalog {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut stmt = conn.prepare("SELECT vcluster, name FROM tasks WHERE state = 'running' ORDER BY name")?;
-        let running = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let running = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         for v in &mut out {
             v.tasks = running.iter().filter(|(vc, _)| *vc == v.name).map(|(_, t)| t.clone()).collect();
             v.slots_used = v.tasks.len() as i64;
@@ -325,7 +338,10 @@ impl Catalog {
     }
 
     pub fn set_state(&self, id: i64, state: TaskState) -> Result<()> {
-        self.conn()?.execute("UPDATE tasks SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
+        self.conn()?.execute(
+            "UPDATE tasks SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, state.as_str(), now()],
+        )?;
         Ok(())
     }
 
@@ -339,7 +355,10 @@ impl Catalog {
         let text = serde_json::to_string(config)?;
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let next: i64 = tx.query_row("SELECT coalesce(max(version), 0) + 1 FROM task_versions WHERE task_id = ?1", [id], |r| r.get(0))?;
+        let next: i64 =
+            tx.query_row("SELECT coalesce(max(version), 0) + 1 FROM task_versions WHERE task_id = ?1", [id], |r| {
+                r.get(0)
+            })?;
         let ts = now();
         tx.execute(
             "INSERT INTO task_versions (task_id, version, config, incarnation, published_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -370,9 +389,9 @@ impl Catalog {
 
     /// The latest published version, deployed or not.
     pub fn latest_version(&self, task_id: i64) -> Result<Option<Version>> {
-        let latest: Option<i64> = self
-            .conn()?
-            .query_row("SELECT max(version) FROM task_versions WHERE task_id = ?1", [task_id], |r| r.get(0))?;
+        let latest: Option<i64> =
+            self.conn()?
+                .query_row("SELECT max(version) FROM task_versions WHERE task_id = ?1", [task_id], |r| r.get(0))?;
         match latest {
             Some(v) => self.version(task_id, v),
             None => Ok(None),
@@ -435,7 +454,9 @@ impl Catalog {
 
     pub fn runs(&self, task_id: i64) -> Result<Vec<Run>> {
         let conn = self.conn()?;
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r JOIN tasks t ON t.id = r.task_id WHERE r.task_id = ?1 ORDER BY r.id DESC");
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN tasks t ON t.id = r.task_id WHERE r.task_id = ?1 ORDER BY r.id DESC"
+        );
         let mut stmt = conn.prepare(&sql)?;
         Ok(stmt.query_map([task_id], run_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -452,7 +473,10 @@ impl Catalog {
     pub fn insert_attempt(&self, run_id: i64, reason: &str) -> Result<i64> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let n: i64 = tx.query_row("SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+        let n: i64 =
+            tx.query_row("SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })?;
         tx.execute(
             "INSERT INTO attempts (run_id, attempt, status, reason, started_at) VALUES (?1, ?2, 'running', ?3, ?4)",
             params![run_id, n, reason, now()],
@@ -461,7 +485,14 @@ impl Catalog {
         Ok(n)
     }
 
-    pub fn end_attempt(&self, run_id: i64, attempt: i64, status: &str, error: Option<&str>, kind: Option<&str>) -> Result<()> {
+    pub fn end_attempt(
+        &self,
+        run_id: i64,
+        attempt: i64,
+        status: &str,
+        error: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<()> {
         self.conn()?.execute(
             "UPDATE attempts SET status = ?3, error = ?4, error_kind = ?5, ended_at = ?6 WHERE run_id = ?1 AND attempt = ?2",
             params![run_id, attempt, status, error, kind, now()],
@@ -471,7 +502,8 @@ impl Catalog {
 
     pub fn attempts(&self, run_id: i64) -> Result<Vec<Attempt>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY attempt"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY attempt"))?;
         Ok(stmt.query_map([run_id], attempt_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -487,16 +519,26 @@ impl Catalog {
 
     pub fn log_lines(&self, run_id: i64, attempt: i64) -> Result<Vec<LogLine>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT ts, level, message FROM attempt_logs WHERE run_id = ?1 AND attempt = ?2 ORDER BY id")?;
+        let mut stmt =
+            conn.prepare("SELECT ts, level, message FROM attempt_logs WHERE run_id = ?1 AND attempt = ?2 ORDER BY id")?;
         let out = stmt
-            .query_map(params![run_id, attempt], |r| Ok(LogLine { ts: r.get(0)?, level: r.get(1)?, message: r.get(2)? }))?
+            .query_map(params![run_id, attempt], |r| {
+                Ok(LogLine { ts: r.get(0)?, level: r.get(1)?, message: r.get(2)? })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(out)
     }
 
     // ---- last known status ----
 
-    pub fn save_status(&self, task_id: i64, position: Option<&str>, epoch: Option<i64>, rows_delta: i64, last_commit_at: Option<&str>) -> Result<()> {
+    pub fn save_status(
+        &self,
+        task_id: i64,
+        position: Option<&str>,
+        epoch: Option<i64>,
+        rows_delta: i64,
+        last_commit_at: Option<&str>,
+    ) -> Result<()> {
         self.conn()?.execute(
             "INSERT INTO task_status (task_id, position, epoch, rows_synced, last_commit_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (task_id) DO UPDATE SET position = coalesce(excluded.position, position), epoch = coalesce(excluded.epoch, epoch),
@@ -510,9 +552,18 @@ impl Catalog {
     pub fn status(&self, task_id: i64) -> Result<Option<SavedStatus>> {
         let conn = self.conn()?;
         Ok(conn
-            .query_row("SELECT position, epoch, rows_synced, last_commit_at FROM task_status WHERE task_id = ?1", [task_id], |r| {
-                Ok(SavedStatus { position: r.get(0)?, epoch: r.get(1)?, rows_synced: r.get(2)?, last_commit_at: r.get(3)? })
-            })
+            .query_row(
+                "SELECT position, epoch, rows_synced, last_commit_at FROM task_status WHERE task_id = ?1",
+                [task_id],
+                |r| {
+                    Ok(SavedStatus {
+                        position: r.get(0)?,
+                        epoch: r.get(1)?,
+                        rows_synced: r.get(2)?,
+                        last_commit_at: r.get(3)?,
+                    })
+                },
+            )
             .optional()?)
     }
 }
@@ -540,8 +591,9 @@ fn ds_row(r: &Row<'_>) -> rusqlite::Result<DsRow> {
 
 impl DsRow {
     fn into_datasource(self) -> Result<DataSource> {
-        let ds_type = DsType::from_id(self.ds_type)
-            .ok_or_else(|| Error::internal(format!("data source {} has an unknown ds_type {}", self.name, self.ds_type)))?;
+        let ds_type = DsType::from_id(self.ds_type).ok_or_else(|| {
+            Error::internal(format!("data source {} has an unknown ds_type {}", self.name, self.ds_type))
+        })?;
         Ok(DataSource {
             id: self.id,
             name: self.name,
@@ -636,7 +688,9 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 pub fn append_log_lines(conn: &mut Connection, lines: &[(i64, i64, LogLine)]) -> Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached("INSERT INTO attempt_logs (run_id, attempt, ts, level, message) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO attempt_logs (run_id, attempt, ts, level, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for (run, attempt, line) in lines {
             stmt.execute(params![run, attempt, line.ts, line.level, line.message])?;
         }

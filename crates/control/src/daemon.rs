@@ -34,7 +34,8 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     let data_dir = std::path::absolute(&opts.data_dir)
         .map_err(|e| Error::internal(format!("resolving the data directory {}: {e}", opts.data_dir.display())))?;
     // One daemon per data directory: a second one would run the same tasks twice.
-    let lock = File::create(data_dir.join(LOCK_FILE)).map_err(|e| Error::internal(format!("creating the lock file: {e}")))?;
+    let lock =
+        File::create(data_dir.join(LOCK_FILE)).map_err(|e| Error::internal(format!("creating the lock file: {e}")))?;
     lock.try_lock().map_err(|_| {
         Error::conflict(format!("another rtsync daemon is using the data directory {}", data_dir.display()))
     })?;
@@ -44,7 +45,8 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     let scheduler = Scheduler::new(catalog.clone());
     let control = Arc::new(Control::new(catalog, scheduler));
     let lakehouse = data_dir.join(LAKEHOUSE_DIR);
-    std::fs::create_dir_all(&lakehouse).map_err(|e| Error::internal(format!("creating {}: {e}", lakehouse.display())))?;
+    std::fs::create_dir_all(&lakehouse)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", lakehouse.display())))?;
     control.seed(&lakehouse.to_string_lossy())?;
     if created {
         tracing::info!(data_dir = %data_dir.display(), "new catalog: created vcluster 'default' (SYNC), folder 'default' and data source 'lakehouse'");

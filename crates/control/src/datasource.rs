@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rtsync_core::{ErrorKind, Source, SyncError};
 use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use rtsync_source_kafka::{KafkaSource, KafkaSourceConfig, StartOffset};
+use rtsync_source_mysql::{MySqlSource, MySqlSourceConfig};
 use rtsync_source_postgres::{PostgresSource, PostgresSourceConfig};
 
 use crate::error::{Error, Result};
@@ -48,7 +49,9 @@ pub fn validate(ds_type: DsType, props: &BTreeMap<String, String>) -> Result<()>
         }
         Family::Lakehouse => {
             if props.get(ROOT).is_none_or(|r| r.trim().is_empty()) {
-                return Err(Error::bad_request("a lakehouse data source needs root (a directory or an object-store URI)"));
+                return Err(Error::bad_request(
+                    "a lakehouse data source needs root (a directory or an object-store URI)",
+                ));
             }
         }
         Family::Mysql | Family::Postgres | Family::SqlServer => {
@@ -86,7 +89,8 @@ fn example_url(family: Family) -> &'static str {
 
 fn kafka_config_with_topic(props: &BTreeMap<String, String>, topic: &str, start: StartOffset) -> KafkaSourceConfig {
     let servers = props.get(BOOTSTRAP_SERVERS).cloned().unwrap_or_default();
-    let properties = props.iter().filter(|(k, _)| k.as_str() != BOOTSTRAP_SERVERS).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let properties =
+        props.iter().filter(|(k, _)| k.as_str() != BOOTSTRAP_SERVERS).map(|(k, v)| (k.clone(), v.clone())).collect();
     KafkaSourceConfig { start_offset: start, properties, ..KafkaSourceConfig::new(servers, topic) }
 }
 
@@ -110,6 +114,18 @@ pub fn postgres_config(ds: &DataSource, schema: &str, table: &str) -> Result<Pos
     Ok(cfg)
 }
 
+/// The MySQL source configuration for `database.table` of a MySQL-family data source.
+pub fn mysql_config(ds: &DataSource, database: &str, table: &str) -> Result<MySqlSourceConfig> {
+    if ds.ds_type.family() != Family::Mysql {
+        return Err(Error::bad_request(format!("data source {} is {}, not MySQL", ds.name, ds.ds_type)));
+    }
+    let url = ds.properties.get(URL).cloned().unwrap_or_default();
+    let mut cfg = MySqlSourceConfig::new(url, database, table);
+    cfg.user = ds.properties.get("user").cloned();
+    cfg.password = ds.properties.get("password").cloned();
+    Ok(cfg)
+}
+
 /// A librdkafka client for metadata look-ups on a Kafka data source.
 pub fn kafka_consumer(ds: &DataSource, group: &str) -> Result<BaseConsumer> {
     let mut cc = ClientConfig::new();
@@ -117,14 +133,21 @@ pub fn kafka_consumer(ds: &DataSource, group: &str) -> Result<BaseConsumer> {
         cc.set(k, v);
     }
     cc.set("group.id", group).set("enable.auto.commit", "false").set("allow.auto.create.topics", "false");
-    cc.create()
-        .map_err(|e| Error::bad_request(format!("data source {}: creating the Kafka client failed, check its properties: {e}", ds.name)))
+    cc.create().map_err(|e| {
+        Error::bad_request(format!(
+            "data source {}: creating the Kafka client failed, check its properties: {e}",
+            ds.name
+        ))
+    })
 }
 
 /// Where a Lakehouse data source's root is, as the sink takes it.
 pub fn lakehouse_root(ds: &DataSource) -> Result<String> {
     if ds.ds_type != DsType::Lakehouse {
-        return Err(Error::bad_request(format!("data source {} is {}, not lakehouse: the target must be a lakehouse data source", ds.name, ds.ds_type)));
+        return Err(Error::bad_request(format!(
+            "data source {} is {}, not lakehouse: the target must be a lakehouse data source",
+            ds.name, ds.ds_type
+        )));
     }
     ds.properties
         .get(ROOT)
@@ -135,7 +158,8 @@ pub fn lakehouse_root(ds: &DataSource) -> Result<String> {
 pub fn lakehouse_config(ds: &DataSource, schema: &str, table: &str) -> Result<LakehouseSinkConfig> {
     let root = lakehouse_root(ds)?;
     let mut cfg = LakehouseSinkConfig::new(root, schema, table);
-    cfg.storage_options = ds.properties.iter().filter(|(k, _)| k.as_str() != ROOT).map(|(k, v)| (k.clone(), v.clone())).collect();
+    cfg.storage_options =
+        ds.properties.iter().filter(|(k, _)| k.as_str() != ROOT).map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(cfg)
 }
 
@@ -155,13 +179,15 @@ pub fn not_implemented(ds_type: DsType) -> Error {
         _ => "source",
     };
     Error::bad_request(format!(
-        "the {what} is not available in this rtsync build yet: {ds_type} data sources can be stored and configured, but not tested, browsed, previewed or deployed; Kafka and PostgreSQL are ready today"
+        "the {what} is not available in this rtsync build yet: {ds_type} data sources can be stored and configured, but not tested, browsed, previewed or deployed; Kafka, MySQL and PostgreSQL are ready today"
     ))
 }
 
 /// Says what the daemon cannot do yet for a connector that can otherwise run.
 pub fn not_yet(ds_type: DsType, what: &str) -> Error {
-    Error::bad_request(format!("{what} is not implemented for {ds_type} data sources yet (Kafka and Lakehouse have it)"))
+    Error::bad_request(format!(
+        "{what} is not implemented for {ds_type} data sources yet (Kafka and Lakehouse have it)"
+    ))
 }
 
 /// `schema.table` or `table` (schema `public`).
@@ -186,7 +212,8 @@ async fn test_inner(ds: &DataSource, object: Option<&str>) -> Result<String> {
         Family::Kafka => {
             let servers = ds.properties.get(BOOTSTRAP_SERVERS).cloned().unwrap_or_default();
             if let Some(topic) = object {
-                let mut source = KafkaSource::new(format!("test-{}", ds.name), kafka_config(ds, topic, StartOffset::Earliest)?)?;
+                let mut source =
+                    KafkaSource::new(format!("test-{}", ds.name), kafka_config(ds, topic, StartOffset::Earliest)?)?;
                 let checked = source.check().await;
                 let _ = source.close().await;
                 checked?;
@@ -212,7 +239,9 @@ async fn test_inner(ds: &DataSource, object: Option<&str>) -> Result<String> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::bad_request(format!("cannot create the lakehouse root {}: {e}", dir.display())))?;
             let probe = dir.join(".rtsync-write-test");
-            std::fs::write(&probe, b"ok").map_err(|e| Error::bad_request(format!("cannot write in the lakehouse root {}: {e}", dir.display())))?;
+            std::fs::write(&probe, b"ok").map_err(|e| {
+                Error::bad_request(format!("cannot write in the lakehouse root {}: {e}", dir.display()))
+            })?;
             let _ = std::fs::remove_file(&probe);
             Ok(format!("lakehouse root {} is writable", dir.display()))
         }
@@ -227,15 +256,33 @@ async fn test_inner(ds: &DataSource, object: Option<&str>) -> Result<String> {
             let checked = source.check().await;
             let _ = source.close().await;
             checked?;
-            Ok(format!("connected to PostgreSQL; table {schema}.{table} is ready for CDC (wal_level logical, replication privilege, key)"))
+            Ok(format!(
+                "connected to PostgreSQL; table {schema}.{table} is ready for CDC (wal_level logical, replication privilege, key)"
+            ))
         }
-        Family::Mysql | Family::SqlServer => Err(not_implemented(ds.ds_type)),
+        Family::Mysql => {
+            let Some((database, table)) = object.and_then(|o| o.split_once('.')) else {
+                return Err(Error::bad_request(
+                    "the MySQL check runs against a table: add --object DATABASE.TABLE (it checks the connection, credentials, binlog settings, privileges and the table)",
+                ));
+            };
+            let mut source = MySqlSource::new(format!("test-{}", ds.name), mysql_config(ds, database, table)?)?;
+            let checked = source.check().await;
+            let _ = source.close().await;
+            checked?;
+            Ok(format!("connected to MySQL; table {database}.{table} is ready for CDC (binlog, privileges)"))
+        }
+        Family::SqlServer => Err(not_implemented(ds.ds_type)),
     }
 }
 
 /// Sync errors from connectors keep their full report.
 pub fn sync_err(err: SyncError) -> Error {
-    let code = if err.kind() == ErrorKind::Transient { crate::error::Code::Unavailable } else { crate::error::Code::BadRequest };
+    let code = if err.kind() == ErrorKind::Transient {
+        crate::error::Code::Unavailable
+    } else {
+        crate::error::Code::BadRequest
+    };
     Error::new(code, err.report())
 }
 
@@ -250,7 +297,10 @@ mod tests {
 
     #[test]
     fn validates_each_family() {
-        assert!(validate(DsType::Kafka, &props(&[("bootstrap.servers", "h:9092"), ("security.protocol", "SASL_SSL")])).is_ok());
+        assert!(
+            validate(DsType::Kafka, &props(&[("bootstrap.servers", "h:9092"), ("security.protocol", "SASL_SSL")]))
+                .is_ok()
+        );
         let err = validate(DsType::Kafka, &props(&[])).unwrap_err();
         assert!(err.message.contains("bootstrap.servers"), "{err}");
         let err = validate(DsType::Kafka, &props(&[("bootstrap.servers", "h:1"), ("group.id", "g")])).unwrap_err();

@@ -156,12 +156,21 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
                             .and_then(|v| v.trim().parse().ok())
                             .ok_or_else(|| Some(Error::bad_request("invalid Content-Length")))?;
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(Some(Error::new(Code::BadRequest, "chunked request bodies are not supported: send Content-Length")));
+                        return Err(Some(Error::new(
+                            Code::BadRequest,
+                            "chunked request bodies are not supported: send Content-Length",
+                        )));
                     } else if h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
                         expect = true;
                     }
                 }
-                break (len, req.method.unwrap_or("GET").to_string(), req.path.unwrap_or("/").to_string(), content_length, expect);
+                break (
+                    len,
+                    req.method.unwrap_or("GET").to_string(),
+                    req.path.unwrap_or("/").to_string(),
+                    content_length,
+                    expect,
+                );
             }
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
@@ -242,12 +251,22 @@ pub mod client {
     pub const TIMEOUT: Duration = Duration::from_secs(180);
 
     /// Sends `method path?query` with an optional JSON body; returns status and body.
-    pub async fn call(base: &str, method: &str, path: &[&str], query: &[(&str, String)], body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), Error> {
-        let url = url::Url::parse(base).map_err(|e| Error::bad_request(format!("--server {base:?} is not a URL: {e}")))?;
+    pub async fn call(
+        base: &str,
+        method: &str,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let url =
+            url::Url::parse(base).map_err(|e| Error::bad_request(format!("--server {base:?} is not a URL: {e}")))?;
         if url.scheme() != "http" {
-            return Err(Error::bad_request(format!("--server {base:?}: only http:// is supported (the daemon listens on loopback)")));
+            return Err(Error::bad_request(format!(
+                "--server {base:?}: only http:// is supported (the daemon listens on loopback)"
+            )));
         }
-        let host = url.host_str().ok_or_else(|| Error::bad_request(format!("--server {base:?} has no host")))?.to_string();
+        let host =
+            url.host_str().ok_or_else(|| Error::bad_request(format!("--server {base:?} has no host")))?.to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let mut target = String::new();
         let prefix = url.path().trim_end_matches('/');
@@ -258,7 +277,8 @@ pub mod client {
         }
         if !query.is_empty() {
             target.push('?');
-            let q: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
+            let q: Vec<String> =
+                query.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
             target.push_str(&q.join("&"));
         }
         let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
@@ -274,16 +294,21 @@ pub mod client {
                 "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rtsync-cli\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let io = |e: std::io::Error| Error::new(Code::Unavailable, format!("talking to the rtsync daemon at {base}: {e}"));
+            let io = |e: std::io::Error| {
+                Error::new(Code::Unavailable, format!("talking to the rtsync daemon at {base}: {e}"))
+            };
             stream.write_all(head.as_bytes()).await.map_err(io)?;
             stream.write_all(&body).await.map_err(io)?;
             let mut raw = Vec::new();
             stream.read_to_end(&mut raw).await.map_err(io)?;
             parse_response(&raw).map_err(|m| Error::internal(format!("the daemon at {base} answered with {m}")))
         };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .map_err(|_| Error::new(Code::Unavailable, format!("the rtsync daemon at {base} did not answer within {}s", TIMEOUT.as_secs())))?
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| {
+            Error::new(
+                Code::Unavailable,
+                format!("the rtsync daemon at {base} did not answer within {}s", TIMEOUT.as_secs()),
+            )
+        })?
     }
 
     fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {

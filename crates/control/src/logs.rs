@@ -139,7 +139,11 @@ fn write_loop(mut conn: rusqlite::Connection, rx: Receiver<Record>) {
         if dropped > 0
             && let Some(first) = batch.first()
         {
-            let line = LogLine { ts: catalog::now(), level: "WARN".into(), message: format!("{dropped} log lines were dropped: the log writer fell behind") };
+            let line = LogLine {
+                ts: catalog::now(),
+                level: "WARN".into(),
+                message: format!("{dropped} log lines were dropped: the log writer fell behind"),
+            };
             lines.push((first.route.run_id, first.route.attempt, line));
         }
         for r in batch {
@@ -254,6 +258,9 @@ where
         let Some(route) = route else { return };
         let mut message = v.message;
         message.push_str(&v.fields);
-        send(Record { route, line: LogLine { ts: catalog::now(), level: event.metadata().level().to_string(), message } });
+        send(Record {
+            route,
+            line: LogLine { ts: catalog::now(), level: event.metadata().level().to_string(), message },
+        });
     }
 }

@@ -48,12 +48,15 @@ pub async fn namespaces(ds: &DataSource) -> Result<Vec<Namespace>> {
             let dir = lakehouse_dir(ds)?;
             let mut out = Vec::new();
             for name in subdirs(&dir)? {
-                let tables = subdirs(&dir.join(&name))?.into_iter().filter(|t| dir.join(&name).join(t).join("_delta_log").is_dir()).count();
+                let tables = subdirs(&dir.join(&name))?
+                    .into_iter()
+                    .filter(|t| dir.join(&name).join(t).join("_delta_log").is_dir())
+                    .count();
                 out.push(Namespace { name, objects: Some(tables as i64) });
             }
             Ok(out)
         }
-        Family::Postgres => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
 }
@@ -67,7 +70,11 @@ pub async fn objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>
         Family::Lakehouse => {
             let dir = lakehouse_dir(ds)?.join(namespace);
             if !dir.is_dir() {
-                return Err(Error::not_found(format!("schema {namespace:?} does not exist in lakehouse {} ({})", ds.name, dir.display())));
+                return Err(Error::not_found(format!(
+                    "schema {namespace:?} does not exist in lakehouse {} ({})",
+                    ds.name,
+                    dir.display()
+                )));
             }
             let mut out = Vec::new();
             for name in subdirs(&dir)? {
@@ -82,7 +89,7 @@ pub async fn objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>
             }
             Ok(out)
         }
-        Family::Postgres => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
 }
@@ -96,10 +103,15 @@ pub async fn detail(ds: &DataSource, namespace: &str, object: &str, sample: usiz
         Family::Lakehouse => {
             let path = lakehouse_dir(ds)?.join(namespace).join(object);
             if !path.join("_delta_log").is_dir() {
-                return Err(Error::not_found(format!("table {namespace}.{object} does not exist in lakehouse {} ({})", ds.name, path.display())));
+                return Err(Error::not_found(format!(
+                    "table {namespace}.{object} does not exist in lakehouse {} ({})",
+                    ds.name,
+                    path.display()
+                )));
             }
             let table = open_delta(&path).await?;
-            let snapshot = table.snapshot().map_err(|e| Error::bad_request(format!("reading table {}: {e}", path.display())))?;
+            let snapshot =
+                table.snapshot().map_err(|e| Error::bad_request(format!("reading table {}: {e}", path.display())))?;
             let columns = snapshot
                 .schema()
                 .fields()
@@ -125,7 +137,7 @@ pub async fn detail(ds: &DataSource, namespace: &str, object: &str, sample: usiz
                 note: table.version().map(|v| format!("Delta table at {}, version {v}", path.display())),
             })
         }
-        Family::Postgres => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
 }
@@ -140,10 +152,12 @@ fn check_kafka_namespace(namespace: &str) -> Result<()> {
 
 fn lakehouse_dir(ds: &DataSource) -> Result<std::path::PathBuf> {
     let root = datasource::lakehouse_root(ds)?;
-    let dir = local_root(&root)
-        .ok_or_else(|| Error::bad_request(format!("lakehouse {} is at {root}: browsing works on local roots only", ds.name)))?;
+    let dir = local_root(&root).ok_or_else(|| {
+        Error::bad_request(format!("lakehouse {} is at {root}: browsing works on local roots only", ds.name))
+    })?;
     if !dir.exists() {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::bad_request(format!("lakehouse root {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::bad_request(format!("lakehouse root {}: {e}", dir.display())))?;
     }
     Ok(dir)
 }
@@ -162,7 +176,8 @@ fn subdirs(dir: &std::path::Path) -> Result<Vec<String>> {
 
 async fn open_delta(path: &std::path::Path) -> Result<deltalake::DeltaTable> {
     let location = path.to_string_lossy().to_string();
-    let url = deltalake::ensure_table_uri(&location).map_err(|e| Error::bad_request(format!("table location {location}: {e}")))?;
+    let url = deltalake::ensure_table_uri(&location)
+        .map_err(|e| Error::bad_request(format!("table location {location}: {e}")))?;
     deltalake::open_table(url).await.map_err(|e| Error::bad_request(format!("opening Delta table {location}: {e}")))
 }
 
@@ -225,9 +240,9 @@ fn watermarks(ds: &DataSource, topic: &str) -> Result<Vec<PartitionInfo>> {
     };
     let mut out = Vec::new();
     for p in parts {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-            .map_err(|e| rtsync_source_kafka::classify(e, &format!("reading offsets of {topic:?} partition {p}"), &servers))?;
+        let (low, high) = consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT).map_err(|e| {
+            rtsync_source_kafka::classify(e, &format!("reading offsets of {topic:?} partition {p}"), &servers)
+        })?;
         out.push(PartitionInfo { partition: p, low, high });
     }
     out.sort_by_key(|p| p.partition);
@@ -252,7 +267,11 @@ async fn kafka_detail(ds: &DataSource, topic: &str, sample: usize) -> Result<Met
         expected += (p.high - from).max(0) as usize;
     }
     let expected = expected.min(sample);
-    let values = if expected == 0 { Vec::new() } else { sample_values(ds, topic, StartOffset::Offsets(starts), expected).await? };
+    let values = if expected == 0 {
+        Vec::new()
+    } else {
+        sample_values(ds, topic, StartOffset::Offsets(starts), expected).await?
+    };
     let mut fields = FieldSet::default();
     let mut not_json = 0i64;
     for v in &values {
@@ -265,7 +284,10 @@ async fn kafka_detail(ds: &DataSource, topic: &str, sample: usize) -> Result<Met
     let sampled = values.len() as i64;
     let columns = fields.columns(sampled);
     let note = if sampled == 0 {
-        Some("the topic holds no messages: fields cannot be inferred yet; the built-in fields are always available".to_string())
+        Some(
+            "the topic holds no messages: fields cannot be inferred yet; the built-in fields are always available"
+                .to_string(),
+        )
     } else {
         Some(format!("fields inferred from the newest {sampled} message(s); types are guesses from the sampled values"))
     };
@@ -417,7 +439,8 @@ impl FieldSet {
             }
             None => {
                 self.order.push(path.to_string());
-                self.stats.insert(path.to_string(), FieldStat { guess: g, seen: 1, nulls: i64::from(g == Guess::Null) });
+                self.stats
+                    .insert(path.to_string(), FieldStat { guess: g, seen: 1, nulls: i64::from(g == Guess::Null) });
             }
         }
     }
@@ -429,7 +452,11 @@ impl FieldSet {
                     self.record(&path, v);
                 }
                 for (k, child) in map {
-                    let p = if is_plain_key(k) { format!("{path}.{k}") } else { format!("{path}['{}']", k.replace('\'', "\\'")) };
+                    let p = if is_plain_key(k) {
+                        format!("{path}.{k}")
+                    } else {
+                        format!("{path}['{}']", k.replace('\'', "\\'"))
+                    };
                     self.walk(p, child, false);
                 }
             }
@@ -468,7 +495,9 @@ impl FieldSet {
 }
 
 fn is_plain_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit())
+    !k.is_empty()
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// `$.data.code` → `data_code`, `$.items[0].sku` → `items_0_sku`.

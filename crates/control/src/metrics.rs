@@ -36,7 +36,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (COMMITS, "counter", "Delta commits made."),
     (COMMIT_LATENCY_SUM, "counter", "Total time spent in commits (divide by the commits counter for the mean)."),
     (COMMIT_LATENCY_LAST, "gauge", "Duration of the last commit."),
-    (FRESHNESS, "gauge", "Age of the oldest row of the last commit when it was committed (source timestamp to commit)."),
+    (
+        FRESHNESS,
+        "gauge",
+        "Age of the oldest row of the last commit when it was committed (source timestamp to commit).",
+    ),
     (FRESHNESS_P50, "gauge", "Median freshness over the daemon's life."),
     (FRESHNESS_P99, "gauge", "99th percentile freshness over the daemon's life."),
     (CHECKPOINT_AGE, "gauge", "Seconds since the last commit."),
@@ -94,11 +98,18 @@ pub fn render(control: &Control) -> Result<String> {
         }
     }
     let vcs = control.vclusters()?;
-    for (metric, help) in [(VCLUSTER_SLOTS, "Slots of the vcluster."), (VCLUSTER_SLOTS_USED, "Slots taken by running tasks.")] {
+    for (metric, help) in
+        [(VCLUSTER_SLOTS, "Slots of the vcluster."), (VCLUSTER_SLOTS_USED, "Slots taken by running tasks.")]
+    {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
         for v in &vcs {
             let value = if metric == VCLUSTER_SLOTS { v.slots } else { v.slots_used };
-            let _ = writeln!(out, "{metric}{{vcluster=\"{}\",type=\"{}\"}} {value}", escape(&v.name), escape(&v.vcluster_type));
+            let _ = writeln!(
+                out,
+                "{metric}{{vcluster=\"{}\",type=\"{}\"}} {value}",
+                escape(&v.name),
+                escape(&v.vcluster_type)
+            );
         }
     }
     Ok(out)

@@ -27,7 +27,9 @@ pub const TASK_TYPE_REALTIME: i64 = 14;
 /// Checks a catalog name: letters, digits, `_` and `-`, 1 to 100 characters. Task names may
 /// not hold `.` because the Delta application id of a later incarnation is `<name>.<n>`.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -133,7 +135,8 @@ impl FromStr for DsType {
     fn from_str(text: &str) -> Result<Self> {
         let t = text.trim().to_ascii_lowercase().replace('_', "-");
         if let Ok(id) = t.parse::<i64>() {
-            return Self::from_id(id).ok_or_else(|| Error::bad_request(format!("unknown ds_type {id}; known: {}", Self::names_list())));
+            return Self::from_id(id)
+                .ok_or_else(|| Error::bad_request(format!("unknown ds_type {id}; known: {}", Self::names_list())));
         }
         let alias = match t.as_str() {
             "postgres" | "pg" => "postgresql",
@@ -143,10 +146,9 @@ impl FromStr for DsType {
             "polardb-pg" | "polardb-postgres" => "polardb-postgresql",
             other => other,
         };
-        Self::ALL
-            .into_iter()
-            .find(|d| d.name() == alias)
-            .ok_or_else(|| Error::bad_request(format!("unknown data source type {text:?}; known: {}", Self::names_list())))
+        Self::ALL.into_iter().find(|d| d.name() == alias).ok_or_else(|| {
+            Error::bad_request(format!("unknown data source type {text:?}; known: {}", Self::names_list()))
+        })
     }
 }
 
@@ -166,7 +168,8 @@ pub struct DataSource {
 }
 
 /// What marks a property as a secret: its value is stored and never returned.
-const SECRET_MARKERS: [&str; 6] = ["password", "secret", "token", "sasl.oauthbearer.config", "ssl.key.pem", "credential"];
+const SECRET_MARKERS: [&str; 6] =
+    ["password", "secret", "token", "sasl.oauthbearer.config", "ssl.key.pem", "credential"];
 pub const REDACTED: &str = "***";
 
 pub fn is_secret_key(key: &str) -> bool {
@@ -342,7 +345,9 @@ impl TaskConfig {
 
     /// True when `other` reads another stream: its position means nothing to this config.
     pub fn same_source(&self, other: &TaskConfig) -> bool {
-        self.source == other.source && self.source_schema == other.source_schema && self.source_table == other.source_table
+        self.source == other.source
+            && self.source_schema == other.source_schema
+            && self.source_table == other.source_table
     }
 }
 
@@ -473,7 +478,7 @@ pub struct AttemptLog {
 /// The live side of a task, from the scheduler (and the catalog's last saved copy).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskStatus {
-    /// starting, running, retrying, stopped, failed, draft.
+    /// running, retrying (while a run is active); else the task's state: stopped, failed, draft.
     pub phase: String,
     pub run_id: Option<i64>,
     pub attempt: Option<i64>,

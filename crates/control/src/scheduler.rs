@@ -60,7 +60,7 @@ impl StopReason {
 /// What a task is doing right now, as far as the scheduler knows.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
-    /// starting, running, retrying; None when no run is active.
+    /// running (an attempt is active), retrying (waiting out a backoff); None when no run is active.
     pub phase: Option<&'static str>,
     pub run_id: Option<i64>,
     pub attempt: Option<i64>,
@@ -205,7 +205,11 @@ impl Scheduler {
         let _ = active.stop.send(true);
         let mut done = active.done;
         if tokio::time::timeout(STOP_TIMEOUT, &mut done).await.is_err() {
-            tracing::warn!(task_id, run = active.run_id, "the task did not stop in time; abandoning it (what it had not committed is read again by the next run)");
+            tracing::warn!(
+                task_id,
+                run = active.run_id,
+                "the task did not stop in time; abandoning it (what it had not committed is read again by the next run)"
+            );
             done.abort();
         }
         self.flush(task_id, &slot);
@@ -283,7 +287,9 @@ pub fn troubleshooting(kind: ErrorKind) -> &'static str {
         ErrorKind::Source => {
             "source problem: check the data source's connection info, credentials and permissions, the topic/table name and the consumer offsets (`rtsync datasource test DS --object TOPIC`)"
         }
-        ErrorKind::Config => "the task's configuration is invalid: fix it with `rtsync task configure` and deploy again",
+        ErrorKind::Config => {
+            "the task's configuration is invalid: fix it with `rtsync task configure` and deploy again"
+        }
         ErrorKind::Data => {
             "a message could not be parsed or cast: check the JSONPath expressions and that the messages are valid JSON (`rtsync task preview`), or use --error-policy dead_letter"
         }
@@ -310,13 +316,11 @@ impl Supervisor {
 
     fn end_run(&self, why: Option<StopReason>) {
         let cat = &self.sched.catalog;
-        match why.as_ref().and_then(StopReason::run_end) {
-            Some((status, text)) => {
-                if let Err(e) = cat.end_run(self.req.run_id, status, &text) {
-                    tracing::warn!(run = self.req.run_id, error = %e, "ending the run in the catalog failed");
-                }
-            }
-            None => {} // daemon shutdown: the run goes on at the next start
+        // A daemon shutdown (no run end) leaves the run open: it goes on at the next start.
+        if let Some((status, text)) = why.as_ref().and_then(StopReason::run_end)
+            && let Err(e) = cat.end_run(self.req.run_id, status, &text)
+        {
+            tracing::warn!(run = self.req.run_id, error = %e, "ending the run in the catalog failed");
         }
     }
 
@@ -339,7 +343,7 @@ impl Supervisor {
             let route = Route { run_id, attempt };
             logs::register(&app_id, route);
             self.slot.set_live(|l| {
-                l.phase = Some("starting");
+                l.phase = Some("running");
                 l.run_id = Some(run_id);
                 l.attempt = Some(attempt);
                 l.retry_at = None;
@@ -356,23 +360,8 @@ impl Supervisor {
             });
             let metrics = self.slot.metrics.clone();
             let commits_before = metrics.commits.load(Ordering::Relaxed);
-            let watch_commits = {
-                let slot = self.slot.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    while metrics.commits.load(Ordering::Relaxed) == commits_before {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    slot.set_live(|l| {
-                        if l.phase == Some("starting") {
-                            l.phase = Some("running");
-                        }
-                    });
-                })
-            };
             let opts = RunOptions { metrics: metrics.clone(), shutdown: self.stop_rx.clone(), retry: false };
             let result = run_task(&self.req.spec, opts).instrument(span.clone()).await;
-            watch_commits.abort();
             // Later lines of this attempt are written inside its span.
             logs::unregister(&app_id, route);
             let requested = self.requested();
@@ -384,7 +373,9 @@ impl Supervisor {
                         None => ("stopped", "stopped".to_string()),
                     };
                     let pos = metrics.snapshot().position;
-                    span.in_scope(|| tracing::info!(task = %app_id, position = %pos, "attempt {attempt} ended: {text}"));
+                    span.in_scope(
+                        || tracing::info!(task = %app_id, position = %pos, "attempt {attempt} ended: {text}"),
+                    );
                     let _ = cat.end_attempt(run_id, attempt, status, None, None);
                     self.end_run(requested);
                     break;

@@ -63,9 +63,11 @@ pub fn parse_task_type(text: &str) -> Result<i64> {
         "BATCH" | "BATCH_SYNC" | "10" | "291" | "OFFLINE" => Err(Error::bad_request(format!(
             "task type {text:?} is batch sync (task_type 10/291): rtsync does not do scheduled batch sync; it runs real-time single-table tasks (--type REALTIME, task_type 14)"
         ))),
-        "MULTI_TABLE" | "MULTITABLE" | "MULTI_TABLE_REALTIME" | "281" | "FULL_DATABASE" => Err(Error::bad_request(format!(
-            "task type {text:?} is multi-table real-time sync (task_type 281): rtsync syncs one table or topic per task; create one REALTIME task (task_type 14) per table"
-        ))),
+        "MULTI_TABLE" | "MULTITABLE" | "MULTI_TABLE_REALTIME" | "281" | "FULL_DATABASE" => {
+            Err(Error::bad_request(format!(
+                "task type {text:?} is multi-table real-time sync (task_type 281): rtsync syncs one table or topic per task; create one REALTIME task (task_type 14) per table"
+            )))
+        }
         _ => Err(Error::bad_request(format!(
             "unknown task type {text:?}: rtsync runs real-time single-table sync tasks, --type REALTIME (task_type 14)"
         ))),
@@ -74,11 +76,15 @@ pub fn parse_task_type(text: &str) -> Result<i64> {
 
 /// Parses `name=$.json.path:type` (type defaults to string; the type is after the last `:`).
 pub fn parse_column_arg(text: &str) -> Result<ColumnSpec> {
-    let (name, rest) = text
-        .split_once('=')
-        .ok_or_else(|| Error::bad_request(format!("--column {text:?}: expected name=$.json.path:type (e.g. id=$.id:bigint)")))?;
+    let (name, rest) = text.split_once('=').ok_or_else(|| {
+        Error::bad_request(format!("--column {text:?}: expected name=$.json.path:type (e.g. id=$.id:bigint)"))
+    })?;
     let (expr, ty) = match rest.rsplit_once(':') {
-        Some((e, t)) if !t.contains(']') && !t.contains(')') || t.starts_with("decimal") => (e, t),
+        Some((e, t))
+            if !t.contains(']') && !t.contains(')') || t.trim().to_ascii_lowercase().starts_with("decimal") =>
+        {
+            (e, t)
+        }
         _ => (rest, "string"),
     };
     if name.trim().is_empty() || expr.trim().is_empty() {
@@ -125,7 +131,13 @@ impl Control {
 
     pub fn datasources(&self, ds_type: Option<&str>) -> Result<Vec<DataSource>> {
         let filter: Option<DsType> = ds_type.map(str::parse).transpose()?;
-        Ok(self.catalog.datasources()?.into_iter().filter(|d| filter.is_none_or(|t| t == d.ds_type)).map(|d| d.redacted()).collect())
+        Ok(self
+            .catalog
+            .datasources()?
+            .into_iter()
+            .filter(|d| filter.is_none_or(|t| t == d.ds_type))
+            .map(|d| d.redacted())
+            .collect())
     }
 
     fn datasource_full(&self, name: &str) -> Result<DataSource> {
@@ -168,7 +180,11 @@ impl Control {
         validate_name("vcluster", &req.name)?;
         let ty = req.vcluster_type.trim().to_ascii_uppercase();
         if !VCLUSTER_TYPES.contains(&ty.as_str()) {
-            return Err(Error::bad_request(format!("vcluster type {:?} is unknown: use one of {}", req.vcluster_type, VCLUSTER_TYPES.join(", "))));
+            return Err(Error::bad_request(format!(
+                "vcluster type {:?} is unknown: use one of {}",
+                req.vcluster_type,
+                VCLUSTER_TYPES.join(", ")
+            )));
         }
         if req.slots < 1 {
             return Err(Error::bad_request(format!("--slots {}: a vcluster needs at least 1 slot", req.slots)));
@@ -190,7 +206,10 @@ impl Control {
     pub fn delete_vcluster(&self, name: &str) -> Result<()> {
         let vc = self.vcluster(name)?;
         if !vc.tasks.is_empty() {
-            return Err(Error::conflict(format!("vcluster {name:?} runs task(s) {}: stop them first", vc.tasks.join(", "))));
+            return Err(Error::conflict(format!(
+                "vcluster {name:?} runs task(s) {}: stop them first",
+                vc.tasks.join(", ")
+            )));
         }
         self.catalog.delete_vcluster(name)
     }
@@ -208,9 +227,13 @@ impl Control {
     }
 
     pub fn delete_folder(&self, name: &str) -> Result<()> {
-        let f = self.catalog.folder(name)?.ok_or_else(|| Error::not_found(format!("folder {name:?} does not exist")))?;
+        let f =
+            self.catalog.folder(name)?.ok_or_else(|| Error::not_found(format!("folder {name:?} does not exist")))?;
         if f.tasks > 0 {
-            return Err(Error::conflict(format!("folder {name:?} holds {} task(s): delete or move them first", f.tasks)));
+            return Err(Error::conflict(format!(
+                "folder {name:?} holds {} task(s): delete or move them first",
+                f.tasks
+            )));
         }
         self.catalog.delete_folder(name)
     }
@@ -240,7 +263,9 @@ impl Control {
         validate_name("task", &req.name)?;
         let folder_name = req.folder.unwrap_or_else(|| DEFAULT_FOLDER.to_string());
         let folder = self.catalog.folder(&folder_name)?.ok_or_else(|| {
-            Error::not_found(format!("folder {folder_name:?} does not exist: create it with `rtsync folder create {folder_name}`"))
+            Error::not_found(format!(
+                "folder {folder_name:?} does not exist: create it with `rtsync folder create {folder_name}`"
+            ))
         })?;
         let vcluster = req.vcluster.unwrap_or_else(|| DEFAULT_VCLUSTER.to_string());
         self.check_vcluster_type(&vcluster)?;
@@ -299,7 +324,9 @@ impl Control {
         if let Some(s) = patch.source {
             let ds = self.datasource_full(&s)?;
             if ds.ds_type == DsType::Lakehouse {
-                return Err(Error::bad_request(format!("data source {s:?} is a lakehouse: it can be the target (--sink), not the source")));
+                return Err(Error::bad_request(format!(
+                    "data source {s:?} is a lakehouse: it can be the target (--sink), not the source"
+                )));
             }
             cfg.source = Some(s);
         }
@@ -364,7 +391,9 @@ impl Control {
                 )));
             }
         }
-        for (field, value) in [("--sink-schema", Some(cfg.sink_schema.as_str())), ("--sink-table", cfg.sink_table.as_deref())] {
+        for (field, value) in
+            [("--sink-schema", Some(cfg.sink_schema.as_str())), ("--sink-table", cfg.sink_table.as_deref())]
+        {
             if let Some(v) = value
                 && (v.is_empty() || v.contains('/') || v.contains('\\') || v == "." || v == "..")
             {
@@ -377,14 +406,19 @@ impl Control {
 
     /// The spec a version runs as, in `incarnation`.
     fn build_spec(&self, task: &Task, cfg: &TaskConfig, incarnation: i64) -> Result<TaskSpec> {
-        let src_name = cfg
-            .source
-            .as_deref()
-            .ok_or_else(|| Error::bad_request(format!("task {:?} has no source: `rtsync task configure {} --source DS --source-table T`", task.name, task.name)))?;
+        let src_name = cfg.source.as_deref().ok_or_else(|| {
+            Error::bad_request(format!(
+                "task {:?} has no source: `rtsync task configure {} --source DS --source-table T`",
+                task.name, task.name
+            ))
+        })?;
         let src = self.datasource_full(src_name).map_err(|e| e.context("the task's source"))?;
         let sink_ds = self.datasource_full(&cfg.sink).map_err(|e| e.context("the task's target"))?;
         let table = cfg.source_table.as_deref().ok_or_else(|| {
-            Error::bad_request(format!("task {:?} has no source table/topic: `rtsync task configure {} --source-table T`", task.name, task.name))
+            Error::bad_request(format!(
+                "task {:?} has no source table/topic: `rtsync task configure {} --source-table T`",
+                task.name, task.name
+            ))
         })?;
         let sink_table = cfg.effective_sink_table().unwrap_or(table);
         let source = match src.ds_type.family() {
@@ -404,6 +438,17 @@ impl Control {
                 let schema = cfg.source_schema.as_deref().unwrap_or("public");
                 SourceSpec::Postgresql(datasource::postgres_config(&src, schema, table)?)
             }
+            Family::Mysql => {
+                if !cfg.columns.is_empty() {
+                    return Err(Error::bad_request(
+                        "a table source maps every source column to the target as it is: remove the --column mappings (`task configure --clear-columns`)",
+                    ));
+                }
+                let database = cfg.source_schema.as_deref().ok_or_else(|| {
+                    Error::bad_request(format!("task {:?}: a MySQL source needs --source-schema DATABASE", task.name))
+                })?;
+                SourceSpec::Mysql(datasource::mysql_config(&src, database, table)?)
+            }
             _ => return Err(datasource::not_implemented(src.ds_type)),
         };
         let spec = TaskSpec {
@@ -412,7 +457,9 @@ impl Control {
             sink: datasource::lakehouse_config(&sink_ds, &cfg.sink_schema, sink_table)?,
             columns: cfg.columns.clone(),
             error_policy: cfg.error_policy,
-            commit_interval: cfg.commit_interval_ms.map_or(rtsync_engine::DEFAULT_COMMIT_INTERVAL, Duration::from_millis),
+            commit_interval: cfg
+                .commit_interval_ms
+                .map_or(rtsync_engine::DEFAULT_COMMIT_INTERVAL, Duration::from_millis),
             max_buffered_rows: rtsync_engine::DEFAULT_MAX_BUFFERED_ROWS,
             max_buffered_bytes: rtsync_engine::DEFAULT_MAX_BUFFERED_BYTES,
         };
@@ -451,9 +498,15 @@ impl Control {
             && !prev.config.same_source(&task.draft)
         {
             incarnation += 1;
-            notes.push(format!("the source changed since version {}, so the task starts afresh as {}", prev.version, app_id(name, incarnation)));
+            notes.push(format!(
+                "the source changed since version {}, so the task starts afresh as {}",
+                prev.version,
+                app_id(name, incarnation)
+            ));
         }
-        let spec = self.build_spec(&task, &task.draft, incarnation).map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
+        let spec = self
+            .build_spec(&task, &task.draft, incarnation)
+            .map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
         self.check_slot(&task).map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
         if task.state == TaskState::Running {
             let next = self.catalog.latest_version(task.id)?.map_or(1, |v| v.version + 1);
@@ -518,11 +571,17 @@ impl Control {
             TaskState::Stopped | TaskState::Failed => {}
             TaskState::Running => return Err(Error::conflict(format!("task {name:?} is already running"))),
             TaskState::Draft => {
-                return Err(Error::conflict(format!("task {name:?} is not deployed: deploy it with `rtsync task deploy {name}`")));
+                return Err(Error::conflict(format!(
+                    "task {name:?} is not deployed: deploy it with `rtsync task deploy {name}`"
+                )));
             }
         }
-        let version = task.deployed_version.ok_or_else(|| Error::internal("a deployed task has no deployed version"))?;
-        let v = self.catalog.version(task.id, version)?.ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
+        let version =
+            task.deployed_version.ok_or_else(|| Error::internal("a deployed task has no deployed version"))?;
+        let v = self
+            .catalog
+            .version(task.id, version)?
+            .ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
         let spec = self.build_spec(&task, &v.config, task.incarnation)?;
         self.check_slot(&task)?;
         self.catalog.set_state(task.id, TaskState::Running)?;
@@ -537,7 +596,9 @@ impl Control {
             spec,
         });
         Ok(ActionResult {
-            message: format!("task {name} started (version {version}, run {run_id}): it resumes from the position committed in its table"),
+            message: format!(
+                "task {name} started (version {version}, run {run_id}): it resumes from the position committed in its table"
+            ),
             task: self.task_full(name)?,
             run_id: Some(run_id),
             version: Some(version),
@@ -554,10 +615,13 @@ impl Control {
         if let Some(open) = self.catalog.open_run(task.id)? {
             self.catalog.end_run(open.id, "undeployed", "undeployed by the user")?;
         }
+        let cleanup = self.drop_source_objects(&task).await;
         let incarnation = self.catalog.undeploy(task.id)?;
+        // The next incarnation starts with fresh metrics (no position, no counts).
+        self.scheduler.forget(task.id);
         Ok(ActionResult {
             message: format!(
-                "task {name} undeployed and its position forgotten: the next deploy starts afresh from its start offset as Delta app id {} (rows already in the table stay)",
+                "task {name} undeployed and its position forgotten: the next deploy starts afresh from its start offset as Delta app id {} (rows already in the table stay){cleanup}",
                 app_id(name, incarnation)
             ),
             task: self.task_full(name)?,
@@ -566,11 +630,31 @@ impl Control {
         })
     }
 
+    /// Undeploy of a PostgreSQL task: drops its replication slot (and the publication rtsync
+    /// created), so the server stops retaining WAL for it. Returns a note for the message.
+    async fn drop_source_objects(&self, task: &Task) -> String {
+        let Some(Ok(Some(v))) = task.deployed_version.map(|v| self.catalog.version(task.id, v)) else {
+            return String::new();
+        };
+        let Ok(spec) = self.build_spec(task, &v.config, task.incarnation) else { return String::new() };
+        let SourceSpec::Postgresql(cfg) = &spec.source else { return String::new() };
+        match rtsync_source_postgres::drop_replication_objects(cfg, &spec.name).await {
+            Ok(_) => format!("; replication slot {} dropped", cfg.slot_name(&spec.name)),
+            Err(e) => format!(
+                "; the replication slot {} could not be dropped ({}): drop it by hand, or the server keeps WAL for it",
+                cfg.slot_name(&spec.name),
+                e.report()
+            ),
+        }
+    }
+
     pub async fn delete_task(&self, name: &str) -> Result<()> {
         let _guard = self.lifecycle.lock().await;
         let task = self.task_full(name)?;
         if task.state.is_deployed() {
-            return Err(Error::conflict(format!("task {name:?} is deployed: undeploy it first (`rtsync task undeploy {name} -y`)")));
+            return Err(Error::conflict(format!(
+                "task {name:?} is deployed: undeploy it first (`rtsync task undeploy {name} -y`)"
+            )));
         }
         self.catalog.delete_task(task.id)?;
         self.scheduler.forget(task.id);
@@ -695,7 +779,10 @@ impl Control {
     }
 
     pub fn run_detail(&self, run_id: i64) -> Result<RunDetail> {
-        let run = self.catalog.run(run_id)?.ok_or_else(|| Error::not_found(format!("run {run_id} does not exist (`rtsync runs list --task T`)")))?;
+        let run = self
+            .catalog
+            .run(run_id)?
+            .ok_or_else(|| Error::not_found(format!("run {run_id} does not exist (`rtsync runs list --task T`)")))?;
         let attempts = self.catalog.attempts(run_id)?;
         Ok(RunDetail { run, attempts })
     }
@@ -708,7 +795,11 @@ impl Control {
                 .into_iter()
                 .find(|a| a.attempt == n)
                 .ok_or_else(|| Error::not_found(format!("run {run_id} has no attempt {n}")))?,
-            None => detail.attempts.into_iter().last().ok_or_else(|| Error::not_found(format!("run {run_id} has no attempts yet")))?,
+            None => detail
+                .attempts
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::not_found(format!("run {run_id} has no attempts yet")))?,
         };
         let lines = self.catalog.log_lines(run_id, a.attempt)?;
         Ok(AttemptLog { run_id, attempt: a, lines })
@@ -734,14 +825,20 @@ impl Control {
                 continue;
             }
             let prepared = (|| -> Result<(i64, TaskSpec)> {
-                let version = task.deployed_version.ok_or_else(|| Error::internal("running task without a deployed version"))?;
-                let v = self.catalog.version(task.id, version)?.ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
+                let version =
+                    task.deployed_version.ok_or_else(|| Error::internal("running task without a deployed version"))?;
+                let v = self
+                    .catalog
+                    .version(task.id, version)?
+                    .ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
                 Ok((version, self.build_spec(&task, &v.config, task.incarnation)?))
             })();
             match prepared {
                 Ok((version, spec)) => {
                     let (run_id, reason) = match open {
-                        Some(run) if run.version == version && run.incarnation == task.incarnation => (run.id, "daemon restart"),
+                        Some(run) if run.version == version && run.incarnation == task.incarnation => {
+                            (run.id, "daemon restart")
+                        }
                         other => {
                             if let Some(run) = other {
                                 self.catalog.end_run(run.id, "stopped", "superseded at daemon start")?;
@@ -750,7 +847,14 @@ impl Control {
                         }
                     };
                     tracing::info!(task = %task.name, run = run_id, "resuming deployed task");
-                    self.scheduler.start(RunRequest { task_id: task.id, task_name: task.name.clone(), version, run_id, spec, reason: reason.into() });
+                    self.scheduler.start(RunRequest {
+                        task_id: task.id,
+                        task_name: task.name.clone(),
+                        version,
+                        run_id,
+                        spec,
+                        reason: reason.into(),
+                    });
                     resumed += 1;
                 }
                 Err(err) => {
@@ -787,7 +891,11 @@ mod tests {
         assert_eq!(parse_column_arg("a=$.x.y").unwrap(), ColumnSpec::new("a", "$.x.y", "string"));
         assert_eq!(parse_column_arg("s=$.items[0:2]:json").unwrap(), ColumnSpec::new("s", "$.items[0:2]", "json"));
         assert_eq!(parse_column_arg("s=$.items[0:2]").unwrap(), ColumnSpec::new("s", "$.items[0:2]", "string"));
-        assert_eq!(parse_column_arg("m=$.amount:decimal(12,2)").unwrap(), ColumnSpec::new("m", "$.amount", "decimal(12,2)"));
+        assert_eq!(
+            parse_column_arg("m=$.amount:decimal(12,2)").unwrap(),
+            ColumnSpec::new("m", "$.amount", "decimal(12,2)")
+        );
+        assert_eq!(parse_column_arg("m=$.a:DECIMAL(9,1)").unwrap(), ColumnSpec::new("m", "$.a", "DECIMAL(9,1)"));
         assert_eq!(parse_column_arg("p=partition:int").unwrap(), ColumnSpec::new("p", "partition", "int"));
         assert!(parse_column_arg("nothing").is_err());
     }

@@ -140,6 +140,14 @@ impl<S: Source> Task<S> {
 
         self.source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
         self.source.open(resume.clone()).await.map_err(|e| e.context_prefix("opening the source"))?;
+        // The table's position is durable: tell the source, so server-side progress (Kafka
+        // group offsets, a PostgreSQL slot) catches up even when a killed attempt committed to
+        // the table but did not get to acknowledge, and nothing new arrives after the restart.
+        if let Some(p) = &resume
+            && let Err(err) = self.source.ack(p).await
+        {
+            tracing::warn!(task = %task, error = %err.report(), "acknowledging the resume position failed");
+        }
         tracing::info!(task = %task, epoch, position = %resume.as_ref().map(ToString::to_string).unwrap_or_default(), "task started");
         self.metrics.epoch.store(epoch, Ordering::Relaxed);
         if let Some(p) = &resume {
