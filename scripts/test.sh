@@ -12,4 +12,4 @@ trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/services.sh start kafka postgres mariadb
 eval "$(scripts/services.sh env)"
 
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
