@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod demo;
 pub mod progress;
+pub mod signals;
 
 pub use rtsync_control::{RunOptions, SourceSpec, TaskSpec, run_task};

@@ -11,7 +11,6 @@ use rtsync::demo::{DemoOptions, print_report, run_demo};
 use rtsync::{RunOptions, TaskSpec, run_task};
 use rtsync_core::{SyncError, SyncResult};
 use rtsync_engine::TaskMetrics;
-use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -69,33 +68,6 @@ fn init_logging() {
         .init();
 }
 
-/// First SIGINT/SIGTERM: commit and stop. A second one: exit at once.
-fn shutdown_on_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        for round in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                tracing::info!("stopping: committing what is buffered (signal again to exit at once)");
-                let _ = tx.send(true);
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-    rx
-}
-
 async fn cmd_run(spec: PathBuf, check: bool, progress: &str) -> SyncResult<()> {
     let spec = TaskSpec::load(&spec)?;
     if check {
@@ -109,7 +81,8 @@ async fn cmd_run(spec: PathBuf, check: bool, progress: &str) -> SyncResult<()> {
         _ => std::io::stderr().is_terminal(),
     };
     let display = show.then(|| rtsync::progress::spawn(metrics.clone()));
-    let shutdown = shutdown_on_signals();
+    let shutdown =
+        rtsync::signals::shutdown_on_signals("stopping: committing what is buffered (signal again to exit at once)");
     let result = run_task(&spec, RunOptions { metrics: metrics.clone(), shutdown, retry: true }).await;
     if let Some(d) = display {
         d.abort();

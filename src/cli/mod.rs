@@ -20,7 +20,6 @@ use rtsync_control::service::parse_column_arg;
 use rtsync_core::{ErrorKind, ErrorPolicy, SyncError, SyncResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
@@ -398,28 +397,9 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
 }
 
 async fn serve(data_dir: PathBuf, listen: String) -> Result<(), Error> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        for round in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                tracing::info!("stopping: every task commits what it holds (signal again to exit at once)");
-                let _ = tx.send(true);
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
+    let rx = crate::signals::shutdown_on_signals(
+        "stopping: every task commits what it holds (signal again to exit at once)",
+    );
     rtsync_control::daemon::serve(rtsync_control::daemon::ServeOptions { data_dir, listen }, rx).await
 }
 
