@@ -99,6 +99,21 @@ pub fn namespaces(list: &[Namespace]) {
 }
 
 pub fn objects(list: &[MetaObject]) {
+    if !list.iter().any(|o| o.kind == "topic") {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|o| {
+                vec![
+                    o.name.clone(),
+                    o.kind.clone(),
+                    if o.primary_key.is_empty() { "-".into() } else { o.primary_key.join(", ") },
+                    o.estimated_rows.map_or("-".into(), |r| format!("~{}", thousands(r.max(0) as u64))),
+                    opt(&o.detail),
+                ]
+            })
+            .collect();
+        return table(&["NAME", "KIND", "PRIMARY KEY", "ROWS", "DETAIL"], &rows);
+    }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|o| {
@@ -129,7 +144,26 @@ pub fn meta_detail(d: &MetaDetail) {
     {
         println!("{nj} of {s} sampled values are not JSON");
     }
+    if !d.primary_key.is_empty() {
+        println!("primary key: {}", d.primary_key.join(", "));
+    }
     println!();
+    if d.columns.iter().any(|c| c.source_type.is_some()) {
+        let rows: Vec<Vec<String>> = d
+            .columns
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    opt(&c.source_type),
+                    c.ty.clone(),
+                    if c.nullable { "yes".into() } else { "no".into() },
+                    if d.primary_key.contains(&c.name) { "yes".into() } else { String::new() },
+                ]
+            })
+            .collect();
+        return table(&["COLUMN", "SOURCE TYPE", "DELTA TYPE", "NULLABLE", "KEY"], &rows);
+    }
     let rows: Vec<Vec<String>> = d
         .columns
         .iter()

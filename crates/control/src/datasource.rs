@@ -183,13 +183,6 @@ pub fn not_implemented(ds_type: DsType) -> Error {
     ))
 }
 
-/// Says what the daemon cannot do yet for a connector that can otherwise run.
-pub fn not_yet(ds_type: DsType, what: &str) -> Error {
-    Error::bad_request(format!(
-        "{what} is not implemented for {ds_type} data sources yet (Kafka and Lakehouse have it)"
-    ))
-}
-
 /// `schema.table` or `table` (schema `public`).
 pub fn split_table(object: &str) -> (String, String) {
     match object.split_once('.') {

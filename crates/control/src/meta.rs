@@ -7,10 +7,16 @@
 //! fields of their JSON values: each field's JSONPath, a guessed type, how many sampled
 //! messages had it, and a ready `--column` argument.
 //!
+//! **PostgreSQL / MySQL** (and their Aurora and PolarDB flavours): namespaces are the
+//! schemas (MySQL: databases), objects their tables with primary key and row estimate, and a
+//! table's detail lists each column's source type next to the Delta type it becomes, read with
+//! the connector's own catalog queries (no slot, no binlog connection).
+//!
 //! **Lakehouse**: namespaces are the schema directories under the root, objects the Delta
 //! tables in them, and a table's columns come from its Delta schema.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,7 +26,11 @@ use rtsync_core::{Source, SyncError};
 use rtsync_source_kafka::{KafkaSource, StartOffset};
 use serde_json::Value;
 
-use crate::datasource::{self, kafka_config, kafka_consumer, local_root};
+use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rtsync_source_mysql::browse as my_browse;
+use rtsync_source_postgres::browse as pg_browse;
+
+use crate::datasource::{self, kafka_config, kafka_consumer, local_root, sync_err};
 use crate::error::{Error, Result};
 use crate::model::{DataSource, Family, KAFKA_NAMESPACE, MetaColumn, MetaDetail, MetaObject, Namespace, PartitionInfo};
 
@@ -56,7 +66,7 @@ pub async fn namespaces(ds: &DataSource) -> Result<Vec<Namespace>> {
             }
             Ok(out)
         }
-        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => db_namespaces(ds).await,
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
 }
@@ -85,11 +95,11 @@ pub async fn objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>
                     Ok(t) => t.version().map(|v| format!("version {v}")),
                     Err(e) => Some(format!("unreadable: {e}")),
                 };
-                out.push(MetaObject { name, kind: "table".into(), partitions: None, messages: None, detail: version });
+                out.push(MetaObject { name, kind: "table".into(), detail: version, ..Default::default() });
             }
             Ok(out)
         }
-        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => db_objects(ds, namespace).await,
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
 }
@@ -119,9 +129,7 @@ pub async fn detail(ds: &DataSource, namespace: &str, object: &str, sample: usiz
                     name: f.name().clone(),
                     ty: f.data_type().to_string(),
                     nullable: f.is_nullable(),
-                    path: None,
-                    seen: None,
-                    column_arg: None,
+                    ..Default::default()
                 })
                 .collect();
             Ok(MetaDetail {
@@ -130,16 +138,127 @@ pub async fn detail(ds: &DataSource, namespace: &str, object: &str, sample: usiz
                 object: object.to_string(),
                 kind: "table".into(),
                 columns,
-                builtin: Vec::new(),
-                sampled: None,
-                not_json: None,
-                partitions: Vec::new(),
                 note: table.version().map(|v| format!("Delta table at {}, version {v}", path.display())),
+                ..Default::default()
             })
         }
-        Family::Postgres | Family::Mysql => Err(datasource::not_yet(ds.ds_type, "metadata browsing")),
+        Family::Postgres | Family::Mysql => db_detail(ds, namespace, object).await,
         _ => Err(datasource::not_implemented(ds.ds_type)),
     }
+}
+
+/// PostgreSQL schemas / MySQL databases, with their table counts.
+async fn db_namespaces(ds: &DataSource) -> Result<Vec<Namespace>> {
+    let listed: Vec<(String, i64)> = if ds.ds_type.family() == Family::Postgres {
+        let cfg = datasource::postgres_config(ds, "public", "")?;
+        pg_browse::list_schemas(&cfg).await.map_err(sync_err)?.into_iter().map(|s| (s.name, s.tables)).collect()
+    } else {
+        let cfg = datasource::mysql_config(ds, "", "")?;
+        my_browse::list_schemas(&cfg).await.map_err(sync_err)?.into_iter().map(|s| (s.name, s.tables)).collect()
+    };
+    Ok(listed.into_iter().map(|(name, n)| Namespace { name, objects: Some(n) }).collect())
+}
+
+/// The tables of a PostgreSQL schema / MySQL database, with their keys and row estimates.
+async fn db_objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>> {
+    let no_key = |key: &[String], what: &str| {
+        if key.is_empty() { Some(format!("no primary key: {what}")) } else { None }
+    };
+    if ds.ds_type.family() == Family::Postgres {
+        let cfg = datasource::postgres_config(ds, namespace, "")?;
+        let tables = pg_browse::list_tables(&cfg, namespace).await.map_err(sync_err)?;
+        return Ok(tables
+            .into_iter()
+            .map(|t| {
+                let detail = match (t.primary_key.is_empty(), t.replica_identity.as_str()) {
+                    (true, "full") => Some("no primary key: replica identity full, rows are appended".to_string()),
+                    (true, "index") => Some("replica identity index: merged by that index".to_string()),
+                    (true, _) => no_key(&t.primary_key, "updates and deletes cannot be identified"),
+                    (false, _) => None,
+                };
+                MetaObject {
+                    name: t.name,
+                    kind: t.kind,
+                    primary_key: t.primary_key,
+                    estimated_rows: t.estimated_rows,
+                    detail,
+                    ..Default::default()
+                }
+            })
+            .collect());
+    }
+    let cfg = datasource::mysql_config(ds, namespace, "")?;
+    let tables = my_browse::list_tables(&cfg, namespace).await.map_err(sync_err)?;
+    Ok(tables
+        .into_iter()
+        .map(|t| MetaObject {
+            detail: no_key(&t.primary_key, "rtsync syncs MySQL tables that have one")
+                .or_else(|| t.engine.map(|e| format!("engine {e}"))),
+            name: t.name,
+            kind: "table".into(),
+            primary_key: t.primary_key,
+            estimated_rows: t.estimated_rows,
+            ..Default::default()
+        })
+        .collect())
+}
+
+/// A table's columns: the source's type, the Delta type it becomes, nullability; and the key.
+async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<MetaDetail> {
+    let (columns, key, note): (Vec<(String, String, DataType, bool)>, Vec<String>, String) = if ds.ds_type.family()
+        == Family::Postgres
+    {
+        let cfg = datasource::postgres_config(ds, namespace, object)?;
+        let t = pg_browse::table_detail(&cfg, namespace, object).await.map_err(sync_err)?;
+        let note = match (t.has_primary_key, t.key.is_empty()) {
+            (true, _) => "upserted by the primary key".to_string(),
+            (false, false) => "upserted by the replica identity index".to_string(),
+            (false, true) if t.replica_identity == "full" => {
+                "no primary key, replica identity full: rows are appended to the target".to_string()
+            }
+            (false, true) => format!(
+                "no primary key and replica identity {}: a task cannot identify updates and deletes; add a primary key or ALTER TABLE … REPLICA IDENTITY FULL",
+                t.replica_identity
+            ),
+        };
+        let cols = t.columns.into_iter().map(|c| (c.name, c.source_type, c.target_type, c.nullable)).collect();
+        (cols, t.key, note)
+    } else {
+        let cfg = datasource::mysql_config(ds, namespace, object)?;
+        let t = my_browse::table_detail(&cfg, namespace, object).await.map_err(sync_err)?;
+        let note = if t.primary_key.is_empty() {
+            format!(
+                "no primary key: rtsync mirrors MySQL rows by key; ALTER TABLE {namespace}.{object} ADD PRIMARY KEY (…)"
+            )
+        } else {
+            "upserted by the primary key".to_string()
+        };
+        let cols = t.columns.into_iter().map(|c| (c.name, c.source_type, c.target_type, c.nullable)).collect();
+        (cols, t.primary_key, note)
+    };
+    let schema: SchemaRef =
+        Arc::new(Schema::new(columns.iter().map(|(n, _, ty, _)| Field::new(n, ty.clone(), true)).collect::<Vec<_>>()));
+    let delta: HashMap<String, String> =
+        rtsync_sink_lakehouse::delta_types(&schema).map_err(sync_err)?.into_iter().collect();
+    Ok(MetaDetail {
+        datasource: ds.name.clone(),
+        namespace: namespace.to_string(),
+        object: object.to_string(),
+        kind: "table".into(),
+        columns: columns
+            .into_iter()
+            .map(|(name, source_type, ty, nullable)| MetaColumn {
+                ty: delta.get(&name).cloned().unwrap_or_else(|| ty.to_string()),
+                source_type: Some(source_type),
+                nullable,
+                name,
+                ..Default::default()
+            })
+            .collect(),
+        primary_key: key,
+        note: Some(note),
+        ..Default::default()
+    })
 }
 
 fn check_kafka_namespace(namespace: &str) -> Result<()> {
@@ -213,6 +332,7 @@ async fn kafka_topics(ds: &DataSource) -> Result<Vec<MetaObject>> {
                 partitions: Some(parts.len() as i64),
                 messages: Some(messages),
                 detail: Some(ranges.join(" ")),
+                ..Default::default()
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -302,6 +422,7 @@ async fn kafka_detail(ds: &DataSource, topic: &str, sample: usize) -> Result<Met
         not_json: Some(not_json),
         partitions,
         note,
+        ..Default::default()
     })
 }
 
@@ -313,6 +434,7 @@ fn builtin_fields() -> Vec<MetaColumn> {
         path: None,
         seen: None,
         column_arg: Some(format!("{name}={name}:{ty}")),
+        ..Default::default()
     };
     vec![
         f("key", "string", true),
@@ -488,6 +610,7 @@ impl FieldSet {
                     path: Some(path.clone()),
                     seen: Some(s.seen),
                     column_arg: Some(format!("{name}={path}:{ty}")),
+                    ..Default::default()
                 })
             })
             .collect()

@@ -609,11 +609,17 @@ pub struct Namespace {
     pub objects: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaObject {
     pub name: String,
-    /// topic, table.
+    /// topic, table, partitioned table.
     pub kind: String,
+    /// Databases: the primary key's columns (empty when the table has none).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Databases: the server's row estimate (PostgreSQL reltuples, MySQL TABLE_ROWS).
+    #[serde(default)]
+    pub estimated_rows: Option<i64>,
     /// Kafka: partitions.
     pub partitions: Option<i64>,
     /// Kafka: messages on the broker (sum of high − low watermarks).
@@ -622,11 +628,15 @@ pub struct MetaObject {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaColumn {
     pub name: String,
+    /// The type in the target Delta table (Kafka: the inferred mapping type).
     #[serde(rename = "type")]
     pub ty: String,
+    /// Databases: the column's type as the source declares it (`numeric(12,2)`, `bigint unsigned`).
+    #[serde(default)]
+    pub source_type: Option<String>,
     pub nullable: bool,
     /// Kafka inferred fields: the JSONPath over the message value.
     pub path: Option<String>,
@@ -636,13 +646,16 @@ pub struct MetaColumn {
     pub column_arg: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaDetail {
     pub datasource: String,
     pub namespace: String,
     pub object: String,
     pub kind: String,
     pub columns: Vec<MetaColumn>,
+    /// Databases: the key rows are merged by (primary key, or PostgreSQL's replica identity index).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
     /// Kafka: built-in fields, always available without a JSONPath.
     pub builtin: Vec<MetaColumn>,
     pub sampled: Option<i64>,

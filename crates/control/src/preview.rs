@@ -1,6 +1,9 @@
 //! `task preview`: reads a sample from the source and maps it, writing nothing, so that the
 //! column mapping (JSONPath included) can be checked before deploying.
 //!
+//! A PostgreSQL or MySQL task maps every column as it is; its preview reads the first rows in
+//! key order with the connector's snapshot query and types (no slot, no binlog connection).
+//!
 //! The Kafka connector reads from the task's start offset under a throw-away consumer group;
 //! nothing is acknowledged, so no offsets are committed anywhere and the task's own group and
 //! Delta checkpoint are untouched.
@@ -9,12 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtsync_core::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use rtsync_core::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use rtsync_core::arrow::datatypes::{DataType, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type};
 use rtsync_core::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rtsync_core::{ColumnMapping, Source, SyncError};
 use rtsync_source_kafka::KafkaSource;
 use serde_json::{Map, Value};
 
+use crate::datasource::sync_err;
 use crate::error::Result;
 use crate::model::{Preview, PreviewColumn, PreviewRejected};
 use crate::{SourceSpec, TaskSpec};
@@ -31,10 +35,16 @@ pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
     let limit = limit.clamp(1, MAX_LIMIT);
     let mapping = rtsync_mapping::compile(&spec.columns).map_err(|e| e.context_prefix("columns"))?;
     let columns = if spec.columns.is_empty() { rtsync_mapping::default_columns() } else { spec.columns.clone() };
-    let SourceSpec::Kafka(cfg) = &spec.source else {
-        return Err(crate::error::Error::bad_request(
-            "preview reads Kafka topics; a table source maps every column as it is, so there is no mapping to check",
-        ));
+    let cfg = match &spec.source {
+        SourceSpec::Kafka(cfg) => cfg,
+        SourceSpec::Postgresql(cfg) => {
+            let batch = rtsync_source_postgres::browse::sample_rows(cfg, limit).await.map_err(sync_err)?;
+            return table_preview(&batch, format!("{}.{}", cfg.schema, cfg.table));
+        }
+        SourceSpec::Mysql(cfg) => {
+            let batch = rtsync_source_mysql::browse::sample_rows(cfg, limit).await.map_err(sync_err)?;
+            return table_preview(&batch, format!("{}.{}", cfg.schema, cfg.table));
+        }
     };
     let mut cfg = cfg.clone();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -93,6 +103,33 @@ pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
     })
 }
 
+/// A table source maps every column as it is: the preview shows the first rows in key order
+/// as the snapshot reads them, with the Delta type each column takes.
+fn table_preview(batch: &RecordBatch, table: String) -> Result<Preview> {
+    let delta: std::collections::HashMap<String, String> =
+        rtsync_sink_lakehouse::delta_types(&batch.schema()).map_err(sync_err)?.into_iter().collect();
+    let keep: Vec<usize> =
+        (0..batch.num_columns()).filter(|&i| delta.contains_key(batch.schema().field(i).name())).collect();
+    let batch = batch.project(&keep).map_err(|e| crate::error::Error::internal(e.to_string()))?;
+    let columns = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| PreviewColumn { name: f.name().clone(), ty: delta.get(f.name()).cloned().unwrap_or_default() })
+        .collect();
+    let rows = (0..batch.num_rows())
+        .map(|i| {
+            let mut obj = Map::new();
+            for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+                obj.insert(field.name().clone(), cell(col, i));
+            }
+            obj
+        })
+        .collect();
+    let note = (batch.num_rows() == 0).then(|| format!("table {table} is empty"));
+    Ok(Preview { columns, rows, rejected: Vec::new(), messages_read: batch.num_rows() as i64, note })
+}
+
 /// "partition 0 offset 42".
 fn locate(batch: &RecordBatch, row: usize) -> String {
     let p = batch.column_by_name("partition").and_then(|c| c.as_primitive_opt::<Int32Type>()).map(|a| a.value(row));
@@ -110,6 +147,8 @@ pub fn cell(col: &ArrayRef, i: usize) -> Value {
     }
     match col.data_type() {
         DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
+        DataType::Int8 => Value::from(col.as_primitive::<Int8Type>().value(i)),
+        DataType::Int16 => Value::from(col.as_primitive::<Int16Type>().value(i)),
         DataType::Int32 => Value::from(col.as_primitive::<Int32Type>().value(i)),
         DataType::Int64 => Value::from(col.as_primitive::<Int64Type>().value(i)),
         DataType::Float64 => {

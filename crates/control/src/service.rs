@@ -390,6 +390,12 @@ impl Control {
                     "--source-schema {ns:?}: Kafka topics live in the namespace {KAFKA_NAMESPACE:?}"
                 )));
             }
+            if matches!(ds.ds_type.family(), Family::Postgres | Family::Mysql) && !cfg.columns.is_empty() {
+                return Err(Error::bad_request(format!(
+                    "--column: data source {src} is {}, a table source: every source column is mapped to the target as it is (new source columns are added); drop the --column arguments, or add --clear-columns",
+                    ds.ds_type
+                )));
+            }
         }
         for (field, value) in
             [("--sink-schema", Some(cfg.sink_schema.as_str())), ("--sink-table", cfg.sink_table.as_deref())]

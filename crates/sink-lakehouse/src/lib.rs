@@ -441,6 +441,16 @@ fn append_rows(batch: RecordBatch, location: &str) -> SyncResult<RecordBatch> {
     Ok(batch.project(&keep)?)
 }
 
+/// The Delta type each column of `schema` takes in the table (`decimal(12,2)`, `timestamp`,
+/// `array<string>`…), by name; the op column and unchanged masks are left out. A type Delta
+/// cannot store is named as an error.
+pub fn delta_types(schema: &SchemaRef) -> SyncResult<Vec<(String, String)>> {
+    let structure: StructType = table_schema(schema).as_ref().try_into_kernel().map_err(|e| {
+        SyncError::with_source(ErrorKind::Sink, "the source's columns have a type Delta cannot store", e)
+    })?;
+    Ok(structure.fields().map(|f| (f.name().clone(), f.data_type().to_string())).collect())
+}
+
 /// The table's columns: the rows' columns without the op column and unchanged masks.
 fn table_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = schema

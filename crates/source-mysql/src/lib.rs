@@ -84,6 +84,7 @@
 //! Types: see [`schema`] for the MySQL → Arrow mapping.
 
 mod binlog;
+pub mod browse;
 pub mod config;
 mod decode;
 mod error;

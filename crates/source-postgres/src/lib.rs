@@ -102,6 +102,7 @@
 //! [`ensure_free_replication_slot`]). A value that does not parse is a data error naming the
 //! column, the value and the transaction.
 
+pub mod browse;
 pub mod catalog;
 pub mod config;
 mod error;
