@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod mcp;
 pub mod progress;
 pub mod signals;
 

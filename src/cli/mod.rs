@@ -51,6 +51,13 @@ pub enum DaemonCommand {
         #[arg(long, default_value = rtsync_control::daemon::DEFAULT_LISTEN)]
         listen: String,
     },
+    /// A Model Context Protocol server on stdio (the seed's MCP tools: list_data_sources,
+    /// create_task, save_integration_task, publish_task, …), a client of the daemon at --server.
+    Mcp {
+        /// The daemon's URL.
+        #[arg(long, env = "RTSYNC_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+    },
     /// Data sources: named connections (Kafka, MySQL, PostgreSQL, …, Lakehouse).
     Datasource {
         #[command(flatten)]
@@ -385,6 +392,9 @@ fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
 pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     let result = match cmd {
         DaemonCommand::Serve { data_dir, listen } => serve(data_dir, listen).await,
+        DaemonCommand::Mcp { server } => {
+            crate::mcp::serve(server).await.map_err(|e| Error::internal(format!("the MCP server's stdio failed: {e}")))
+        }
         DaemonCommand::Datasource { client, cmd } => datasource(&client, cmd).await,
         DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
         DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,

@@ -427,12 +427,19 @@ pub fn preview(p: &Preview) {
         .collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     table(&header_refs, &rows);
-    println!(
-        "\n{} message(s) read, {} mapped, {} rejected (nothing was written)",
-        p.messages_read,
-        p.rows.len(),
-        p.rejected.len()
-    );
+    if let Some(t) = &p.table {
+        println!(
+            "\n{} row(s) of {t}, the first in key order, as the snapshot reads them (nothing was written)",
+            p.rows.len()
+        );
+    } else {
+        println!(
+            "\n{} message(s) read, {} mapped, {} rejected (nothing was written)",
+            p.messages_read,
+            p.rows.len(),
+            p.rejected.len()
+        );
+    }
     for r in &p.rejected {
         println!("rejected at {}: {}", r.at, r.reason);
     }

@@ -587,6 +587,9 @@ pub struct Preview {
     pub rejected: Vec<PreviewRejected>,
     pub messages_read: i64,
     pub note: Option<String>,
+    /// A table source's `schema.table` (its preview reads rows, not messages).
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

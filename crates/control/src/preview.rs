@@ -100,6 +100,7 @@ pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
         rejected,
         messages_read: read_count,
         note,
+        table: None,
     })
 }
 
@@ -127,7 +128,14 @@ fn table_preview(batch: &RecordBatch, table: String) -> Result<Preview> {
         })
         .collect();
     let note = (batch.num_rows() == 0).then(|| format!("table {table} is empty"));
-    Ok(Preview { columns, rows, rejected: Vec::new(), messages_read: batch.num_rows() as i64, note })
+    Ok(Preview {
+        columns,
+        rows,
+        rejected: Vec::new(),
+        messages_read: batch.num_rows() as i64,
+        note,
+        table: Some(table),
+    })
 }
 
 /// "partition 0 offset 42".
