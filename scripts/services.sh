@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Local test services for rtsync: a Kafka-protocol broker (tansu), PostgreSQL,
-# MariaDB and a Python venv used by tests as an independent Delta reader and
-# Kafka producer. Everything listens on 127.0.0.1 only and keeps its state
+# MariaDB, a Python venv used by tests as an independent Delta reader and
+# Kafka producer, and Node.js + jsdom with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
 # under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
 #
-#   scripts/services.sh install [kafka|venv|postgres|mariadb|all]...  (default: kafka venv)
+#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|all]...  (default: kafka venv ui)
 #   scripts/services.sh start   [kafka|postgres|mariadb|all]...       (default: all)
 #   scripts/services.sh stop    [kafka|postgres|mariadb|all]...       (default: all)
 #   scripts/services.sh status
@@ -19,6 +19,7 @@ BIN_DIR="$SERVICES_DIR/bin"
 RUN_DIR="$SERVICES_DIR/run"   # pid files
 LOG_DIR="$SERVICES_DIR/log"
 VENV_DIR="$SERVICES_DIR/venv"
+UI_DIR="$SERVICES_DIR/ui"     # node_modules for tests/ui (jsdom)
 
 KAFKA_PORT="${RTSYNC_KAFKA_PORT:-19092}"
 PG_PORT="${RTSYNC_PG_PORT:-15432}"
@@ -537,6 +538,33 @@ stop_mariadb() {
     stop_pid mariadb "$(basename "${bin:-mariadbd}")" TERM
 }
 
+# ---------------------------------------------------------------------------
+# web UI test driver: Node.js (Debian's, >= 18) and jsdom from tests/ui/package-lock.json
+# ---------------------------------------------------------------------------
+node_ok() {
+    command -v node >/dev/null 2>&1 && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'
+}
+
+ui_ok() {
+    node_ok && [[ -d "$UI_DIR/node_modules/jsdom" ]] &&
+        cmp -s "$REPO_ROOT/tests/ui/package-lock.json" "$UI_DIR/package-lock.json"
+}
+
+install_ui() {
+    if ui_ok; then
+        log "ui: ok at $UI_DIR"
+        return 0
+    fi
+    node_ok || apt_install nodejs npm
+    node_ok || die "ui: Node.js >= 18 is needed to drive the web UI in tests"
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    mkdir -p "$UI_DIR"
+    cp "$REPO_ROOT/tests/ui/package.json" "$REPO_ROOT/tests/ui/package-lock.json" "$UI_DIR/"
+    log "ui: npm ci (jsdom) in $UI_DIR"
+    (cd "$UI_DIR" && npm ci --no-audit --no-fund --silent >&2) || die "ui: npm ci failed"
+    log "ui: ok at $UI_DIR"
+}
+
 status_mariadb() {
     local bin
     bin="$(mariadbd_bin)"
@@ -566,10 +594,10 @@ expand() {
     for a in "${args[@]}"; do
         case "$a" in
             all) _out+=("${defaults[@]}") ;;
-            kafka | postgres | mariadb | venv) _out+=("$a") ;;
+            kafka | postgres | mariadb | venv | ui) _out+=("$a") ;;
             pg | postgresql) _out+=(postgres) ;;
             mysql) _out+=(mariadb) ;;
-            *) die "unknown service '$a' (kafka, postgres, mariadb, venv, all)" ;;
+            *) die "unknown service '$a' (kafka, postgres, mariadb, venv, ui, all)" ;;
         esac
     done
 }
@@ -578,9 +606,9 @@ cmd_install() {
     local svcs s
     if (($#)); then
         # "install all" installs everything, including the Debian packages.
-        expand svcs kafka venv postgres mariadb -- "$@"
+        expand svcs kafka venv ui postgres mariadb -- "$@"
     else
-        expand svcs kafka venv --
+        expand svcs kafka venv ui --
     fi
     for s in "${svcs[@]}"; do "install_$s"; done
 }
@@ -590,6 +618,7 @@ cmd_start() {
     expand svcs "${ALL_SERVICES[@]}" -- "$@"
     for s in "${svcs[@]}"; do
         [[ "$s" == venv ]] && { install_venv; continue; }
+        [[ "$s" == ui ]] && { install_ui; continue; }
         "start_$s"
     done
 }
@@ -598,7 +627,7 @@ cmd_stop() {
     local svcs s
     expand svcs "${ALL_SERVICES[@]}" -- "$@"
     for s in "${svcs[@]}"; do
-        [[ "$s" == venv ]] && continue
+        [[ "$s" == venv || "$s" == ui ]] && continue
         "stop_$s"
     done
 }
@@ -609,6 +638,7 @@ cmd_status() {
     status_postgres
     status_mariadb
     if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
+    if ui_ok; then echo "ui:       ok  $UI_DIR"; else echo "ui:       missing (run: $0 install ui)"; fi
 }
 
 cmd_env() {
@@ -617,6 +647,7 @@ cmd_env() {
     printf 'export RTSYNC_PYTHON=%q\n' "$VENV_DIR/bin/python"
     printf 'export RTSYNC_PG_URL=%q\n' "$(pg_url)"
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
+    printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
 }
 
 usage() {

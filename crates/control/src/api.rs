@@ -22,6 +22,11 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("request body: {e}")))
 }
 
+/// The web UI: one page over this API (tasks with status, throughput and freshness charts,
+/// the column mapping with JSONPath computed columns and a live preview, runs and attempt logs,
+/// data sources with metadata browsing, vclusters).
+const UI: &str = include_str!("ui.html");
+
 fn ok<T: serde::Serialize>(value: Result<T>) -> Response {
     match value {
         Ok(v) => Response::json(200, &v),
@@ -73,6 +78,7 @@ impl Api {
             ("GET", ["health"]) => {
                 Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
             }
+            ("GET", [] | ["ui", ..]) => Response::text(200, "text/html; charset=utf-8", UI.to_string()),
             ("GET", ["metrics"]) => match metrics::render(c) {
                 Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),
                 Err(e) => Response::error(&e),
