@@ -24,6 +24,8 @@
 //! phase the Delta table must equal the source (count and a checksum over every column). Peak
 //! RSS is per phase (VmHWM, reset between phases); commit latency is the engine's time for
 //! each Delta commit (MERGE or append plus the log write).
+//! The Delta log of each phase tells what was written: files, bytes, and for MERGEs the
+//! unchanged rows rewritten alongside the changed ones (delta-rs's own metrics).
 //!
 //! The binlog range is the server's, so it also holds whatever else was written to the server
 //! meanwhile; both readers read it all. The bench's database is dropped at the end, also when
@@ -194,6 +196,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
     );
 
     // Phase 1: snapshot.
+    let v0 = delta_version(&target);
     reset_peak_rss();
     let started = Instant::now();
     let mut running = Running::start(&spec);
@@ -209,6 +212,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
         elapsed.as_secs_f64(),
         rate(sizes.rows, elapsed),
     );
+    println!("  {}", log_since(&target, v0));
 
     // Phase 2: live streaming, and mariadb-binlog over the same binlog range.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -216,6 +220,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
     let start_pos = binlog_position(&mut conn).await;
     let base = running.rows_out();
     let mark = running.mark();
+    let v0 = delta_version(&target);
     reset_peak_rss();
     let started = Instant::now();
     let applied = write_changes(&mut conn, &t, &mut plan, &sizes).await;
@@ -249,6 +254,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
         freshness.quantile(0.5),
         freshness.quantile(0.99)
     );
+    println!("                   {}", log_since(&target, v0));
     let mut ceiling = None;
     for decode_rows in [true, false] {
         let how = if decode_rows { "-v (rows decoded)" } else { "(rows as base64)" };
@@ -272,6 +278,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
     if sizes.catch_up {
         running.stop().await;
         let applied = write_changes(&mut conn, &t, &mut plan, &sizes).await;
+        let v0 = delta_version(&target);
         reset_peak_rss();
         let started = Instant::now();
         let mut running = Running::start(&spec);
@@ -293,6 +300,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
             rate(n, elapsed)
         );
         println!("                   {commits}; peak RSS {rss:.0} MiB");
+        println!("                   {}", log_since(&target, v0));
     } else {
         running.stop().await;
     }

@@ -22,6 +22,8 @@
 //! reads a backlog. After each phase the Delta table must equal the source (count and a
 //! checksum over every column). Peak RSS is per phase (VmHWM, reset between phases); commit
 //! latency is the engine's time for each Delta commit (MERGE or append plus the log write).
+//! The Delta log of each phase tells what was written: files, bytes, and for MERGEs the
+//! unchanged rows rewritten alongside the changed ones (delta-rs's own metrics).
 //!
 //! The bench's slots, publication and table are dropped at the end, also when it fails.
 
@@ -178,6 +180,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
     );
 
     // Phase 1: snapshot.
+    let v0 = delta_version(&target);
     reset_peak_rss();
     let started = Instant::now();
     let mut running = Running::start(&spec);
@@ -193,6 +196,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
         elapsed.as_secs_f64(),
         rate(sizes.rows, elapsed),
     );
+    println!("  {}", log_since(&target, v0));
 
     // Phase 2: live streaming, and pg_recvlogical over the same WAL.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -201,6 +205,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
     let start_lsn = lsn(&client).await;
     let base = running.rows_out();
     let mark = running.mark();
+    let v0 = delta_version(&target);
     reset_peak_rss();
     let started = Instant::now();
     let applied = write_changes(&client, &t, &mut plan, &sizes).await;
@@ -256,6 +261,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
         freshness.quantile(0.5),
         freshness.quantile(0.99)
     );
+    println!("                   {}", log_since(&target, v0));
     let recv_rate = match &recv {
         Ok(d) => {
             println!(
@@ -276,6 +282,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
     if sizes.catch_up {
         running.stop().await;
         let applied = write_changes(&client, &t, &mut plan, &sizes).await;
+        let v0 = delta_version(&target);
         reset_peak_rss();
         let started = Instant::now();
         let mut running = Running::start(&spec);
@@ -297,6 +304,7 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
             rate(n, elapsed)
         );
         println!("                   {commits}; peak RSS {rss:.0} MiB");
+        println!("                   {}", log_since(&target, v0));
     } else {
         running.stop().await;
     }

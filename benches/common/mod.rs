@@ -187,7 +187,11 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             if self.rows_out() >= rows {
-                return Instant::now();
+                let at = Instant::now();
+                // The engine counts the rows before it records the commit's latency and
+                // freshness (synchronously, on its own thread): let it finish.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return at;
             }
             if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
                 let result = self.task.take().unwrap().await;
@@ -299,6 +303,99 @@ pub fn assert_converged(what: &str, source: &[i64], target: &[i64]) {
             .collect();
         panic!("{what}: the Delta table differs from the source: {}", diff.join("; "));
     }
+}
+
+/// What the Delta log records of the commits after a version: the files written and, for
+/// MERGEs, delta-rs's own metrics (how many unchanged rows it had to copy into new files).
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub commits: u64,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub bytes_added: u64,
+    pub merges: u64,
+    /// Rows the MERGEs inserted, updated or deleted.
+    pub rows_changed: u64,
+    /// Unchanged rows the MERGEs rewrote because their file held a changed one.
+    pub rows_copied: u64,
+    pub files_scanned: u64,
+    pub scan_ms: u64,
+    pub rewrite_ms: u64,
+}
+
+impl std::fmt::Display for LogStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Delta log: {} files added ({:.0} MB), {} removed",
+            self.files_added,
+            self.bytes_added as f64 / 1e6,
+            self.files_removed
+        )?;
+        if self.merges > 0 {
+            write!(
+                f,
+                "; {} MERGEs changed {} rows and copied {} unchanged ones ({:.1} rows written per change), \
+                 scanned {} files, scan {} ms + rewrite {} ms per MERGE",
+                self.merges,
+                self.rows_changed,
+                self.rows_copied,
+                (self.rows_changed + self.rows_copied) as f64 / self.rows_changed.max(1) as f64,
+                self.files_scanned,
+                self.scan_ms / self.merges,
+                self.rewrite_ms / self.merges
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn log_versions(table: &LakehouseSinkConfig) -> Vec<(u64, std::path::PathBuf)> {
+    let dir = std::path::Path::new(&table.table_location()).join("_delta_log");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some((name.strip_suffix(".json")?.parse().ok()?, e.path()))
+        })
+        .collect()
+}
+
+/// The table's latest version (-1: none yet).
+pub fn delta_version(table: &LakehouseSinkConfig) -> i64 {
+    log_versions(table).iter().map(|(v, _)| *v as i64).max().unwrap_or(-1)
+}
+
+/// The commits after version `after`, read from the JSON log.
+pub fn log_since(table: &LakehouseSinkConfig, after: i64) -> LogStats {
+    let mut stats = LogStats::default();
+    for (_, path) in log_versions(table).into_iter().filter(|(v, _)| *v as i64 > after) {
+        stats.commits += 1;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for action in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            if let Some(add) = action.get("add") {
+                stats.files_added += 1;
+                stats.bytes_added += add["size"].as_u64().unwrap_or(0);
+            } else if action.get("remove").is_some() {
+                stats.files_removed += 1;
+            } else if let Some(info) = action.get("commitInfo")
+                && info["operation"] == "MERGE"
+            {
+                let m = &info["operationMetrics"];
+                let n = |k: &str| m[k].as_u64().unwrap_or(0);
+                stats.merges += 1;
+                stats.rows_changed +=
+                    n("num_target_rows_inserted") + n("num_target_rows_updated") + n("num_target_rows_deleted");
+                stats.rows_copied += n("num_target_rows_copied");
+                stats.files_scanned += n("num_target_files_scanned");
+                stats.scan_ms += n("scan_time_ms");
+                stats.rewrite_ms += n("rewrite_time_ms");
+            }
+        }
+    }
+    stats
 }
 
 /// Forgets the peak RSS so far: the next [`peak_rss_mib`] covers only what follows.
