@@ -371,6 +371,28 @@ full_page_writes = off
 EOF
 }
 
+# A throwaway CA and a server certificate for 127.0.0.1/localhost, so that tests can
+# connect with sslmode=require/verify-ca/verify-full (RTSYNC_PG_CA is the CA's PEM).
+ensure_pg_tls() {
+    local dir="$PG_DIR/tls"
+    [[ -f "$dir/server.key" && -f "$dir/server.crt" && -f "$dir/ca.pem" ]] && return 0
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    mkdir -p "$dir"
+    log "postgres: generating a test CA and server certificate in $dir"
+    {
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=rtsync test CA" \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+                -keyout "$dir/server.key" -out "$dir/server.csr" &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/ext.cnf" &&
+            openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+                -days 3650 -extfile "$dir/ext.cnf" -out "$dir/server.crt"
+    } >>"$PG_LOG" 2>&1 || die "postgres: generating TLS certificates failed (see $PG_LOG)"
+    chmod 600 "$dir/server.key"
+    is_root && chown -R postgres: "$dir"
+    return 0
+}
+
 start_postgres() {
     if running postgres postgres; then
         log "postgres: already running (pid $(read_pid postgres)) on 127.0.0.1:$PG_PORT"
@@ -381,6 +403,7 @@ start_postgres() {
     bin="$(pg_bindir)"
     mkdir -p "$LOG_DIR" "$RUN_DIR"
     init_postgres "$bin"
+    ensure_pg_tls
     ensure_port_free postgres "$PG_PORT"
     mkdir -p "$PG_SOCK_DIR"
     if is_root; then
@@ -389,7 +412,7 @@ start_postgres() {
         chown postgres: "$PG_LOG"
     fi
     as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$START_TIMEOUT" \
-        -o "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_SOCK_DIR'" \
+        -o "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_SOCK_DIR' -c ssl=on -c ssl_cert_file='$PG_DIR/tls/server.crt' -c ssl_key_file='$PG_DIR/tls/server.key'" \
         start >&2 || { tail -n 40 "$PG_LOG" >&2; die "postgres: failed to start"; }
     head -n1 "$PG_DATA/postmaster.pid" >"$(pidfile postgres)"
     if ! port_open "$PG_PORT"; then
@@ -646,6 +669,7 @@ cmd_env() {
     printf 'export RTSYNC_KAFKA_BOOTSTRAP=%q\n' "127.0.0.1:$KAFKA_PORT"
     printf 'export RTSYNC_PYTHON=%q\n' "$VENV_DIR/bin/python"
     printf 'export RTSYNC_PG_URL=%q\n' "$(pg_url)"
+    printf 'export RTSYNC_PG_CA=%q\n' "$PG_DIR/tls/ca.pem"
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
 }

@@ -15,11 +15,17 @@ use crate::types::{TypeCatalog, TypeRow, ValueKind, classify};
 /// Opens a SQL connection with the pinned session settings; its driver runs on a task of its
 /// own and ends when the client is dropped.
 pub async fn connect(params: &ConnectionParams) -> SyncResult<Client> {
-    let (client, connection) = params
-        .pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| pg_error(e, &format!("connecting to PostgreSQL at {}", params.display())))?;
+    let doing = || format!("connecting to PostgreSQL at {} (sslmode {})", params.display(), params.tls.mode.name());
+    if params.tls.mode == crate::tls::SslMode::Disable {
+        let (client, connection) = params.pg.connect(tokio_postgres::NoTls).await.map_err(|e| pg_error(e, &doing()))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "postgres connection ended");
+            }
+        });
+        return Ok(client);
+    }
+    let (client, connection) = params.pg.connect(params.tls.connector()?).await.map_err(|e| pg_error(e, &doing()))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "postgres connection ended");
@@ -44,6 +50,7 @@ pub(crate) fn replication_config(
         publication,
     )
     .with_port(params.port)
+    .with_tls(params.tls.replication(&params.host))
     .with_options(SESSION_OPTIONS)
     .with_application_name(application)
     // Acknowledged positions reach the server within a second; idle wakeups stay rare.

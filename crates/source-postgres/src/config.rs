@@ -6,6 +6,8 @@ use std::time::Duration;
 use rtsync_core::SyncError;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::{SslMode, TlsSettings};
+
 /// Rows per snapshot chunk: one keyset query (`WHERE key > last ORDER BY key LIMIT n`), and at
 /// most this many rows per batch, so memory is bounded by the chunk, not the table.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 100_000;
@@ -50,7 +52,8 @@ pub enum SnapshotMode {
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceConfig {
     /// `postgres://[user[:password]@]host[:port]/database[?options]` (libpq URL syntax; also
-    /// the key=value form). `sslmode` other than `disable`/`prefer` is refused for now.
+    /// the key=value form). TLS as libpq: `sslmode=disable|prefer|require|verify-ca|verify-full`
+    /// (default `prefer`) and `sslrootcert=PATH` (PEM; default Mozilla's roots).
     pub url: String,
     /// Overrides the URL's user.
     #[serde(default)]
@@ -163,7 +166,9 @@ impl PostgresSourceConfig {
 
     /// The parsed URL with `user`/`password` applied.
     pub fn connection(&self) -> Result<ConnectionParams, SyncError> {
-        let mut pg: tokio_postgres::Config = self.url.parse().map_err(|e| {
+        let (conninfo, tls) = crate::tls::split_tls_options(&self.url)
+            .map_err(|why| SyncError::config(format!("postgres source: url {}: {why}", redact_url(&self.url))))?;
+        let mut pg: tokio_postgres::Config = conninfo.parse().map_err(|e| {
             SyncError::with_source(
                 rtsync_core::ErrorKind::Config,
                 format!(
@@ -199,19 +204,23 @@ impl PostgresSourceConfig {
         })?;
         let password = pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
         let database = pg.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
-        match pg.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {}
-            _ => {
-                return Err(SyncError::config(
-                    "postgres source: url: sslmode=require is not supported yet; use sslmode=disable or prefer (plain connection)",
-                ));
-            }
+        pg.ssl_mode(match tls.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        if let Some(root) = &tls.root_cert
+            && !root.is_file()
+        {
+            return Err(SyncError::config(format!(
+                "postgres source: sslrootcert {} is not a readable file",
+                root.display()
+            )));
         }
-        pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
         pg.options(SESSION_OPTIONS);
         pg.connect_timeout(CONNECT_TIMEOUT);
         pg.application_name("rtsync");
-        Ok(ConnectionParams { pg, host, port, user, password, database })
+        Ok(ConnectionParams { pg, host, port, user, password, database, tls })
     }
 }
 
@@ -225,6 +234,7 @@ pub struct ConnectionParams {
     pub user: String,
     pub password: String,
     pub database: String,
+    pub tls: TlsSettings,
 }
 
 impl fmt::Debug for ConnectionParams {
@@ -355,8 +365,10 @@ mod tests {
         c.url = "mysql://x".into();
         assert!(c.validate().unwrap_err().to_string().contains("url"));
         let mut c = base;
-        c.url = "postgres://u@h/db?sslmode=require".into();
+        c.url = "postgres://u@h/db?sslmode=sometimes".into();
         assert!(c.validate().unwrap_err().to_string().contains("sslmode"));
+        c.url = "postgres://u@h/db?sslmode=verify-full&sslrootcert=/no/such/ca.pem".into();
+        assert!(c.validate().unwrap_err().to_string().contains("sslrootcert"));
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub mod position;
 mod rows;
 mod snapshot;
 mod stream;
+pub mod tls;
 mod types;
 
 use std::time::Duration;
@@ -199,7 +200,9 @@ impl PostgresSource {
     pub fn new(task: impl Into<String>, config: PostgresSourceConfig) -> SyncResult<Self> {
         config.validate()?;
         let task = task.into();
-        let conn = config.connection()?;
+        let mut conn = config.connection()?;
+        // The task's name on every connection, so pg_stat_activity tells which task it is.
+        conn.pg.application_name(&format!("rtsync {task}"));
         Ok(Self {
             slot: config.slot_name(&task),
             publication: config.publication_name(&task),
