@@ -510,6 +510,10 @@ collation-server = utf8mb4_general_ci
 innodb_buffer_pool_size = 128M
 innodb_flush_log_at_trx_commit = 2
 sync_binlog = 0
+# TLS with the test CA of ensure_pg_tls (user ${DB_USER}_tls must use it).
+ssl_cert = $PG_DIR/tls/server.crt
+ssl_key = $PG_DIR/tls/server.key
+ssl_ca = $PG_DIR/tls/ca.pem
 EOF
 }
 
@@ -531,6 +535,8 @@ start_mariadb() {
         return 0
     fi
     install_mariadb
+    mkdir -p "$LOG_DIR"
+    ensure_pg_tls
     write_mariadb_cnf
     init_mariadb
     ensure_port_free mariadb "$MARIADB_PORT"
@@ -550,6 +556,8 @@ CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASSWORD';
 CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;
 GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS '${DB_USER}_tls'@'%' IDENTIFIED BY '$DB_PASSWORD' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON *.* TO '${DB_USER}_tls'@'%';
 CREATE DATABASE IF NOT EXISTS $DB_NAME;
 EOF
     log "mariadb: running (pid $(read_pid mariadb)), $(mariadb_url)"
@@ -670,6 +678,7 @@ cmd_env() {
     printf 'export RTSYNC_PYTHON=%q\n' "$VENV_DIR/bin/python"
     printf 'export RTSYNC_PG_URL=%q\n' "$(pg_url)"
     printf 'export RTSYNC_PG_CA=%q\n' "$PG_DIR/tls/ca.pem"
+    printf 'export RTSYNC_TEST_CA=%q\n' "$PG_DIR/tls/ca.pem"
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
 }

@@ -27,7 +27,11 @@ pub const DEFAULT_SERVER_ID_RANGE: (u32, u32) = (5_400_000, 5_499_999);
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MySqlSourceConfig {
-    /// `mysql://user:password@host:3306[/db][?require_ssl=true…]` (mysql_async URL options).
+    /// `mysql://user:password@host:3306[/db][?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem]`:
+    /// TLS as the MySQL client's `--ssl-mode` (`DISABLED`, the default; `REQUIRED`: encrypted,
+    /// certificate not checked; `VERIFY_CA`; `VERIFY_IDENTITY`: chain and host name) with
+    /// `--ssl-ca` (PEM; default: the built-in Mozilla roots). Other mysql_async URL options
+    /// pass through.
     pub url: String,
     /// Overrides the URL's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,20 +249,16 @@ impl MySqlSourceConfig {
         if self.heartbeat_secs == 0 || self.heartbeat_secs > 4_294 {
             return Err(SyncError::config("source.heartbeat_secs: must be between 1 and 4294"));
         }
-        Opts::from_url(&self.url).map_err(|e| {
-            SyncError::with_source(
-                ErrorKind::Config,
-                format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)),
-                e,
-            )
-        })?;
+        self.opts()?;
         Ok(())
     }
 
     /// Connection options: the URL plus user/password overrides; TCP only (a local socket
     /// would bypass the host the user named), the database left unset (we name it in SQL).
     pub(crate) fn opts(&self) -> SyncResult<Opts> {
-        let base = Opts::from_url(&self.url).map_err(|e| {
+        let (url, ssl) = split_ssl_options(&self.url)
+            .map_err(|why| SyncError::config(format!("source.url {}: {why}", redact_url(&self.url))))?;
+        let base = Opts::from_url(&url).map_err(|e| {
             SyncError::with_source(
                 ErrorKind::Config,
                 format!("source.url: {} is not a valid MySQL URL", redact_url(&self.url)),
@@ -271,6 +271,12 @@ impl MySqlSourceConfig {
         }
         if let Some(password) = &self.password {
             b = b.pass(Some(password.clone()));
+        }
+        if let Some(ssl) = ssl {
+            // mysql_async's TLS takes rustls's process-wide provider; the build carries two
+            // (ring and aws-lc-rs), so one is chosen here. Fails harmlessly once one is set.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            b = b.ssl_opts(Some(ssl));
         }
         Ok(b.into())
     }
@@ -300,10 +306,97 @@ impl MySqlSourceConfig {
     }
 }
 
+/// The MySQL client's `ssl-mode` / `ssl-ca` taken out of the URL's query (mysql_async would
+/// refuse them) and turned into mysql_async's TLS options; returns the rest of the URL.
+fn split_ssl_options(url: &str) -> Result<(String, Option<mysql_async::SslOpts>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let (mut mode, mut ca) = (None::<String>, None::<std::path::PathBuf>);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k.replace('_', "-").to_ascii_lowercase().as_str() {
+            "ssl-mode" => mode = Some(v.to_ascii_uppercase().replace('-', "_")),
+            "ssl-ca" => ca = Some(percent_decoded(v).into()),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    if let Some(path) = &ca
+        && !path.is_file()
+    {
+        return Err(format!("ssl-ca {} is not a readable file", path.display()));
+    }
+    let mode = match (mode.as_deref(), &ca) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(_)) => "VERIFY_CA".to_string(),
+        (None, None) => return Ok((rest, None)),
+    };
+    let roots = |opts: mysql_async::SslOpts| match &ca {
+        Some(path) => opts.with_root_certs(vec![path.clone().into()]).with_disable_built_in_roots(true),
+        None => opts,
+    };
+    let ssl = match mode.as_str() {
+        "DISABLED" => None,
+        "REQUIRED" => Some(
+            mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ),
+        "VERIFY_CA" => Some(roots(mysql_async::SslOpts::default().with_danger_skip_domain_validation(true))),
+        "VERIFY_IDENTITY" => Some(roots(mysql_async::SslOpts::default())),
+        "PREFERRED" => {
+            return Err("ssl-mode PREFERRED (fall back to plain text) is not offered: use REQUIRED, VERIFY_CA or VERIFY_IDENTITY, or DISABLED".into());
+        }
+        other => {
+            return Err(format!("ssl-mode {other:?}: use DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY"));
+        }
+    };
+    Ok((rest, ssl))
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_mode_and_ca_come_out_of_the_url() {
+        let (rest, ssl) = split_ssl_options("mysql://u:p@h:3306/db?ssl-mode=REQUIRED&prefer_socket=false").unwrap();
+        assert_eq!(rest, "mysql://u:p@h:3306/db?prefer_socket=false");
+        let ssl = ssl.unwrap();
+        assert!(ssl.accept_invalid_certs() && ssl.skip_domain_validation());
+        let (rest, ssl) = split_ssl_options("mysql://u@h/db").unwrap();
+        assert_eq!((rest.as_str(), ssl.is_none()), ("mysql://u@h/db", true));
+        let (_, ssl) = split_ssl_options("mysql://u@h/db?ssl_mode=verify_identity").unwrap();
+        let ssl = ssl.unwrap();
+        assert!(!ssl.accept_invalid_certs() && !ssl.skip_domain_validation());
+        let (_, ssl) = split_ssl_options("mysql://u@h/db?ssl-mode=DISABLED").unwrap();
+        assert!(ssl.is_none());
+        assert!(split_ssl_options("mysql://u@h/db?ssl-mode=PREFERRED").unwrap_err().contains("REQUIRED"));
+        assert!(split_ssl_options("mysql://u@h/db?ssl-mode=sometimes").unwrap_err().contains("ssl-mode"));
+        assert!(split_ssl_options("mysql://u@h/db?ssl-ca=/no/such.pem").unwrap_err().contains("/no/such.pem"));
+    }
 
     #[test]
     fn minimal_toml_with_defaults() {
