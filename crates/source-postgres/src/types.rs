@@ -15,7 +15,7 @@
 //! | `numeric` (unbounded), p > 38 | Utf8 | the exact text, `NaN` / `Infinity` included |
 //! | `text`, `varchar`, `char(n)`, `name`, `"char"`, `citext`, enums | Utf8 | `char(n)` keeps its padding |
 //! | `bytea` | Binary | |
-//! | `date` | Date32 | ±infinity → i32::MAX / i32::MIN (PostgreSQL's own encoding) |
+//! | `date` | Date32 | ±infinity → 9999-12-31 / 0001-01-01, the ends of Delta's date range; dates outside that range (BC, after 9999) → NULL |
 //! | `timestamp` | Timestamp(µs, None) | ±infinity → i64::MAX / i64::MIN |
 //! | `timestamptz` | Timestamp(µs, "UTC") | ±infinity → i64::MAX / i64::MIN |
 //! | `time`, `timetz`, `interval` | Utf8 | `13:45:00.5`, `13:45:00+02`, ISO 8601 `P1DT2H` |
@@ -296,7 +296,7 @@ impl ColumnBuilder {
                 decode_bytea(text, scratch)?;
                 b.append_value(&scratch[..]);
             }
-            ColumnBuilder::Date(b) => b.append_value(parse_date(text).ok_or("not a date")?),
+            ColumnBuilder::Date(b) => b.append_option(parse_date(text)?),
             ColumnBuilder::Timestamp(b) => b.append_value(parse_timestamp(text).ok_or("not a timestamp")?),
             ColumnBuilder::Array(b, elem, delim, scratch) => {
                 scratch.clear();
@@ -425,15 +425,23 @@ fn strip_bc(text: &str) -> (&str, bool) {
     }
 }
 
-/// Days since the epoch; `infinity` / `-infinity` → i32::MAX / i32::MIN.
-pub(crate) fn parse_date(text: &str) -> Option<i32> {
+/// Delta's date range, in days since the epoch: 0001-01-01 ..= 9999-12-31. A date outside it
+/// cannot be stored: the Python `deltalake` reader fails on a table whose file statistics hold
+/// one, and the delta writer panics on a date past year 262142.
+pub(crate) const DELTA_DATES: std::ops::RangeInclusive<i32> = -719_162..=2_932_896;
+
+/// Days since the epoch. `infinity` / `-infinity` → the last / first day of [`DELTA_DATES`]
+/// (Delta has no infinite date; Spark's PostgreSQL dialect maps them the same way); any other
+/// date outside that range → None (NULL).
+pub(crate) fn parse_date(text: &str) -> Result<Option<i32>, &'static str> {
     match text {
-        "infinity" => return Some(i32::MAX),
-        "-infinity" => return Some(i32::MIN),
+        "infinity" => return Ok(Some(*DELTA_DATES.end())),
+        "-infinity" => return Ok(Some(*DELTA_DATES.start())),
         _ => {}
     }
     let (text, bc) = strip_bc(text);
-    i32::try_from(parse_ymd(text, bc)?).ok()
+    let days = parse_ymd(text, bc).ok_or("not a date")?;
+    Ok(i32::try_from(days).ok().filter(|d| DELTA_DATES.contains(d)))
 }
 
 /// Microseconds since the epoch (UTC when the text carries an offset); `infinity` /
@@ -691,12 +699,18 @@ mod tests {
 
     #[test]
     fn dates_and_timestamps() {
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2000-03-01"), Some(11_017));
-        assert_eq!(parse_date("1969-12-31"), Some(-1));
-        assert_eq!(parse_date("infinity"), Some(i32::MAX));
-        // 1 BC is astronomical year 0, a leap year.
-        assert_eq!(parse_date("0001-12-31 BC"), Some(parse_date("0001-01-01").unwrap() - 1));
+        assert_eq!(parse_date("1970-01-01"), Ok(Some(0)));
+        assert_eq!(parse_date("2000-03-01"), Ok(Some(11_017)));
+        assert_eq!(parse_date("1969-12-31"), Ok(Some(-1)));
+        assert_eq!(parse_date("9999-12-31"), Ok(Some(2_932_896)));
+        assert_eq!(parse_date("0001-01-01"), Ok(Some(-719_162)));
+        assert_eq!(parse_date("infinity"), Ok(Some(2_932_896)));
+        assert_eq!(parse_date("-infinity"), Ok(Some(-719_162)));
+        // Outside Delta's range: 1 BC (astronomical year 0), PostgreSQL's first and last dates.
+        for outside in ["0001-12-31 BC", "4714-11-24 BC", "10000-01-01", "5874897-12-31"] {
+            assert_eq!(parse_date(outside), Ok(None), "{outside}");
+        }
+        assert!(parse_date("2024-13-01").is_err());
         assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
         assert_eq!(parse_timestamp("2024-02-29 12:34:56.789012"), Some(1_709_210_096_789_012));
         assert_eq!(parse_timestamp("2024-02-29 12:34:56.5+00"), Some(1_709_210_096_500_000));
