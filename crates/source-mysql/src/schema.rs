@@ -256,9 +256,10 @@ pub(crate) fn kind_from_catalog(
         "bigint" => ColumnKind::Int { bytes: 8, unsigned },
         "float" => ColumnKind::Float,
         "double" | "real" | "double precision" => ColumnKind::Double,
+        // MySQL allows a scale up to 30, MariaDB up to 38.
         "decimal" | "numeric" | "fixed" => ColumnKind::Decimal {
             precision: precision.unwrap_or(10).min(65) as u8,
-            scale: scale.unwrap_or(0).min(30) as u8,
+            scale: scale.unwrap_or(0).min(38) as u8,
         },
         "bit" => ColumnKind::Bit { bits: precision.unwrap_or(1).clamp(1, 64) as u16 },
         "year" => ColumnKind::Year,
@@ -337,6 +338,11 @@ mod tests {
         assert_eq!(
             kind_from_catalog("decimal", "decimal(65,4)", Some(65), Some(4), None, None, false).unwrap().arrow_type(),
             DataType::Utf8
+        );
+        // MariaDB's largest scale
+        assert_eq!(
+            kind_from_catalog("decimal", "decimal(38,38)", Some(38), Some(38), None, None, true).unwrap().arrow_type(),
+            DataType::Decimal128(38, 38)
         );
         assert_eq!(
             kind_from_catalog("bit", "bit(1)", Some(1), None, None, None, false).unwrap().arrow_type(),
