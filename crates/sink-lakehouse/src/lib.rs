@@ -336,7 +336,7 @@ impl Sink for DeltaSink {
             .ok_or_else(|| SyncError::internal("commit called before open"))?
             .into_inner()
             .map_err(|_| SyncError::internal("the writer panicked earlier"))?;
-        let bytes = writer.buffer_len() as u64;
+        let mut bytes = writer.buffer_len() as u64;
         let epoch = i64::try_from(checkpoint.epoch).map_err(|_| SyncError::internal("epoch overflow"))?;
         let stored = StoredCheckpoint {
             task: checkpoint.task.clone(),
@@ -354,31 +354,54 @@ impl Sink for DeltaSink {
             SinkMode::Upsert { keys } => {
                 let keys = keys.clone();
                 let changes = std::mem::take(&mut self.pending);
-                self.pending_bytes = 0;
-                match upsert::prepare(&changes, &keys)? {
-                    Some(p) if !p.truncate && upsert::only_reads(&p.rows) => {
-                        let rows = upsert::without_op(&p.rows)?;
-                        match writer.write_with_mode(rows, WriteMode::MergeSchema).await {
-                            Ok(()) => writer.flush_and_commit(&mut table).await,
-                            Err(e) => Err(e),
+                // For a MERGE, the bytes reported are those of the change rows applied.
+                bytes = std::mem::take(&mut self.pending_bytes) as u64;
+                let snapshot_only = !changes.is_empty()
+                    && changes
+                        .iter()
+                        .all(|b| upsert::only_reads(b) && b.column_by_name(rtsync_core::UNCHANGED_COLUMN).is_none());
+                if snapshot_only {
+                    // Snapshot chunks hold distinct keys: appended as they are, without the
+                    // concatenation and per-key collapse a MERGE needs.
+                    let mut written = Ok(());
+                    for batch in &changes {
+                        written = writer.write_with_mode(upsert::without_op(batch)?, WriteMode::MergeSchema).await;
+                        if written.is_err() {
+                            break;
                         }
                     }
-                    Some(p) => {
-                        let before = table.version();
-                        match upsert::merge(table.clone(), p.rows, &keys, p.truncate, properties).await {
-                            Ok(merged) => {
-                                table = merged;
-                                if table.version() == before {
-                                    // Nothing changed: record the checkpoint on its own.
-                                    writer.flush_and_commit(&mut table).await
-                                } else {
-                                    Ok(table.version().unwrap_or_default())
-                                }
+                    drop(changes);
+                    bytes = writer.buffer_len() as u64;
+                    match written {
+                        Ok(()) => writer.flush_and_commit(&mut table).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    match upsert::prepare(&changes, &keys)? {
+                        Some(p) if !p.truncate && upsert::only_reads(&p.rows) => {
+                            let rows = upsert::without_op(&p.rows)?;
+                            match writer.write_with_mode(rows, WriteMode::MergeSchema).await {
+                                Ok(()) => writer.flush_and_commit(&mut table).await,
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
                         }
+                        Some(p) => {
+                            let before = table.version();
+                            match upsert::merge(table.clone(), p.rows, &keys, p.truncate, properties).await {
+                                Ok(merged) => {
+                                    table = merged;
+                                    if table.version() == before {
+                                        // Nothing changed: record the checkpoint on its own.
+                                        writer.flush_and_commit(&mut table).await
+                                    } else {
+                                        Ok(table.version().unwrap_or_default())
+                                    }
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        None => writer.flush_and_commit(&mut table).await,
                     }
-                    None => writer.flush_and_commit(&mut table).await,
                 }
             }
         };
