@@ -196,7 +196,8 @@ fn date_prefix(bytes: &[u8]) -> Option<i64> {
     let year = digits(bytes, 0, 4)?;
     let month = digits(bytes, 5, 2)?;
     let day = digits(bytes, 8, 2)?;
-    if bytes[4] != b'-' || bytes[7] != b'-' || !(1..=12).contains(&month) {
+    // Year 0000 is outside Delta's date range (0001-01-01 ..= 9999-12-31): readers refuse it.
+    if bytes[4] != b'-' || bytes[7] != b'-' || !(1..=12).contains(&month) || year == 0 {
         return None;
     }
     let year = i64::from(year);
@@ -264,8 +265,14 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
         _ => return None,
     };
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
-    Some(seconds * MICROS_PER_SECOND + micros)
+    let at = seconds * MICROS_PER_SECOND + micros;
+    // An offset can carry 0001-01-01 or 9999-12-31 past Delta's range.
+    (FIRST_MICROS..=LAST_MICROS).contains(&at).then_some(at)
 }
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z: Delta's timestamp range.
+const FIRST_MICROS: i64 = -62_135_596_800 * MICROS_PER_SECOND;
+const LAST_MICROS: i64 = 253_402_300_799 * MICROS_PER_SECOND + 999_999;
 
 /// An unpaired UTF-16 surrogate in a `\u` escape: valid JSON syntax, but no Unicode text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,6 +430,11 @@ mod tests {
         assert_eq!(parse_date("1969-12-31"), Some(-1));
         assert_eq!(parse_date("0001-01-01"), Some(-719_162));
         assert_eq!(parse_date("9999-12-31"), Some(2_932_896));
+        assert_eq!(parse_date("0000-01-01"), None, "before Delta's first date");
+        assert_eq!(parse_timestamp("0001-01-01T00:00:00Z"), Some(FIRST_MICROS));
+        assert_eq!(parse_timestamp("9999-12-31T23:59:59.999999Z"), Some(LAST_MICROS));
+        assert_eq!(parse_timestamp("0001-01-01T00:30:00+01:00"), None, "an offset past the first instant");
+        assert_eq!(parse_timestamp("9999-12-31T23:30:00-01:00"), None, "an offset past the last instant");
         for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "2024-01-32", "2024-1-01", "2024/01/01", "24-01-01", ""] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
