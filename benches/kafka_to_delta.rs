@@ -15,6 +15,8 @@
 //! while the task runs with a 1 s commit interval; p50/p99 of (commit time − message
 //! timestamp) come from the engine's per-row histogram. Peak RSS is read from /proc.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -50,7 +52,7 @@ fn order(i: u64) -> String {
         i % 9 + 1,
         i % 100_000,
         i % 100,
-        i % 3 != 0,
+        !i.is_multiple_of(3),
         (i / 60) % 60,
         i % 60
     )

@@ -57,8 +57,8 @@ pub fn sample_order(i: u64) -> String {
     let name = names[(i % 5) as usize];
     let qty = i % 7 + 1;
     let cents = (i * 137) % 100_000;
-    let paid = i % 3 != 0;
-    let coupon = if i % 4 == 0 { "null".to_string() } else { format!("\"C{}\"", i % 50) };
+    let paid = !i.is_multiple_of(3);
+    let coupon = if i.is_multiple_of(4) { "null".to_string() } else { format!("\"C{}\"", i % 50) };
     let secs = 1_764_000_000 + i;
     let created = chrono::DateTime::from_timestamp(secs as i64, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

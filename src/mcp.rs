@@ -44,7 +44,7 @@ pub async fn serve(server: String) -> std::io::Result<()> {
                 for msg in batch {
                     answers.extend(handle(&server, msg).await);
                 }
-                (!answers.is_empty()).then(|| Value::Array(answers))
+                (!answers.is_empty()).then_some(Value::Array(answers))
             }
             Ok(msg) => handle(&server, msg).await,
             Err(e) => Some(rpc_error(Value::Null, -32700, &format!("parse error: {e}"))),
@@ -336,7 +336,10 @@ async fn task_name(server: &str, args: &Value) -> Result<String, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|t| t["id"].to_string() == id || t["name"].as_str() == Some(id.as_str()))
+        .find(|t| {
+            (t["id"].as_i64().is_some() && t["id"].as_i64() == id.parse().ok())
+                || t["name"].as_str() == Some(id.as_str())
+        })
         .and_then(|t| t["name"].as_str().map(str::to_string))
         .ok_or_else(|| format!("no task has id {id}; get_task_detail or list the folder's tasks"))
 }
@@ -411,7 +414,11 @@ async fn call_tool(server: &str, name: &str, args: &Value) -> Result<Value, Stri
                 (Some(f), _) => Some(f),
                 (None, Some(id)) => {
                     let folders = get(v1(&["folders"]), vec![]).await?;
-                    let found = folders.as_array().into_iter().flatten().find(|f| f["id"].to_string() == id);
+                    let found = folders
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|f| f["id"].as_i64().is_some() && f["id"].as_i64() == id.parse().ok());
                     Some(
                         found
                             .and_then(|f| f["name"].as_str().map(str::to_string))

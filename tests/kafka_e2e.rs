@@ -5,6 +5,8 @@
 //! them and is SIGKILLed several times; every message must land exactly once, every value as
 //! expected, every malformed message in the dead-letter table with its reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,15 +114,15 @@ fn message(i: u64) -> (String, Option<Expected>) {
     let frac = (i % 10_000) as i128;
     fields.push(format!("\"amount\":{amount_units}.{frac:04}"));
     e.amount = Some(amount_units * 10_000 + frac);
-    if i % 5 != 0 {
+    if !i.is_multiple_of(5) {
         let price = (i as f64) / 8.0;
         fields.push(format!("\"price\":{price}"));
         e.price = Some(price);
     } else {
         fields.push("\"price\":null".to_string());
     }
-    fields.push(format!("\"ok\":{}", i % 2 == 0));
-    e.ok = Some(i % 2 == 0);
+    fields.push(format!("\"ok\":{}", i.is_multiple_of(2)));
+    e.ok = Some(i.is_multiple_of(2));
     let day = 19_000 + (i % 3000) as i32;
     let date = chrono::NaiveDate::from_num_days_from_ce_opt(719_163 + day).unwrap();
     fields.push(format!("\"day\":\"{}\"", date.format("%Y-%m-%d")));
@@ -129,7 +131,7 @@ fn message(i: u64) -> (String, Option<Expected>) {
     let at = chrono::DateTime::from_timestamp_micros(at_us).unwrap();
     fields.push(format!("\"at\":\"{}\"", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
     e.at_us = Some(at_us);
-    if i % 6 == 0 {
+    if i.is_multiple_of(6) {
         fields.push(format!("\"tags\":{{\"n\":{i},\"l\":[1,2]}}"));
         e.tags = Some(format!("{{\"n\":{i},\"l\":[1,2]}}"));
     }

@@ -4,6 +4,8 @@
 //! SIGKILLed mid-snapshot and mid-stream and a binlog rotation; at the end the Delta table equals
 //! the source table, row by row.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

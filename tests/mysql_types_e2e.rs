@@ -8,6 +8,8 @@
 //! bigint unsigned is decimal(20,0), decimal with p > 38 its exact text, time signed
 //! microseconds, bit(n>1) big-endian bytes, year a short, zero dates NULL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/cells.rs"]
 mod cells;
 mod common;

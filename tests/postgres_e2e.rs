@@ -3,6 +3,8 @@
 //! update, delete and primary-key change, with the runner SIGKILLed mid-snapshot and
 //! mid-stream; at the end the Delta table equals the source table, row by row.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

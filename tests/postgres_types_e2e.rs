@@ -11,6 +11,8 @@
 //! are 9999-12-31 / 0001-01-01 (the ends of Delta's date range) and dates outside that range
 //! NULL, timestamp ±infinity the largest and smallest microsecond values.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/cells.rs"]
 mod cells;
 mod common;

@@ -2,6 +2,8 @@
 //! real broker (tansu); latest against librdkafka's mock cluster, because tansu answers
 //! "latest" offset look-ups wrongly after multi-record batches.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -126,7 +126,7 @@ impl ChangePlan {
 /// `j mod n` scattered over `0..n`: a bijection for `j` in `0..n`.
 fn permute(j: u64, n: u64) -> u64 {
     const PRIMES: [u64; 3] = [1_000_003, 999_983, 7_919];
-    let p = PRIMES.iter().copied().find(|p| n % p != 0).unwrap_or(1);
+    let p = PRIMES.iter().copied().find(|p| !n.is_multiple_of(*p)).unwrap_or(1);
     ((j % n) * (p % n)) % n
 }
 

@@ -205,9 +205,8 @@ async fn db_objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>>
 
 /// A table's columns: the source's type, the Delta type it becomes, nullability; and the key.
 async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<MetaDetail> {
-    let (columns, key, note): (Vec<(String, String, DataType, bool)>, Vec<String>, String) = if ds.ds_type.family()
-        == Family::Postgres
-    {
+    type Columns = Vec<(String, String, DataType, bool)>;
+    let (columns, key, note): (Columns, Vec<String>, String) = if ds.ds_type.family() == Family::Postgres {
         let cfg = datasource::postgres_config(ds, namespace, object)?;
         let t = pg_browse::table_detail(&cfg, namespace, object).await.map_err(sync_err)?;
         let note = match (t.has_primary_key, t.key.is_empty()) {

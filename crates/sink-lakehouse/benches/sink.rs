@@ -1,5 +1,7 @@
 //! The Delta sink's write + commit path: 65,536 mapped rows of 8 columns per commit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use arrow::array::{

@@ -213,7 +213,9 @@ async fn upsert_mode_mirrors_the_source_table() {
 }
 
 /// The PostgreSQL source's shape: `__unchanged` lists the TOAST columns an update left out.
-fn pg_changes(rows: &[(i64, Option<&str>, &str, Option<&[&str]>)]) -> RecordBatch {
+type PgChange<'a> = (i64, Option<&'a str>, &'a str, Option<&'a [&'a str]>);
+
+fn pg_changes(rows: &[PgChange<'_>]) -> RecordBatch {
     use deltalake::arrow::array::{ListBuilder, StringBuilder};
     let mut unchanged = ListBuilder::new(StringBuilder::new());
     for r in rows {

@@ -3,6 +3,8 @@
 //! snapshot and the binlog connection both work encrypted with the certificate verified, and
 //! every refusal names its cause.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -202,7 +202,7 @@ impl PostgresSource {
         let task = task.into();
         let mut conn = config.connection()?;
         // The task's name on every connection, so pg_stat_activity tells which task it is.
-        conn.pg.application_name(&format!("rtsync {task}"));
+        conn.pg.application_name(format!("rtsync {task}"));
         Ok(Self {
             slot: config.slot_name(&task),
             publication: config.publication_name(&task),

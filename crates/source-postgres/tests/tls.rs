@@ -3,6 +3,8 @@
 //! snapshot plus streamed changes travel over TLS on both the SQL and the replication
 //! connection (checked in pg_stat_ssl).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;
