@@ -58,34 +58,6 @@ const CHECKSUM: &str = "SELECT CAST(count(*) AS SIGNED), CAST(sum(id) AS SIGNED)
      CAST(sum(char_length(h)) AS SIGNED), CAST(sum(g) AS SIGNED), CAST(sum(datediff(i, '1970-01-01')) AS SIGNED), \
      CAST(sum(floor(unix_timestamp(f))) AS SIGNED), CAST(sum(floor(e)) AS SIGNED) FROM {t}";
 
-/// Changes one streaming phase made at the source.
-#[derive(Default)]
-struct Applied {
-    inserts: u64,
-    updates: u64,
-    deletes: u64,
-    transactions: u64,
-    /// From the first BEGIN to the last COMMIT's return.
-    elapsed: Duration,
-}
-
-impl Applied {
-    fn changes(&self) -> u64 {
-        self.inserts + self.updates + self.deletes
-    }
-
-    fn describe(&self, txn_rows: u64) -> String {
-        format!(
-            "{} inserts + {} updates + {} deletes = {} changes in {} transactions of {txn_rows} inserts",
-            self.inserts,
-            self.updates,
-            self.deletes,
-            self.changes(),
-            self.transactions
-        )
-    }
-}
-
 async fn connect(url: &str) -> Conn {
     let opts = Opts::from_url(url).expect("RTSYNC_MARIADB_URL is a mysql:// URL");
     Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await.expect("connecting to RTSYNC_MARIADB_URL")

@@ -58,34 +58,6 @@ struct Names {
     recv_slot: String,
 }
 
-/// Changes one streaming phase made at the source.
-#[derive(Default)]
-struct Applied {
-    inserts: u64,
-    updates: u64,
-    deletes: u64,
-    transactions: u64,
-    /// From the first BEGIN to the last COMMIT's return.
-    elapsed: Duration,
-}
-
-impl Applied {
-    fn changes(&self) -> u64 {
-        self.inserts + self.updates + self.deletes
-    }
-
-    fn describe(&self, txn_rows: u64) -> String {
-        format!(
-            "{} inserts + {} updates + {} deletes = {} changes in {} transactions of {txn_rows} inserts",
-            self.inserts,
-            self.updates,
-            self.deletes,
-            self.changes(),
-            self.transactions
-        )
-    }
-}
-
 async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connecting to RTSYNC_PG_URL");
     tokio::spawn(async move {

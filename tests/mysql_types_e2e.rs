@@ -14,16 +14,13 @@
 mod cells;
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cells::{Expected, Running, delta_types, differences, read_delta, wait_count};
+use cells::{Expected, Running, wait_count};
 use common::*;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
-use rtsync_core::arrow::array::AsArray;
-use rtsync_core::arrow::datatypes::Int32Type;
-use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
+use rtsync_sink_lakehouse::LakehouseSinkConfig;
 
 fn mysql_url() -> String {
     std::env::var("RTSYNC_MARIADB_URL")
@@ -431,31 +428,18 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
         Expected::nulls(&COLUMNS, 99),
     ];
 
-    // Converged: the last transaction's row is there and so is every other row.
-    let sentinel = wait_count(&target, "id = 99", 1, Duration::from_secs(120)).await;
-    let rows = wait_count(&target, "true", expected.len() as i64, Duration::from_secs(30)).await;
-    sigterm(&child.0);
-    let status = wait_exit(&mut child.0, Duration::from_secs(60));
-    assert!(status.success(), "rtsync exited with {status}:\n{}", log_text());
-    assert_eq!((sentinel, rows), (1, expected.len() as i64), "the table converged; log:\n{}", log_text());
-
-    // The independent reader: Delta types, then every cell.
-    let read = read_delta(&target, "id");
-    let want_types: BTreeMap<String, String> =
-        DELTA_TYPES.iter().map(|(c, ty)| (c.to_string(), ty.to_string())).collect();
-    assert_eq!(delta_types(&read), want_types, "Delta column types");
-    assert_eq!(read["arrow"]["ts6"], "timestamp[us, tz=UTC]", "timestamp is an instant in UTC");
-    assert_eq!(read["arrow"]["dt6"], "timestamp[us]", "datetime has no time zone");
-    let diffs = differences(&read, &expected);
-    assert!(diffs.is_empty(), "{} cells differ:\n{}", diffs.len(), diffs.join("\n"));
-
-    // rtsync's own reader agrees on which rows are there.
-    let mut ids = Vec::new();
-    for b in query_table(&target, "SELECT id FROM t ORDER BY id").await.unwrap() {
-        ids.extend(b.column(0).as_primitive::<Int32Type>().values().iter().map(|&id| i64::from(id)));
-    }
-    let mut want_ids: Vec<i64> = expected.iter().map(Expected::id).collect();
-    want_ids.sort_unstable();
-    assert_eq!(ids, want_ids);
+    // Converged, stopped, then every type and cell through the independent reader.
+    cells::stop_and_verify(
+        &target,
+        &mut child,
+        &log,
+        &expected,
+        &DELTA_TYPES,
+        &[
+            ("ts6", "timestamp[us, tz=UTC]", "timestamp is an instant in UTC"),
+            ("dt6", "timestamp[us]", "datetime has no time zone"),
+        ],
+    )
+    .await;
     conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }

@@ -118,25 +118,7 @@ async fn a_table_mirrors_through_sigkills_exactly() {
         round += 1;
     }
     let expected = source_rows(&client, &table).await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut got = BTreeMap::new();
-    while Instant::now() < deadline {
-        if count_rows(&target).await == expected.len() as u64 {
-            got = target_rows(&target).await;
-            if got == expected {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "rtsync exited with {status}:\n{text}");
-    assert_eq!(got.len(), expected.len(), "row count; log:\n{text}");
-    for (id, row) in &expected {
-        assert_eq!(got.get(id), Some(row), "row {id}");
-    }
+    converge_then_stop(&target, &expected, || target_rows(&target), &mut child, &log).await;
     assert!(round > 10, "changes were made while syncing");
     // What undeploy does: the slot and the publication go.
     let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&spec).unwrap().source else { unreachable!() };

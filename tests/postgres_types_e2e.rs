@@ -17,14 +17,11 @@
 mod cells;
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cells::{Expected, Running, delta_types, differences, read_delta, wait_count};
+use cells::{Expected, Running, wait_count};
 use common::*;
-use rtsync_core::arrow::array::AsArray;
-use rtsync_core::arrow::datatypes::Int64Type;
-use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
+use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use tokio_postgres::{Client, NoTls};
 
 fn pg_url() -> String {
@@ -341,32 +338,19 @@ async fn every_type_round_trips_through_snapshot_and_stream_into_delta() {
         Expected::nulls(&COLUMNS, 99),
     ];
 
-    // Converged: the last transaction's row is there and so is every other row.
-    let sentinel = wait_count(&target, "id = 99", 1, Duration::from_secs(120)).await;
-    let rows = wait_count(&target, "true", expected.len() as i64, Duration::from_secs(30)).await;
-    sigterm(&child.0);
-    let status = wait_exit(&mut child.0, Duration::from_secs(60));
-    assert!(status.success(), "rtsync exited with {status}:\n{}", log_text());
-    assert_eq!((sentinel, rows), (1, expected.len() as i64), "the table converged; log:\n{}", log_text());
-
-    // The independent reader: Delta types, then every cell.
-    let read = read_delta(&target, "id");
-    let want_types: BTreeMap<String, String> =
-        DELTA_TYPES.iter().map(|(c, ty)| (c.to_string(), ty.to_string())).collect();
-    assert_eq!(delta_types(&read), want_types, "Delta column types");
-    assert_eq!(read["arrow"]["tstz"], "timestamp[us, tz=UTC]", "timestamptz is an instant in UTC");
-    assert_eq!(read["arrow"]["ts"], "timestamp[us]", "timestamp has no time zone");
-    let diffs = differences(&read, &expected);
-    assert!(diffs.is_empty(), "{} cells differ:\n{}", diffs.len(), diffs.join("\n"));
-
-    // rtsync's own reader agrees on which rows are there.
-    let mut ids = Vec::new();
-    for b in query_table(&target, "SELECT id FROM t ORDER BY id").await.unwrap() {
-        ids.extend(b.column(0).as_primitive::<Int64Type>().values().iter().copied());
-    }
-    let mut want_ids: Vec<i64> = expected.iter().map(Expected::id).collect();
-    want_ids.sort_unstable();
-    assert_eq!(ids, want_ids);
+    // Converged, stopped, then every type and cell through the independent reader.
+    cells::stop_and_verify(
+        &target,
+        &mut child,
+        &log,
+        &expected,
+        &DELTA_TYPES,
+        &[
+            ("tstz", "timestamp[us, tz=UTC]", "timestamptz is an instant in UTC"),
+            ("ts", "timestamp[us]", "timestamp has no time zone"),
+        ],
+    )
+    .await;
 
     // What undeploy does: the slot and the publication go; then the test's own objects.
     let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&spec).unwrap().source else { unreachable!() };

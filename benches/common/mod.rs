@@ -436,3 +436,31 @@ pub async fn time_command(program: &str, args: &[String]) -> Result<Duration, St
         Err(format!("{program} exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
+
+/// Changes one streaming phase made at the source.
+#[derive(Default)]
+pub struct Applied {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub transactions: u64,
+    /// From the first BEGIN to the last COMMIT's return.
+    pub elapsed: Duration,
+}
+
+impl Applied {
+    pub fn changes(&self) -> u64 {
+        self.inserts + self.updates + self.deletes
+    }
+
+    pub fn describe(&self, txn_rows: u64) -> String {
+        format!(
+            "{} inserts + {} updates + {} deletes = {} changes in {} transactions of {txn_rows} inserts",
+            self.inserts,
+            self.updates,
+            self.deletes,
+            self.changes(),
+            self.transactions
+        )
+    }
+}

@@ -148,3 +148,41 @@ impl Drop for Running {
         }
     }
 }
+
+/// The end of a type test: waits for the sentinel row `id = 99` and then for every expected
+/// row, stops `rtsync run` with SIGTERM (it must exit cleanly), and checks through the Python
+/// reader the Delta types, the Arrow types named in `arrow` (column, type, why) and every cell;
+/// then that rtsync's own reader sees the same ids.
+pub async fn stop_and_verify(
+    target: &LakehouseSinkConfig,
+    child: &mut Running,
+    log: &std::path::Path,
+    expected: &[Expected],
+    types: &[(&str, &str)],
+    arrow: &[(&str, &str, &str)],
+) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let sentinel = wait_count(target, "id = 99", 1, Duration::from_secs(120)).await;
+    let rows = wait_count(target, "true", expected.len() as i64, Duration::from_secs(30)).await;
+    crate::common::sigterm(&child.0);
+    let status = crate::common::wait_exit(&mut child.0, Duration::from_secs(60));
+    assert!(status.success(), "rtsync exited with {status}:\n{}", log_text());
+    assert_eq!((sentinel, rows), (1, expected.len() as i64), "the table converged; log:\n{}", log_text());
+
+    let read = read_delta(target, "id");
+    let want_types: BTreeMap<String, String> = types.iter().map(|(c, ty)| (c.to_string(), ty.to_string())).collect();
+    assert_eq!(delta_types(&read), want_types, "Delta column types");
+    for (column, ty, why) in arrow {
+        assert_eq!(read["arrow"][column], *ty, "{why}");
+    }
+    let diffs = differences(&read, expected);
+    assert!(diffs.is_empty(), "{} cells differ:\n{}", diffs.len(), diffs.join("\n"));
+
+    let mut ids = Vec::new();
+    for b in query_table(target, "SELECT CAST(id AS BIGINT) AS id64 FROM t ORDER BY id64").await.unwrap() {
+        ids.extend(b.column(0).as_primitive::<Int64Type>().values().iter().copied());
+    }
+    let mut want_ids: Vec<i64> = expected.iter().map(Expected::id).collect();
+    want_ids.sort_unstable();
+    assert_eq!(ids, want_ids, "rtsync's reader sees the same rows");
+}

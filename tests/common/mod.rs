@@ -147,7 +147,10 @@ pub async fn wait_rows(table: &LakehouseSinkConfig, rows: u64, within: Duration)
 
 /// Runs `script` with the independent Python reader; returns its stdout parsed as JSON.
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("python");
+    // Once the script is done, leave without the interpreter's teardown: the deltalake package
+    // can abort there ("terminate called without an active exception") after a good answer.
+    let script = format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n");
+    let out = Command::new(python()).arg("-c").arg(&script).args(args).output().expect("python");
     assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("python printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -174,4 +177,40 @@ pub fn committed_offsets(servers: &str, group: &str, topic: &str, partitions: i3
             other => panic!("partition {p}: no committed offset ({other:?})"),
         })
         .collect()
+}
+
+/// The end of a CDC end-to-end test: waits up to 180 s until the target table holds exactly
+/// `expected` (as `target_rows` reads it), stops `rtsync run` with SIGTERM, and asserts a clean
+/// exit and every row.
+pub async fn converge_then_stop<K, V, F, Fut>(
+    target: &LakehouseSinkConfig,
+    expected: &std::collections::BTreeMap<K, V>,
+    target_rows: F,
+    child: &mut Child,
+    log: &Path,
+) where
+    K: Ord + std::fmt::Debug,
+    V: PartialEq + std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::collections::BTreeMap<K, V>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut got = std::collections::BTreeMap::new();
+    while Instant::now() < deadline {
+        if count_rows(target).await == expected.len() as u64 {
+            got = target_rows().await;
+            if &got == expected {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sigterm(child);
+    let status = wait_exit(child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "rtsync exited with {status}:\n{text}");
+    assert_eq!(got.len(), expected.len(), "row count; log:\n{text}");
+    for (id, row) in expected {
+        assert_eq!(got.get(id), Some(row), "row {id:?}");
+    }
 }

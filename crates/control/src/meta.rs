@@ -26,7 +26,8 @@ use rtsync_core::{Source, SyncError};
 use rtsync_source_kafka::{KafkaSource, StartOffset};
 use serde_json::Value;
 
-use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rtsync_core::ColumnSummary;
+use rtsync_core::arrow::datatypes::{Field, Schema, SchemaRef};
 use rtsync_source_mysql::browse as my_browse;
 use rtsync_source_postgres::browse as pg_browse;
 
@@ -149,14 +150,12 @@ pub async fn detail(ds: &DataSource, namespace: &str, object: &str, sample: usiz
 
 /// PostgreSQL schemas / MySQL databases, with their table counts.
 async fn db_namespaces(ds: &DataSource) -> Result<Vec<Namespace>> {
-    let listed: Vec<(String, i64)> = if ds.ds_type.family() == Family::Postgres {
-        let cfg = datasource::postgres_config(ds, "public", "")?;
-        pg_browse::list_schemas(&cfg).await.map_err(sync_err)?.into_iter().map(|s| (s.name, s.tables)).collect()
+    let listed = if ds.ds_type.family() == Family::Postgres {
+        pg_browse::list_schemas(&datasource::postgres_config(ds, "public", "")?).await
     } else {
-        let cfg = datasource::mysql_config(ds, "", "")?;
-        my_browse::list_schemas(&cfg).await.map_err(sync_err)?.into_iter().map(|s| (s.name, s.tables)).collect()
+        my_browse::list_schemas(&datasource::mysql_config(ds, "", "")?).await
     };
-    Ok(listed.into_iter().map(|(name, n)| Namespace { name, objects: Some(n) }).collect())
+    Ok(listed.map_err(sync_err)?.into_iter().map(|s| Namespace { name: s.name, objects: Some(s.tables) }).collect())
 }
 
 /// The tables of a PostgreSQL schema / MySQL database, with their keys and row estimates.
@@ -205,8 +204,7 @@ async fn db_objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>>
 
 /// A table's columns: the source's type, the Delta type it becomes, nullability; and the key.
 async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<MetaDetail> {
-    type Columns = Vec<(String, String, DataType, bool)>;
-    let (columns, key, note): (Columns, Vec<String>, String) = if ds.ds_type.family() == Family::Postgres {
+    let (columns, key, note): (Vec<ColumnSummary>, Vec<String>, String) = if ds.ds_type.family() == Family::Postgres {
         let cfg = datasource::postgres_config(ds, namespace, object)?;
         let t = pg_browse::table_detail(&cfg, namespace, object).await.map_err(sync_err)?;
         let note = match (t.has_primary_key, t.key.is_empty()) {
@@ -220,8 +218,7 @@ async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<Met
                 t.replica_identity
             ),
         };
-        let cols = t.columns.into_iter().map(|c| (c.name, c.source_type, c.target_type, c.nullable)).collect();
-        (cols, t.key, note)
+        (t.columns, t.key, note)
     } else {
         let cfg = datasource::mysql_config(ds, namespace, object)?;
         let t = my_browse::table_detail(&cfg, namespace, object).await.map_err(sync_err)?;
@@ -232,11 +229,11 @@ async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<Met
         } else {
             "upserted by the primary key".to_string()
         };
-        let cols = t.columns.into_iter().map(|c| (c.name, c.source_type, c.target_type, c.nullable)).collect();
-        (cols, t.primary_key, note)
+        (t.columns, t.primary_key, note)
     };
-    let schema: SchemaRef =
-        Arc::new(Schema::new(columns.iter().map(|(n, _, ty, _)| Field::new(n, ty.clone(), true)).collect::<Vec<_>>()));
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns.iter().map(|c| Field::new(&c.name, c.target_type.clone(), true)).collect::<Vec<_>>(),
+    ));
     let delta: HashMap<String, String> =
         rtsync_sink_lakehouse::delta_types(&schema).map_err(sync_err)?.into_iter().collect();
     Ok(MetaDetail {
@@ -246,11 +243,11 @@ async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<Met
         kind: "table".into(),
         columns: columns
             .into_iter()
-            .map(|(name, source_type, ty, nullable)| MetaColumn {
-                ty: delta.get(&name).cloned().unwrap_or_else(|| ty.to_string()),
-                source_type: Some(source_type),
-                nullable,
-                name,
+            .map(|c| MetaColumn {
+                ty: delta.get(&c.name).cloned().unwrap_or_else(|| c.target_type.to_string()),
+                source_type: Some(c.source_type),
+                nullable: c.nullable,
+                name: c.name,
                 ..Default::default()
             })
             .collect(),

@@ -199,16 +199,7 @@ impl DataSource {
     }
 }
 
-/// `mysql://user:pw@host/db` → `mysql://user:***@host/db`.
-pub fn redact_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some(REDACTED));
-            u.to_string()
-        }
-        _ => text.to_string(),
-    }
-}
+pub use rtsync_core::text::redact_url;
 
 /// A pool of worker capacity. Tasks run on vclusters of type `SYNC`; each running task takes
 /// one slot.

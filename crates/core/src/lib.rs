@@ -18,6 +18,7 @@ pub mod mapping;
 pub mod position;
 pub mod sink;
 pub mod source;
+pub mod text;
 
 pub use batch::{ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN};
 pub use config::{ErrorPolicy, TaskName};
@@ -25,7 +26,7 @@ pub use error::{ErrorKind, SyncError, SyncResult};
 pub use mapping::{ColumnMapping, MappedBatch, Rejected};
 pub use position::Position;
 pub use sink::{Checkpoint, CommitStats, Sink};
-pub use source::{Source, TableDescription};
+pub use source::{ColumnSummary, SchemaSummary, Source, TableDescription};
 
 /// Re-exported so that every crate of the workspace names one arrow.
 pub use arrow;

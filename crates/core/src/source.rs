@@ -17,6 +17,25 @@ pub struct TableDescription {
     pub primary_key: Vec<String>,
 }
 
+/// A namespace of a database (a PostgreSQL schema, a MySQL database) when browsing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaSummary {
+    pub name: String,
+    /// Base tables it holds.
+    pub tables: i64,
+}
+
+/// One column of a database table when browsing it: the type the server declares next to
+/// the Arrow type the connector emits for it (which the Delta table takes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSummary {
+    pub name: String,
+    /// As the server spells it: `numeric(12,2)`, `bigint(20) unsigned`, `integer[]`.
+    pub source_type: String,
+    pub target_type: arrow::datatypes::DataType,
+    pub nullable: bool,
+}
+
 /// One Kafka topic or one database table, read in order. Calls never overlap.
 #[async_trait]
 pub trait Source: Send {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use rtsync_core::arrow::array::RecordBatch;
-use rtsync_core::arrow::datatypes::DataType;
+pub use rtsync_core::{ColumnSummary, SchemaSummary};
 use rtsync_core::{SyncError, SyncResult};
 
 use crate::config::MySqlSourceConfig;
@@ -20,12 +20,6 @@ use crate::snapshot::{self, ChunkReader};
 const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SchemaSummary {
-    pub name: String,
-    pub tables: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct TableSummary {
     pub name: String,
     /// The storage engine (`InnoDB`, …).
@@ -33,16 +27,6 @@ pub struct TableSummary {
     /// information_schema.TABLES.TABLE_ROWS: an estimate for InnoDB.
     pub estimated_rows: Option<i64>,
     pub primary_key: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ColumnSummary {
-    pub name: String,
-    /// information_schema's COLUMN_TYPE: `decimal(12,2)`, `bigint(20) unsigned`, `enum('a','b')`.
-    pub source_type: String,
-    /// The Arrow type the connector emits, which the Delta table takes.
-    pub target_type: DataType,
-    pub nullable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -175,18 +175,7 @@ impl fmt::Debug for MySqlSourceConfig {
     }
 }
 
-/// The URL with its password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable url>".to_owned(),
-    }
-}
+pub use rtsync_core::text::redact_url;
 
 impl MySqlSourceConfig {
     /// A config with every optional field at its default.
@@ -318,7 +307,7 @@ fn split_ssl_options(url: &str) -> Result<(String, Option<mysql_async::SslOpts>)
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k.replace('_', "-").to_ascii_lowercase().as_str() {
             "ssl-mode" => mode = Some(v.to_ascii_uppercase().replace('-', "_")),
-            "ssl-ca" => ca = Some(percent_decoded(v).into()),
+            "ssl-ca" => ca = Some(rtsync_core::text::percent_decode(v).into()),
             _ => kept.push(pair),
         }
     }
@@ -354,25 +343,6 @@ fn split_ssl_options(url: &str) -> Result<(String, Option<mysql_async::SslOpts>)
         }
     };
     Ok((rest, ssl))
-}
-
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

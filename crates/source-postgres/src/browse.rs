@@ -3,7 +3,7 @@
 //! snapshot reads them. Used by `meta` and `task preview`; nothing is created on the server.
 
 use rtsync_core::arrow::array::RecordBatch;
-use rtsync_core::arrow::datatypes::DataType;
+pub use rtsync_core::{ColumnSummary, SchemaSummary};
 use rtsync_core::{SyncError, SyncResult};
 
 use crate::catalog::{self, quoted_table};
@@ -19,13 +19,6 @@ const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema'
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SchemaSummary {
-    pub name: String,
-    /// Tables (plain and partitioned) the schema holds.
-    pub tables: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct TableSummary {
     pub name: String,
     /// `table` or `partitioned table`.
@@ -35,16 +28,6 @@ pub struct TableSummary {
     pub primary_key: Vec<String>,
     /// `default`, `full`, `index` or `nothing`.
     pub replica_identity: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ColumnSummary {
-    pub name: String,
-    /// As PostgreSQL spells it: `numeric(12,2)`, `character varying(20)`, `integer[]`.
-    pub source_type: String,
-    /// The Arrow type the connector emits, which the Delta table takes.
-    pub target_type: DataType,
-    pub nullable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -287,26 +287,7 @@ fn check_object_name(field: &str, name: &str) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// The URL with its password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, tail) = match rest.find(['/', '?']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
-        }
-        return url.to_string();
-    }
-    // key=value form: blank out password=...
-    url.split_whitespace()
-        .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use rtsync_core::text::redact_url;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -335,7 +335,7 @@ pub fn split_tls_options(conninfo: &str) -> Result<(String, TlsSettings), String
                 let mut kept = Vec::new();
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    if !take(k, &percent_decode(v))? {
+                    if !take(k, &rtsync_core::text::percent_decode(v))? {
                         kept.push(pair);
                     }
                 }
@@ -357,25 +357,6 @@ pub fn split_tls_options(conninfo: &str) -> Result<(String, TlsSettings), String
         tls.mode = SslMode::VerifyCa;
     }
     Ok((rest, tls))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
