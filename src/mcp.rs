@@ -18,11 +18,18 @@ use rtsync_control::http::client;
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, Write};
 
+/// The daemon the tools call.
+struct Daemon {
+    url: String,
+    token: Option<String>,
+}
+
 /// Protocol revisions this server speaks, newest first.
 const PROTOCOL_VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// Serves MCP on stdin/stdout until stdin closes.
-pub async fn serve(server: String) -> std::io::Result<()> {
+pub async fn serve(server: String, token: Option<String>) -> std::io::Result<()> {
+    let server = Daemon { url: server, token };
     // stdin is read on a thread of its own (a blocking read must not hold a runtime worker).
     let (tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(16);
     std::thread::spawn(move || {
@@ -64,7 +71,7 @@ fn rpc_error(id: Value, code: i64, message: &str) -> Value {
 }
 
 /// One JSON-RPC message; notifications (no id) get no answer.
-async fn handle(server: &str, msg: Value) -> Option<Value> {
+async fn handle(server: &Daemon, msg: Value) -> Option<Value> {
     let id = msg.get("id").cloned();
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
     let params = msg.get("params").cloned().unwrap_or(Value::Null);
@@ -294,14 +301,15 @@ fn tools() -> Vec<Value> {
 
 /// One request to the daemon; the error is its one-line reason.
 async fn api(
-    server: &str,
+    server: &Daemon,
     method: &str,
     path: &[&str],
     query: &[(&str, String)],
     body: Option<Value>,
 ) -> Result<Value, String> {
     let body = body.map(|b| b.to_string().into_bytes());
-    let (status, bytes) = client::call(server, method, path, query, body).await.map_err(|e| e.message)?;
+    let (status, bytes) =
+        client::call(&server.url, server.token.as_deref(), method, path, query, body).await.map_err(|e| e.message)?;
     let value: Value =
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     if (200..300).contains(&status) {
@@ -326,7 +334,7 @@ fn need(args: &Value, key: &str) -> Result<String, String> {
 }
 
 /// The task's name from `task_name` or `task_id`.
-async fn task_name(server: &str, args: &Value) -> Result<String, String> {
+async fn task_name(server: &Daemon, args: &Value) -> Result<String, String> {
     if let Some(name) = arg_str(args, "task_name") {
         return Ok(name);
     }
@@ -345,7 +353,7 @@ async fn task_name(server: &str, args: &Value) -> Result<String, String> {
 }
 
 /// The data source's type number, to check a `*_ds_type` argument against.
-async fn check_ds_type(server: &str, ds: &str, expected: Option<String>, role: &str) -> Result<(), String> {
+async fn check_ds_type(server: &Daemon, ds: &str, expected: Option<String>, role: &str) -> Result<(), String> {
     let Some(expected) = expected else { return Ok(()) };
     let found = api(server, "GET", &["api", "v1", "datasources", ds], &[], None).await?;
     let (number, name) = (found["ds_type"].to_string(), found["type"].as_str().unwrap_or_default().to_string());
@@ -355,7 +363,7 @@ async fn check_ds_type(server: &str, ds: &str, expected: Option<String>, role: &
     Err(format!("{role}_ds_type {expected} does not match data source {ds}, which is {name} (ds_type {number})"))
 }
 
-async fn call_tool(server: &str, name: &str, args: &Value) -> Result<Value, String> {
+async fn call_tool(server: &Daemon, name: &str, args: &Value) -> Result<Value, String> {
     let v1 =
         |rest: &[&str]| -> Vec<String> { ["api", "v1"].iter().chain(rest.iter()).map(|s| s.to_string()).collect() };
     let get = |path: Vec<String>, query: Vec<(&'static str, String)>| async move {
@@ -445,7 +453,7 @@ async fn call_tool(server: &str, name: &str, args: &Value) -> Result<Value, Stri
                 "task_type": task["task_type"],
                 "folder": task["folder"],
                 "vcluster": task["vcluster"],
-                "studio_url": format!("{}/ui/#/tasks/{}", server.trim_end_matches('/'), name),
+                "studio_url": format!("{}/ui/#/tasks/{}", server.url.trim_end_matches('/'), name),
             }))
         }
         "save_integration_task" => {

@@ -35,6 +35,9 @@ pub struct ClientArgs {
     /// The daemon's URL.
     #[arg(long, global = true, env = "RTSYNC_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// The daemon's API token, when it requires one.
+    #[arg(long, global = true, env = "RTSYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output of read commands: table for people, json (the API's answer) for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub format: Format,
@@ -50,6 +53,13 @@ pub enum DaemonCommand {
         /// Address of the HTTP API.
         #[arg(long, default_value = rtsync_control::daemon::DEFAULT_LISTEN)]
         listen: String,
+        /// A file holding the API token that every request must carry (RTSYNC_TOKEN also sets
+        /// it). Required to listen on an address other than loopback.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Listen on a non-loopback address without a token.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// A Model Context Protocol server on stdio (the seed's MCP tools: list_data_sources,
     /// create_task, save_integration_task, publish_task, …), a client of the daemon at --server.
@@ -57,6 +67,9 @@ pub enum DaemonCommand {
         /// The daemon's URL.
         #[arg(long, env = "RTSYNC_SERVER", default_value = DEFAULT_SERVER)]
         server: String,
+        /// The daemon's API token, when it requires one.
+        #[arg(long, env = "RTSYNC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Data sources: named connections (Kafka, MySQL, PostgreSQL, …, Lakehouse).
     Datasource {
@@ -337,7 +350,7 @@ async fn call<T: DeserializeOwned>(
 ) -> Result<(T, Vec<u8>), Error> {
     let body =
         body.map(serde_json::to_vec).transpose().map_err(|e| Error::internal(format!("encoding the request: {e}")))?;
-    let (status, bytes) = client::call(&c.server, method, path, query, body).await?;
+    let (status, bytes) = client::call(&c.server, c.token.as_deref(), method, path, query, body).await?;
     if !(200..300).contains(&status) {
         return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => b.error,
@@ -391,10 +404,12 @@ fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
 /// Runs one daemon command.
 pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     let result = match cmd {
-        DaemonCommand::Serve { data_dir, listen } => serve(data_dir, listen).await,
-        DaemonCommand::Mcp { server } => {
-            crate::mcp::serve(server).await.map_err(|e| Error::internal(format!("the MCP server's stdio failed: {e}")))
+        DaemonCommand::Serve { data_dir, listen, token_file, insecure_no_auth } => {
+            serve(data_dir, listen, token_file, insecure_no_auth).await
         }
+        DaemonCommand::Mcp { server, token } => crate::mcp::serve(server, token)
+            .await
+            .map_err(|e| Error::internal(format!("the MCP server's stdio failed: {e}"))),
         DaemonCommand::Datasource { client, cmd } => datasource(&client, cmd).await,
         DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
         DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,
@@ -406,11 +421,24 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     result.map_err(to_sync)
 }
 
-async fn serve(data_dir: PathBuf, listen: String) -> Result<(), Error> {
+async fn serve(
+    data_dir: PathBuf,
+    listen: String,
+    token_file: Option<PathBuf>,
+    insecure_no_auth: bool,
+) -> Result<(), Error> {
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| Error::bad_request(format!("--token-file {}: {e}", path.display())))?,
+        ),
+        None => std::env::var("RTSYNC_TOKEN").ok(),
+    };
     let rx = crate::signals::shutdown_on_signals(
         "stopping: every task commits what it holds (signal again to exit at once)",
     );
-    rtsync_control::daemon::serve(rtsync_control::daemon::ServeOptions { data_dir, listen }, rx).await
+    let opts = rtsync_control::daemon::ServeOptions { data_dir, listen, token, insecure_no_auth };
+    rtsync_control::daemon::serve(opts, rx).await
 }
 
 async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {

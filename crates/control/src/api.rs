@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::http::{Handler, Request, Response};
 use crate::model::{ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster};
 use crate::service::Control;
@@ -15,6 +15,14 @@ pub const API_PREFIX: [&str; 2] = ["api", "v1"];
 
 pub struct Api {
     pub control: Arc<Control>,
+    /// When set, every request but `GET /health` and the web UI's page must carry
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess matched.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T> {
@@ -74,6 +82,23 @@ impl Api {
         let c = &self.control;
         let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
         let m = req.method.as_str();
+        let open = m == "GET" && matches!(path.as_slice(), ["health"] | [] | ["ui", ..]);
+        if let Some(token) = &self.token
+            && !open
+        {
+            match &req.bearer {
+                Some(given) if same_secret(given, token) => {}
+                Some(_) => {
+                    return Response::error(&Error::new(Code::Unauthorized, "the token is wrong for this daemon"));
+                }
+                None => {
+                    return Response::error(&Error::new(
+                        Code::Unauthorized,
+                        "this daemon requires a token: pass --token or set RTSYNC_TOKEN (HTTP: Authorization: Bearer <token>)",
+                    ));
+                }
+            }
+        }
         match (m, path.as_slice()) {
             ("GET", ["health"]) => {
                 Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))

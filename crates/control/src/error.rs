@@ -19,6 +19,8 @@ pub enum Code {
     /// The request clashes with the catalog's state: duplicate name, task already deployed,
     /// data source in use, no free vcluster slot (409).
     Conflict,
+    /// The daemon requires a token and the request has none, or a wrong one (401).
+    Unauthorized,
     /// A service the request needs cannot be reached right now (503).
     Unavailable,
     /// A bug or a broken catalog (500).
@@ -31,6 +33,7 @@ impl Code {
             Code::BadRequest => 400,
             Code::NotFound => 404,
             Code::Conflict => 409,
+            Code::Unauthorized => 401,
             Code::Unavailable => 503,
             Code::Internal => 500,
         }
@@ -38,6 +41,7 @@ impl Code {
 
     pub fn from_http_status(status: u16) -> Self {
         match status {
+            401 => Code::Unauthorized,
             404 => Code::NotFound,
             409 => Code::Conflict,
             503 => Code::Unavailable,

@@ -28,6 +28,8 @@ pub struct Request {
     pub path: Vec<String>,
     pub query: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The `Authorization: Bearer …` token, when the request has one.
+    pub bearer: Option<String>,
 }
 
 impl Request {
@@ -137,7 +139,7 @@ async fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result
 async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
-    let (head_len, method, target, content_length, expect_continue) = loop {
+    let (head_len, method, target, content_length, expect_continue, bearer) = loop {
         let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(None),
             Ok(Ok(n)) => n,
@@ -149,6 +151,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
             Ok(httparse::Status::Complete(len)) => {
                 let mut content_length = 0usize;
                 let mut expect = false;
+                let mut bearer = None;
                 for h in req.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
                         content_length = std::str::from_utf8(h.value)
@@ -162,6 +165,11 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
                         )));
                     } else if h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
                         expect = true;
+                    } else if h.name.eq_ignore_ascii_case("authorization") {
+                        bearer = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().strip_prefix("Bearer "))
+                            .map(|t| t.trim().to_string());
                     }
                 }
                 break (
@@ -170,6 +178,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
                     req.path.unwrap_or("/").to_string(),
                     content_length,
                     expect,
+                    bearer,
                 );
             }
             Ok(httparse::Status::Partial) => {
@@ -195,7 +204,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
     }
     let body = buf[head_len..head_len + content_length].to_vec();
     let (path, query) = split_target(&target);
-    Ok(Request { method, path, query, body })
+    Ok(Request { method, path, query, body, bearer })
 }
 
 fn split_target(target: &str) -> (Vec<String>, Vec<(String, String)>) {
@@ -224,6 +233,7 @@ pub mod client {
     /// Sends `method path?query` with an optional JSON body; returns status and body.
     pub async fn call(
         base: &str,
+        token: Option<&str>,
         method: &str,
         path: &[&str],
         query: &[(&str, String)],
@@ -262,8 +272,9 @@ pub mod client {
             })?;
             let body = body.unwrap_or_default();
             let head = format!(
-                "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rtsync-cli\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+                "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rtsync-cli\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
+                body.len(),
+                auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
             );
             let io = |e: std::io::Error| {
                 Error::new(Code::Unavailable, format!("talking to the rtsync daemon at {base}: {e}"))
