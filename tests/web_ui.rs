@@ -55,7 +55,7 @@ async fn the_web_ui_shows_and_drives_a_task() {
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/ui_check.js");
     let out = Command::new("node")
-        .args([script, &d.url, "ui_task", "ui_kafka", "default"])
+        .args([script, &d.url, "ui_task", "ui_kafka", "default", &topic])
         .env("NODE_PATH", &node_path)
         .output()
         .expect("node is not installed: run the README's test command (scripts/services.sh install ui)");
@@ -85,6 +85,31 @@ async fn the_web_ui_shows_and_drives_a_task() {
     assert!(ui["objects"].as_array().unwrap().iter().any(|o| o == topic.as_str()), "{ui:#}");
     assert!(ui["vclusters"].as_array().unwrap().iter().any(|v| v == "default:SYNC"), "{ui:#}");
     assert_eq!(ui["errors"], serde_json::json!([]), "no script errors");
+
+    // The task made with the UI alone: suggested columns, deployed, synced, readable.
+    assert_eq!(
+        ui["suggested"],
+        serde_json::json!(["customer=$.customer:json", "customer_name=$.customer.name:string", "id=$.id:bigint"]),
+        "columns suggested from the topic's sample"
+    );
+    assert!(ui["made_status"].as_str().unwrap().contains("running"), "{ui:#}");
+    let made = d.json(&["task", "show", "ui_made"]);
+    assert_eq!(made["task"]["deployed_version"], 1);
+    assert_eq!(made["deployed"]["config"]["source_table"], topic.as_str());
+    let table = rtsync_sink_lakehouse::LakehouseSinkConfig::new(
+        dir.path().join("data/lakehouse").to_str().unwrap(),
+        "public",
+        "ui_made",
+    );
+    let batches =
+        rtsync_sink_lakehouse::query_table(&table, "SELECT count(*), count(DISTINCT id), min(customer_name) FROM t")
+            .await
+            .unwrap();
+    use rtsync_core::arrow::array::AsArray;
+    use rtsync_core::arrow::datatypes::Int64Type;
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 40);
+    assert_eq!(batches[0].column(1).as_primitive::<Int64Type>().value(0), 40);
+    assert_eq!(batches[0].column(2).as_string::<i32>().value(0), "n0");
 
     // The preview saved the draft as shown: nothing changed, so the deployed task runs on.
     let shown = d.json(&["task", "show", "ui_task"]);

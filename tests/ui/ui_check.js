@@ -1,10 +1,12 @@
 // Drives the daemon's web UI in jsdom, as a browser would: loads /ui/, follows its pages and
 // clicks its buttons, and prints what a user would see as one JSON object on stdout.
-// Usage: node ui_check.js BASE_URL TASK DATASOURCE NAMESPACE
+// Usage: node ui_check.js BASE_URL TASK DATASOURCE NAMESPACE TOPIC
+// (TASK already runs; a second task is then created, configured and deployed through the UI
+// alone, syncing TOPIC of DATASOURCE into the table ui_made.)
 "use strict";
 const { JSDOM, VirtualConsole } = require("jsdom");
 
-const [base, task, datasource, namespace] = process.argv.slice(2);
+const [base, task, datasource, namespace, topic] = process.argv.slice(2);
 const errors = [];
 
 function sleep(ms) {
@@ -98,6 +100,30 @@ async function main() {
   window.location.hash = "#/vclusters";
   await waitFor("the vclusters", () => main().textContent.includes("Virtual clusters") && main().querySelector("table"));
   out.vclusters = [...main().querySelectorAll("tr")].slice(1).map((tr) => tr.cells[0].textContent + ":" + tr.cells[1].textContent);
+
+  // A second task, made with the UI alone: create, configure with suggested JSONPath
+  // columns, save, deploy, and watch it sync.
+  window.location.hash = "#/tasks";
+  await waitFor("the create form", () => doc.getElementById("create"));
+  doc.querySelector("#create input[name=name]").value = "ui_made";
+  doc.querySelector("#create button").click();
+  await waitFor("the new task's page", () => doc.getElementById("cfg") && doc.getElementById("t-head").textContent.includes("ui_made"));
+  const field = (name) => doc.querySelector(`#cfg [name=${name}]`);
+  field("source").value = datasource;
+  field("source_table").value = topic;
+  field("sink_table").value = "ui_made";
+  doc.getElementById("suggest").click();
+  await waitFor("suggested columns", () => doc.querySelectorAll("#cols tr").length > 1);
+  out.suggested = [...doc.querySelectorAll("#cols tr")].slice(1).map((tr) => tr.querySelector(".cn").value + "=" + tr.querySelector(".ce").value + ":" + tr.querySelector(".ct").value);
+  doc.querySelector("#cfg button.primary").click();
+  await waitFor("the draft saved", () => main().textContent.includes("draft saved"));
+  doc.getElementById("deploy").click();
+  await waitFor("the deploy message", () => main().textContent.includes("deployed as version 1"));
+  await waitFor("40 rows synced by the new task", () => {
+    const kv = [...doc.querySelectorAll("#t-status .kv")].find((k) => k.querySelector("span").textContent === "Rows synced");
+    return kv && kv.querySelector("div").textContent === "40";
+  }, 60000);
+  out.made_status = doc.getElementById("t-head").textContent;
 
   out.errors = errors;
   window.close();
