@@ -133,3 +133,123 @@ async fn a_table_mirrors_through_sigkills_exactly() {
     assert_eq!(slots, 0, "the slot was dropped");
     client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
 }
+
+/// `(op, rows)` of the change-log table, by operation.
+async fn ops(table: &LakehouseSinkConfig) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let Ok(batches) = query_table(table, "SELECT _rtsync_op, count(*) FROM t GROUP BY _rtsync_op").await else {
+        return out;
+    };
+    for b in batches {
+        let op = b.column(0).as_string::<i32>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.insert(op.value(i).to_string(), n.value(i));
+        }
+    }
+    out
+}
+
+async fn wait_ops(table: &LakehouseSinkConfig, want: &BTreeMap<String, i64>, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = ops(table).await;
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change log never became {want:?}; it is {got:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A table without a primary key (REPLICA IDENTITY FULL) is mirrored as its change log, with the
+/// operation of each row in `_rtsync_op`. Killed mid-snapshot, the task copies the table again
+/// and the commit replaces the partial copy, so no row is there twice; a TRUNCATE at the source
+/// empties the target in the same commit as the rows after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
+    let client = connect().await;
+    let table = unique("keyless").to_lowercase();
+    const ROWS: i64 = 150_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint NOT NULL, note text);
+             ALTER TABLE {table} REPLICA IDENTITY FULL;
+             INSERT INTO {table} SELECT g, 'n' || g FROM generate_series(1, {ROWS}) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let name = unique("pgkeyless");
+    let body = format!(
+        "name = \"{name}\"\ncommit_interval = \"100ms\"\n[source]\ntype = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nmax_batch_rows = 2000\n\
+         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
+        pg_url(),
+        root.display()
+    );
+    let spec = write_spec(dir.path(), &name, &body);
+    let log = dir.path().join("run.log");
+    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &table);
+
+    let mut child = spawn_run(&spec, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let n = count_rows(&target).await;
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no snapshot commit; log:\n{}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = count_rows(&target).await;
+    assert!(partial < ROWS as u64 && after_kill < ROWS as u64, "killed mid-snapshot ({after_kill} of {ROWS} rows)");
+
+    let mut child = spawn_run(&spec, &log);
+    let snapshot: BTreeMap<String, i64> = [("r".to_string(), ROWS)].into();
+    wait_ops(&target, &snapshot, &log).await;
+    let distinct = query_table(&target, "SELECT count(DISTINCT id) FROM t").await.unwrap();
+    assert_eq!(distinct[0].column(0).as_primitive::<Int64Type>().value(0), ROWS, "every source row once");
+
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} VALUES (-1, 'a'), (-2, 'b'), (-3, 'c');
+             UPDATE {table} SET note = 'changed' WHERE id = 7;
+             DELETE FROM {table} WHERE id = 8;"
+        ))
+        .await
+        .unwrap();
+    let changes: BTreeMap<String, i64> =
+        [("r".to_string(), ROWS), ("c".into(), 3), ("u".into(), 1), ("d".into(), 1)].into();
+    wait_ops(&target, &changes, &log).await;
+    let rows = query_table(
+        &target,
+        "SELECT _rtsync_op, note FROM t WHERE id IN (7, 8) AND _rtsync_op IN ('u', 'd') ORDER BY id",
+    )
+    .await
+    .unwrap();
+    let got: Vec<(String, String)> = rows
+        .iter()
+        .flat_map(|b| {
+            let (op, note) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+            (0..b.num_rows()).map(|i| (op.value(i).to_string(), note.value(i).to_string())).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got, vec![("u".to_string(), "changed".to_string()), ("d".to_string(), "n8".to_string())]);
+
+    client.batch_execute(&format!("TRUNCATE {table}; INSERT INTO {table} VALUES (1, 'after')")).await.unwrap();
+    let truncated: BTreeMap<String, i64> = [("c".to_string(), 1)].into();
+    wait_ops(&target, &truncated, &log).await;
+
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&spec).unwrap().source else { unreachable!() };
+    rtsync_source_postgres::drop_replication_objects(&config, &name).await.unwrap();
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}

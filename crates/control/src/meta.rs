@@ -170,7 +170,9 @@ async fn db_objects(ds: &DataSource, namespace: &str) -> Result<Vec<MetaObject>>
             .into_iter()
             .map(|t| {
                 let detail = match (t.primary_key.is_empty(), t.replica_identity.as_str()) {
-                    (true, "full") => Some("no primary key: replica identity full, rows are appended".to_string()),
+                    (true, "full") => Some(
+                        "no primary key: replica identity full, the target is its change log (_rtsync_op)".to_string(),
+                    ),
                     (true, "index") => Some("replica identity index: merged by that index".to_string()),
                     (true, _) => no_key(&t.primary_key, "updates and deletes cannot be identified"),
                     (false, _) => None,
@@ -211,7 +213,7 @@ async fn db_detail(ds: &DataSource, namespace: &str, object: &str) -> Result<Met
             (true, _) => "upserted by the primary key".to_string(),
             (false, false) => "upserted by the replica identity index".to_string(),
             (false, true) if t.replica_identity == "full" => {
-                "no primary key, replica identity full: rows are appended to the target".to_string()
+                "no primary key, replica identity full: the target is the table's change log, each row with its operation in _rtsync_op".to_string()
             }
             (false, true) => format!(
                 "no primary key and replica identity {}: a task cannot identify updates and deletes; add a primary key or ALTER TABLE … REPLICA IDENTITY FULL",

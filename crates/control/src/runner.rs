@@ -68,7 +68,7 @@ async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut sou
         source.describe().await?.ok_or_else(|| SyncError::internal("a table source did not describe its table"))?;
     let mapping: Arc<dyn ColumnMapping> = Arc::new(TableMapping::new(&description));
     let sink: Box<dyn rtsync_core::Sink> = if description.primary_key.is_empty() {
-        tracing::warn!(task = %spec.name, "the source table has no primary key: rows are appended, not upserted");
+        tracing::warn!(task = %spec.name, "the source table has no primary key: the target is its change log (every row with its operation in _rtsync_op), not a mirror");
         Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?)
     } else {
         Box::new(DeltaSink::upsert(&spec.name, spec.sink.clone(), description.primary_key.clone())?)

@@ -151,6 +151,11 @@ pub enum SinkMode {
 /// the source did not send (PostgreSQL TOAST): the stored value is kept.
 pub const UNCHANGED_PREFIX: &str = "__unchanged_";
 
+/// In append mode, the source's operation of each row (`r` snapshot, `c` insert, `u` an
+/// update's new row, `d` a delete's old row) is kept in this column: a table without a primary
+/// key is mirrored as its change log.
+pub const CHANGE_OP_COLUMN: &str = "_rtsync_op";
+
 /// A Delta table written by one task.
 pub struct DeltaSink {
     config: LakehouseSinkConfig,
@@ -166,6 +171,10 @@ pub struct DeltaSink {
     buffered_rows: usize,
     committed_epoch: u64,
     checkpoint_interval: u64,
+    /// Append mode after a source truncate: the commit replaces the table's rows with `pending`.
+    overwrite: bool,
+    /// The table's columns as written (for an overwrite that has no rows).
+    table_columns: Option<SchemaRef>,
 }
 
 impl DeltaSink {
@@ -182,6 +191,8 @@ impl DeltaSink {
             buffered_rows: 0,
             committed_epoch: 0,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            overwrite: false,
+            table_columns: None,
         })
     }
 
@@ -222,7 +233,7 @@ impl DeltaSink {
     }
 
     async fn create(&self, table: DeltaTable, schema: &SchemaRef) -> SyncResult<DeltaTable> {
-        let schema = table_schema(schema);
+        let schema = table_schema(schema, matches!(self.mode, SinkMode::Append));
         let structure: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
             SyncError::with_source(ErrorKind::Sink, "the mapped schema has a type Delta cannot store", e)
         })?;
@@ -235,6 +246,18 @@ impl DeltaSink {
             .with_comment(format!("synced by rtsync task {}", self.task))
             .await
             .map_err(|e| classify(e, &format!("creating table {}", self.location())))
+    }
+
+    /// Append mode after a truncate: rows wait for the commit's overwrite.
+    fn keep_for_overwrite(&mut self, batch: RecordBatch) -> SyncResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = append_rows(batch)?;
+        self.buffered_rows += rows.num_rows();
+        self.pending_bytes += rows.get_array_memory_size();
+        self.pending.push(rows);
+        Ok(())
     }
 
     fn new_writer(&self, table: &DeltaTable) -> SyncResult<RecordBatchWriter> {
@@ -296,6 +319,10 @@ impl Sink for DeltaSink {
         self.writer = Some(Mutex::new(self.new_writer(&table)?));
         self.table = Some(table);
         self.buffered_rows = 0;
+        self.overwrite = false;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.table_columns = Some(table_schema(&schema, matches!(self.mode, SinkMode::Append)));
         Ok(checkpoint)
     }
 
@@ -306,8 +333,23 @@ impl Sink for DeltaSink {
             self.pending.push(batch);
             return Ok(());
         }
+        if let Some(cut) = last_truncate(&batch) {
+            // The source table was truncated: whatever this commit buffered before is dropped,
+            // and the commit replaces the table's rows with the ones that follow.
+            let table = self.table.as_ref().ok_or_else(|| SyncError::internal("write called before open"))?;
+            self.writer = Some(Mutex::new(self.new_writer(table)?));
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.overwrite = true;
+            self.buffered_rows = 0;
+            let rest = batch.slice(cut + 1, batch.num_rows() - cut - 1);
+            return self.keep_for_overwrite(rest);
+        }
+        if self.overwrite {
+            return self.keep_for_overwrite(batch);
+        }
         let location = self.location();
-        let batch = append_rows(batch, &location)?;
+        let batch = append_rows(batch)?;
         let writer = self
             .writer
             .as_mut()
@@ -350,6 +392,30 @@ impl Sink for DeltaSink {
             .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
         let mut writer = writer.with_commit_properties(properties.clone());
         let result = match &self.mode {
+            SinkMode::Append if self.overwrite => {
+                self.overwrite = false;
+                bytes = std::mem::take(&mut self.pending_bytes) as u64;
+                let mut rows = std::mem::take(&mut self.pending);
+                if rows.is_empty()
+                    && let Some(columns) = &self.table_columns
+                {
+                    rows.push(RecordBatch::new_empty(columns.clone()));
+                }
+                match table
+                    .clone()
+                    .write(rows)
+                    .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+                    .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+                    .with_commit_properties(properties)
+                    .await
+                {
+                    Ok(written) => {
+                        table = written;
+                        Ok(table.version().unwrap_or_default())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             SinkMode::Append => writer.flush_and_commit(&mut table).await,
             SinkMode::Upsert { keys } => {
                 let keys = keys.clone();
@@ -436,55 +502,56 @@ impl Sink for DeltaSink {
 
 /// Append mode: change rows without a key are appended as they are (their op column dropped);
 /// a truncate cannot be applied by appending and stops the task.
-fn append_rows(batch: RecordBatch, location: &str) -> SyncResult<RecordBatch> {
-    use deltalake::arrow::array::AsArray;
-    let Some(ops) = batch.column_by_name(rtsync_core::OP_COLUMN) else {
-        return Ok(batch);
-    };
-    if let Some(ops) = ops.as_string_opt::<i32>()
-        && ops.iter().any(|op| op == Some("t"))
-    {
-        return Err(SyncError::sink(format!(
-            "the source table was truncated, and {location} has no primary key to apply it by: \
-             undeploy the task, empty the target table and deploy again"
-        )));
-    }
-    let keep: Vec<usize> = batch
+fn append_rows(batch: RecordBatch) -> SyncResult<RecordBatch> {
+    let schema = table_schema(&batch.schema(), true);
+    let columns = batch
         .schema()
         .fields()
         .iter()
-        .enumerate()
-        .filter(|(_, f)| {
-            f.name() != rtsync_core::OP_COLUMN
-                && f.name() != rtsync_core::UNCHANGED_COLUMN
-                && !f.name().starts_with(UNCHANGED_PREFIX)
-        })
-        .map(|(i, _)| i)
+        .zip(batch.columns())
+        .filter(|(f, _)| keep_column(f.name(), true))
+        .map(|(_, c)| c.clone())
         .collect();
-    Ok(batch.project(&keep)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The row of the last source truncate in `batch`, if any.
+fn last_truncate(batch: &RecordBatch) -> Option<usize> {
+    use deltalake::arrow::array::{Array, AsArray};
+    let ops = batch.column_by_name(rtsync_core::OP_COLUMN)?.as_string_opt::<i32>()?;
+    (0..ops.len()).rev().find(|&i| ops.is_valid(i) && ops.value(i) == "t")
 }
 
 /// The Delta type each column of `schema` takes in the table (`decimal(12,2)`, `timestamp`,
 /// `array<string>`…), by name; the op column and unchanged masks are left out. A type Delta
 /// cannot store is named as an error.
 pub fn delta_types(schema: &SchemaRef) -> SyncResult<Vec<(String, String)>> {
-    let structure: StructType = table_schema(schema).as_ref().try_into_kernel().map_err(|e| {
+    let structure: StructType = table_schema(schema, false).as_ref().try_into_kernel().map_err(|e| {
         SyncError::with_source(ErrorKind::Sink, "the source's columns have a type Delta cannot store", e)
     })?;
     Ok(structure.fields().map(|f| (f.name().clone(), f.data_type().to_string())).collect())
 }
 
-/// The table's columns: the rows' columns without the op column and unchanged masks.
-fn table_schema(schema: &SchemaRef) -> SchemaRef {
+fn keep_column(name: &str, keep_op: bool) -> bool {
+    (keep_op || name != rtsync_core::OP_COLUMN)
+        && name != rtsync_core::UNCHANGED_COLUMN
+        && !name.starts_with(UNCHANGED_PREFIX)
+}
+
+/// The table's columns: the rows' columns without the unchanged masks, and without the op
+/// column, or (`keep_op`, append mode) with it as [`CHANGE_OP_COLUMN`].
+fn table_schema(schema: &SchemaRef, keep_op: bool) -> SchemaRef {
     let fields: Vec<_> = schema
         .fields()
         .iter()
-        .filter(|f| {
-            f.name() != rtsync_core::OP_COLUMN
-                && f.name() != rtsync_core::UNCHANGED_COLUMN
-                && !f.name().starts_with(UNCHANGED_PREFIX)
+        .filter(|f| keep_column(f.name(), keep_op))
+        .map(|f| {
+            if f.name() == rtsync_core::OP_COLUMN {
+                std::sync::Arc::new(f.as_ref().clone().with_name(CHANGE_OP_COLUMN).with_nullable(true))
+            } else {
+                f.clone()
+            }
         })
-        .cloned()
         .collect();
     std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields))
 }
