@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
-use rtsync_core::arrow::array::{Array, AsArray};
-use rtsync_core::arrow::datatypes::{Decimal128Type, Int64Type};
-use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
 
 fn mysql_url() -> String {
     std::env::var("RTSYNC_MARIADB_URL")
@@ -28,31 +25,10 @@ async fn connect() -> Conn {
     Conn::new(opts).await.expect("connect to MariaDB")
 }
 
-type Row = (String, Option<i64>, Option<String>);
-
-async fn source_rows(conn: &mut Conn, table: &str) -> BTreeMap<i64, Row> {
+async fn source_rows(conn: &mut Conn, table: &str) -> BTreeMap<i64, OrderRow> {
     let rows: Vec<(i64, String, Option<i64>, Option<String>)> =
         conn.query(format!("SELECT id, name, qty, CAST(price AS CHAR) FROM {table}")).await.unwrap();
     rows.into_iter().map(|(id, n, q, p)| (id, (n, q, p))).collect()
-}
-
-async fn target_rows(table: &LakehouseSinkConfig) -> BTreeMap<i64, Row> {
-    let mut out = BTreeMap::new();
-    for b in query_table(table, "SELECT id, name, qty, price FROM t").await.unwrap() {
-        let ids = b.column(0).as_primitive::<Int64Type>();
-        let names = b.column(1).as_string::<i32>();
-        let qty = b.column(2).as_primitive::<Int64Type>();
-        let price = b.column(3).as_primitive::<Decimal128Type>();
-        for i in 0..b.num_rows() {
-            let p = price.is_valid(i).then(|| {
-                let v = price.value(i);
-                format!("{}.{:02}", v / 100, (v % 100).abs())
-            });
-            let prev = out.insert(ids.value(i), (names.value(i).to_string(), qty.is_valid(i).then(|| qty.value(i)), p));
-            assert!(prev.is_none(), "id {} twice in the target", ids.value(i));
-        }
-    }
-    out
 }
 
 async fn churn(conn: &mut Conn, table: &str, round: i64) {
@@ -89,17 +65,12 @@ async fn a_table_mirrors_from_the_binlog_through_sigkills() {
         conn.query_drop(format!("INSERT INTO {qualified} VALUES {}", values.join(","))).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
     let name = unique("mysync");
-    let body = format!(
-        "name = \"{name}\"\ncommit_interval = \"500ms\"\n[source]\ntype = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 5000\n\
-         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
-        mysql_url(),
-        root.display()
+    let source = format!(
+        "type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 5000",
+        mysql_url()
     );
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("run.log");
-    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", table);
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "500ms""#, &source, table);
 
     let mut child = spawn_run(&spec, &log);
     let mut round = 0;
@@ -122,7 +93,7 @@ async fn a_table_mirrors_from_the_binlog_through_sigkills() {
         round += 1;
     }
     let expected = source_rows(&mut conn, &qualified).await;
-    converge_then_stop(&target, &expected, || target_rows(&target), &mut child, &log).await;
+    converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
     assert!(round > 10, "changes were made while syncing");
     conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }

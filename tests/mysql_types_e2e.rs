@@ -20,7 +20,6 @@ use cells::{Expected, Running, wait_count};
 use common::*;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
-use rtsync_sink_lakehouse::LakehouseSinkConfig;
 
 fn mysql_url() -> String {
     std::env::var("RTSYNC_MARIADB_URL")
@@ -354,17 +353,12 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
     conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
     let name = unique("mytypes");
-    let body = format!(
-        "name = \"{name}\"\ncommit_interval = \"300ms\"\n[source]\ntype = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 2\n\
-         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
-        mysql_url(),
-        root.display()
+    let source = format!(
+        "type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 2",
+        mysql_url()
     );
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("run.log");
-    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", table);
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, table);
     let mut child = Running(spawn_run(&spec, &log));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rtsync_core::arrow::array::{Array, AsArray};
-use rtsync_core::arrow::datatypes::{Decimal128Type, Int64Type};
+use rtsync_core::arrow::array::AsArray;
+use rtsync_core::arrow::datatypes::Int64Type;
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
 use tokio_postgres::{Client, NoTls};
 
@@ -28,34 +28,13 @@ async fn connect() -> Client {
     client
 }
 
-type Row = (String, Option<i64>, Option<String>);
-
-async fn source_rows(client: &Client, table: &str) -> BTreeMap<i64, Row> {
+async fn source_rows(client: &Client, table: &str) -> BTreeMap<i64, OrderRow> {
     let rows = client.query(&format!("SELECT id, name, qty, price::text FROM {table}"), &[]).await.unwrap();
     rows.iter()
         .map(|r| {
             (r.get::<_, i64>(0), (r.get::<_, String>(1), r.get::<_, Option<i64>>(2), r.get::<_, Option<String>>(3)))
         })
         .collect()
-}
-
-async fn target_rows(table: &LakehouseSinkConfig) -> BTreeMap<i64, Row> {
-    let mut out = BTreeMap::new();
-    for b in query_table(table, "SELECT id, name, qty, price FROM t").await.unwrap() {
-        let ids = b.column(0).as_primitive::<Int64Type>();
-        let names = b.column(1).as_string::<i32>();
-        let qty = b.column(2).as_primitive::<Int64Type>();
-        let price = b.column(3).as_primitive::<Decimal128Type>();
-        for i in 0..b.num_rows() {
-            let p = price.is_valid(i).then(|| {
-                let v = price.value(i);
-                format!("{}.{:02}", v / 100, (v % 100).abs())
-            });
-            let prev = out.insert(ids.value(i), (names.value(i).to_string(), qty.is_valid(i).then(|| qty.value(i)), p));
-            assert!(prev.is_none(), "id {} twice in the target", ids.value(i));
-        }
-    }
-    out
 }
 
 /// A batch of changes: inserts, updates, deletes and primary-key changes.
@@ -87,17 +66,12 @@ async fn a_table_mirrors_through_sigkills_exactly() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
     let name = unique("pgsync");
-    let body = format!(
-        "name = \"{name}\"\ncommit_interval = \"500ms\"\n[source]\ntype = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 5000\n\
-         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
-        pg_url(),
-        root.display()
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 5000",
+        pg_url()
     );
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("run.log");
-    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &table);
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "500ms""#, &source, &table);
 
     // Kill during the snapshot, then keep writing and killing while it streams.
     let mut child = spawn_run(&spec, &log);
@@ -118,7 +92,7 @@ async fn a_table_mirrors_through_sigkills_exactly() {
         round += 1;
     }
     let expected = source_rows(&client, &table).await;
-    converge_then_stop(&target, &expected, || target_rows(&target), &mut child, &log).await;
+    converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
     assert!(round > 10, "changes were made while syncing");
     // What undeploy does: the slot and the publication go.
     let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&spec).unwrap().source else { unreachable!() };
@@ -184,17 +158,14 @@ async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
     let name = unique("pgkeyless");
-    let body = format!(
-        "name = \"{name}\"\ncommit_interval = \"100ms\"\n[source]\ntype = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nmax_batch_rows = 2000\n\
-         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
-        pg_url(),
-        root.display()
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nmax_batch_rows = 2000",
+        pg_url()
     );
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("run.log");
-    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &table);
+    // A commit at least every 5,000 rows: the snapshot takes many commits, so the kill lands in it.
+    let options = "commit_interval = \"100ms\"\nmax_buffered_rows = 5000";
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, options, &source, &table);
 
     let mut child = spawn_run(&spec, &log);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use cells::{Expected, Running, wait_count};
 use common::*;
-use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use tokio_postgres::{Client, NoTls};
 
 fn pg_url() -> String {
@@ -264,17 +263,12 @@ async fn every_type_round_trips_through_snapshot_and_stream_into_delta() {
     assert!(chunks > 0, "the TOAST table {toast_rel} holds the big value");
 
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
     let name = unique("pgtypes");
-    let body = format!(
-        "name = \"{name}\"\ncommit_interval = \"300ms\"\n[source]\ntype = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{t}\"\nsnapshot_chunk_rows = 2\n\
-         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{t}\"\n",
-        pg_url(),
-        root.display()
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{t}\"\nsnapshot_chunk_rows = 2",
+        pg_url()
     );
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("run.log");
-    let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", t);
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, t);
     let mut child = Running(spawn_run(&spec, &log));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 

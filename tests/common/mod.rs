@@ -214,3 +214,51 @@ pub async fn converge_then_stop<K, V, F, Fut>(
         assert_eq!(got.get(id), Some(row), "row {id:?}");
     }
 }
+
+/// A CDC `rtsync run` task in `dir`: the spec file, its log, and the target `public.<table>` under
+/// `dir/lake`. `options` are the spec's top-level lines (`commit_interval = "500ms"`), `source`
+/// the body of its `[source]` section.
+pub struct CdcTask {
+    pub spec: PathBuf,
+    pub log: PathBuf,
+    pub target: LakehouseSinkConfig,
+}
+
+pub fn cdc_task(dir: &Path, name: &str, options: &str, source: &str, table: &str) -> CdcTask {
+    let root = dir.join("lake");
+    let body = format!(
+        "name = \"{name}\"\n{options}\n[source]\n{source}\n\
+         [sink]\nroot = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\n",
+        root.display()
+    );
+    CdcTask {
+        spec: write_spec(dir, name, &body),
+        log: dir.join("run.log"),
+        target: LakehouseSinkConfig::new(root.to_str().unwrap(), "public", table),
+    }
+}
+
+/// `name, qty, price` of the CDC end-to-end tests' `orders` tables (price as its decimal text).
+pub type OrderRow = (String, Option<i64>, Option<String>);
+
+/// The target's orders by id; an id there twice fails the test.
+pub async fn order_rows(table: &LakehouseSinkConfig) -> std::collections::BTreeMap<i64, OrderRow> {
+    use rtsync_core::arrow::array::{Array, AsArray};
+    use rtsync_core::arrow::datatypes::{Decimal128Type, Int64Type};
+    let mut out = std::collections::BTreeMap::new();
+    for b in query_table(table, "SELECT id, name, qty, price FROM t").await.unwrap() {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let names = b.column(1).as_string::<i32>();
+        let qty = b.column(2).as_primitive::<Int64Type>();
+        let price = b.column(3).as_primitive::<Decimal128Type>();
+        for i in 0..b.num_rows() {
+            let p = price.is_valid(i).then(|| {
+                let v = price.value(i);
+                format!("{}.{:02}", v / 100, (v % 100).abs())
+            });
+            let prev = out.insert(ids.value(i), (names.value(i).to_string(), qty.is_valid(i).then(|| qty.value(i)), p));
+            assert!(prev.is_none(), "id {} twice in the target", ids.value(i));
+        }
+    }
+    out
+}

@@ -500,9 +500,13 @@ impl Sink for DeltaSink {
     }
 }
 
-/// Append mode: change rows without a key are appended as they are (their op column dropped);
-/// a truncate cannot be applied by appending and stops the task.
+/// Append mode: rows as the table takes them, the op column (if any) as [`CHANGE_OP_COLUMN`],
+/// unchanged masks dropped. Truncates are handled by the caller (an overwrite).
 fn append_rows(batch: RecordBatch) -> SyncResult<RecordBatch> {
+    // Kafka batches (the hot path) carry neither an op column nor unchanged masks.
+    if batch.schema().fields().iter().all(|f| keep_column(f.name(), false)) {
+        return Ok(batch);
+    }
     let schema = table_schema(&batch.schema(), true);
     let columns = batch
         .schema()
