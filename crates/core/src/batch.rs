@@ -1,4 +1,26 @@
 //! Change batches: what a source hands to the engine.
+//!
+//! # The change-row contract
+//!
+//! Every source that mirrors a table tags each row image with [`OP_COLUMN`]. Two shapes need
+//! more than an op and an image, and travel the same way from every source to every sink:
+//!
+//! * **A value the source did not send.** PostgreSQL leaves out a TOASTed value an UPDATE did
+//!   not change; SQL Server reports an unchanged `(max)` column as NULL with the update mask
+//!   saying so; Debezium writes `__debezium_unavailable_value`; MySQL's `PARTIAL_JSON` row
+//!   images would omit whole documents. The source sets that column to NULL and names it in
+//!   [`UNCHANGED_COLUMN`] (`List<Utf8>`, NULL when every column was sent). The value the
+//!   target must hold is the one the row had before this change.
+//! * **A change of the primary key.** An UPDATE that changes the key is ONE row with
+//!   `__op = 'u'`: the new image (under the new key) plus the OLD key in the reserved columns
+//!   [`before_key_column`]`(k)` (`__before_<k>`, one per key column, same type), which are NULL
+//!   on every other row. The sink removes the row under the old key and writes the new image;
+//!   a column the update did not send takes the value the OLD key's row held, wherever that
+//!   row is: in the table, earlier in the same commit, or itself the product of an earlier key
+//!   change. A source whose after-images are always complete (MySQL with `binlog_row_image =
+//!   FULL`) may instead send a delete of the old key followed by an insert of the new row.
+//!
+//! Both columns appear only in batches that need them; sinks never store them.
 
 use arrow::array::Int64Array;
 use arrow::record_batch::RecordBatch;
@@ -8,9 +30,26 @@ use arrow::record_batch::RecordBatch;
 pub const OP_COLUMN: &str = "__op";
 
 /// The reserved column listing, per row, the columns whose values the source did not send
-/// (PostgreSQL TOAST values an UPDATE left unchanged): `List<Utf8>`, NULL when none. Those
-/// columns are NULL in the row and the sink keeps the stored value.
+/// (PostgreSQL TOAST values an UPDATE left unchanged, SQL Server `(max)` columns outside the
+/// update mask): `List<Utf8>`, NULL when none. Those columns are NULL in the row and the sink
+/// keeps the value the row held before the change (under its old key after a key change).
 pub const UNCHANGED_COLUMN: &str = "__unchanged";
+
+/// The prefix of the reserved columns that carry a key-changing update's OLD key (see the
+/// module docs): `__before_<key column>`.
+pub const BEFORE_KEY_PREFIX: &str = "__before_";
+
+/// The reserved column that carries the old value of key column `key` on a key-changing update.
+pub fn before_key_column(key: &str) -> String {
+    format!("{BEFORE_KEY_PREFIX}{key}")
+}
+
+/// True for the reserved columns of the change-row contract, which no target table stores:
+/// [`UNCHANGED_COLUMN`] and the `__before_<k>` old-key columns. [`OP_COLUMN`] is not among them
+/// (an append sink keeps it as the row's operation).
+pub fn is_contract_column(name: &str) -> bool {
+    name == UNCHANGED_COLUMN || name.starts_with(BEFORE_KEY_PREFIX)
+}
 
 /// The operation of one row image, stored in [`OP_COLUMN`] as its one-letter code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

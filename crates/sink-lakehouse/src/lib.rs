@@ -444,8 +444,8 @@ impl Sink for DeltaSink {
                     }
                 } else {
                     match upsert::prepare(&changes, &keys)? {
-                        Some(p) if !p.truncate && upsert::only_reads(&p.rows) => {
-                            let rows = upsert::without_op(&p.rows)?;
+                        Some(p) if !p.truncate && upsert::only_reads(&p.rows.rows) => {
+                            let rows = upsert::without_op(&p.rows.rows)?;
                             match writer.write_with_mode(rows, WriteMode::MergeSchema).await {
                                 Ok(()) => writer.flush_and_commit(&mut table).await,
                                 Err(e) => Err(e),
@@ -453,7 +453,12 @@ impl Sink for DeltaSink {
                         }
                         Some(p) => {
                             let before = table.version();
-                            match upsert::merge(table.clone(), p.rows, &keys, p.truncate, properties).await {
+                            // values a key change carried from the old key's stored row
+                            let found = upsert::fetch_carried(&table, &p.rows, &keys)
+                                .await
+                                .map_err(|e| classify(e, &format!("reading carried values from {location}")))?;
+                            let rows = upsert::apply_carries(p.rows, &keys, &found)?;
+                            match upsert::merge(table.clone(), rows, &keys, p.truncate, properties).await {
                                 Ok(merged) => {
                                     table = merged;
                                     if table.version() == before {
@@ -538,7 +543,7 @@ pub fn delta_types(schema: &SchemaRef) -> SyncResult<Vec<(String, String)>> {
 
 fn keep_column(name: &str, keep_op: bool) -> bool {
     (keep_op || name != rtsync_core::OP_COLUMN)
-        && name != rtsync_core::UNCHANGED_COLUMN
+        && !rtsync_core::is_contract_column(name)
         && !name.starts_with(UNCHANGED_PREFIX)
 }
 

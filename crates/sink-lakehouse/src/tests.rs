@@ -276,3 +276,166 @@ async fn truncate_and_listed_unchanged_columns() {
     let mut again = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     assert_eq!(again.open(pg_changes(&[]).schema()).await.unwrap(), Some(checkpoint(4, 4)));
 }
+
+/// One change row of the contract: (id, old id of a key change, name, big, op, unchanged).
+type KeyChange<'a> = (i64, Option<i64>, Option<&'a str>, Option<&'a str>, &'a str, &'a [&'a str]);
+
+fn key_changes(rows: &[KeyChange<'_>]) -> RecordBatch {
+    use deltalake::arrow::array::{ListBuilder, StringBuilder};
+    let mut unchanged = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        if r.5.is_empty() {
+            unchanged.append(false);
+        } else {
+            for c in r.5 {
+                unchanged.values().append_value(c);
+            }
+            unchanged.append(true);
+        }
+    }
+    let unchanged = unchanged.finish();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("big", DataType::Utf8, true),
+            Field::new(rtsync_core::OP_COLUMN, DataType::Utf8, false),
+            Field::new(rtsync_core::UNCHANGED_COLUMN, unchanged.data_type().clone(), true),
+            Field::new(rtsync_core::before_key_column("id"), DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(unchanged),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+async fn id_name_big(config: &LakehouseSinkConfig) -> Vec<(i64, Option<String>, Option<String>)> {
+    let out = query_table(config, "SELECT id, name, big FROM t ORDER BY id").await.unwrap();
+    out.iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let names = b.column(1).as_string::<i32>();
+            let bigs = b.column(2).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| {
+                    (
+                        ids.value(i),
+                        names.is_valid(i).then(|| names.value(i).to_string()),
+                        bigs.is_valid(i).then(|| bigs.value(i).to_string()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn r(id: i64, name: &str, big: Option<&str>) -> (i64, Option<String>, Option<String>) {
+    (id, Some(name.to_string()), big.map(str::to_string))
+}
+
+async fn commit(sink: &mut DeltaSink, epoch: &mut u64, rows: &[KeyChange<'_>]) {
+    *epoch += 1;
+    sink.write(key_changes(rows)).await.unwrap();
+    sink.commit(&checkpoint(*epoch, *epoch as i64)).await.unwrap();
+}
+
+/// The fidelity contract: a key change carries every value the update did not send from the
+/// old key's row, wherever that row is (the table, earlier in the commit, an earlier key change).
+#[tokio::test]
+async fn key_changes_carry_unsent_values_from_the_old_key() {
+    const BIG: &[&str] = &["big"];
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "moves");
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    sink.open(key_changes(&[]).schema()).await.unwrap();
+    let mut epoch = 0;
+    commit(
+        &mut sink,
+        &mut epoch,
+        &[
+            (1, None, Some("a"), Some("B1"), "r", &[]),
+            (2, None, Some("b"), Some("B2"), "r", &[]),
+            (3, None, Some("c"), Some("B3"), "r", &[]),
+            (4, None, Some("d"), None, "r", &[]),
+            (5, None, Some("e"), Some("B5"), "r", &[]),
+        ],
+    )
+    .await;
+
+    // from the table: 3 → 200 (the reproduction); a NULL stays NULL: 4 → 400
+    commit(&mut sink, &mut epoch, &[(200, Some(3), Some("c"), None, "u", BIG), (400, Some(4), Some("d"), None, "u", BIG)]).await;
+    assert_eq!(
+        id_name_big(&config).await,
+        vec![r(1, "a", Some("B1")), r(2, "b", Some("B2")), r(5, "e", Some("B5")), r(200, "c", Some("B3")), r(400, "d", None)]
+    );
+
+    // a chain in one commit (1 → 10 → 11), then a TOAST-unchanged update under the new key;
+    // a swap of two keys through a third (2 → 99, 5 → 2, 99 → 5)
+    commit(
+        &mut sink,
+        &mut epoch,
+        &[
+            (10, Some(1), Some("a"), None, "u", BIG),
+            (11, Some(10), Some("a2"), None, "u", BIG),
+            (11, None, Some("a3"), None, "u", BIG),
+            (99, Some(2), Some("b"), None, "u", BIG),
+            (2, Some(5), Some("e"), None, "u", BIG),
+            (5, Some(99), Some("b"), None, "u", BIG),
+        ],
+    )
+    .await;
+    assert_eq!(
+        id_name_big(&config).await,
+        vec![r(2, "e", Some("B5")), r(5, "b", Some("B2")), r(11, "a3", Some("B1")), r(200, "c", Some("B3")), r(400, "d", None)]
+    );
+
+    // a key change of a row inserted in the same commit, then moved again; an update that
+    // sends the value while changing the key; a delete and re-insert of a moved-away key
+    commit(
+        &mut sink,
+        &mut epoch,
+        &[
+            (7, None, Some("g"), Some("B7"), "c", &[]),
+            (70, Some(7), Some("g"), None, "u", BIG),
+            (71, Some(70), Some("g2"), None, "u", BIG),
+            (201, Some(200), Some("c"), Some("NEW"), "u", &[]),
+            (200, None, Some("c-again"), Some("B200"), "c", &[]),
+            (400, None, None, None, "d", &[]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        id_name_big(&config).await,
+        vec![
+            r(2, "e", Some("B5")),
+            r(5, "b", Some("B2")),
+            r(11, "a3", Some("B1")),
+            r(71, "g2", Some("B7")),
+            r(200, "c-again", Some("B200")),
+            r(201, "c", Some("NEW")),
+        ]
+    );
+
+    // across a restart: the old key's value is read from the table the previous run committed
+    drop(sink);
+    let mut again = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    assert_eq!(again.open(key_changes(&[]).schema()).await.unwrap(), Some(checkpoint(epoch, epoch as i64)));
+    commit(&mut again, &mut epoch, &[(500, Some(71), Some("g2"), None, "u", BIG)]).await;
+    let rows = id_name_big(&config).await;
+    assert!(rows.contains(&r(500, "g2", Some("B7"))) && !rows.iter().any(|row| row.0 == 71), "{rows:?}");
+
+    // after a truncate, nothing is carried from the emptied table
+    again.write(key_changes(&[(0, None, None, None, "t", &[]), (8, None, Some("h"), Some("B8"), "c", &[])])).await.unwrap();
+    again.write(key_changes(&[(80, Some(8), Some("h"), None, "u", BIG)])).await.unwrap();
+    epoch += 1;
+    again.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    assert_eq!(id_name_big(&config).await, vec![r(80, "h", Some("B8"))]);
+    let cols = query_table(&config, "SELECT * FROM t LIMIT 1").await.unwrap()[0].schema();
+    assert!(cols.field_with_name(&rtsync_core::before_key_column("id")).is_err(), "no old-key column in the table");
+}

@@ -51,15 +51,17 @@
 //! * Insert → `__op = 'c'` with the new row; Update → `'u'` with the new row; Delete → `'d'`
 //!   with the old image (the key columns, or every column with REPLICA IDENTITY FULL; the
 //!   others NULL).
-//! * An update that changes the key is emitted as `'d'` of the old key, then `'c'` of the
-//!   new row, so an upsert sink removes the old row.
+//! * An update that changes the key is one `'u'` row: the new image plus the old key in the
+//!   reserved `__before_<key>` columns (`rtsync_core::batch`'s change-row contract), so an
+//!   upsert sink removes the old row and carries over what the update did not send.
 //! * A TOASTed value an update did not change is not sent by PostgreSQL. When the update
 //!   carries the full old row (REPLICA IDENTITY FULL) the value is taken from it. Otherwise the
 //!   column is NULL in the row and its name is listed in the reserved column
 //!   [`UNCHANGED_COLUMN`] (`__unchanged`, `List<Utf8>`, NULL when nothing is missing; the
-//!   column appears only in batches that need it). The sink keeps its stored value for the
-//!   listed columns, and must carry a value forward from an earlier image of the same key in
-//!   the same commit when it collapses several images into one.
+//!   column appears only in batches that need it). The sink keeps the value the row held before
+//!   the change: its stored value, an earlier image of the same key in the same commit, or,
+//!   after a key change, the old key's value (pgoutput sends an out-of-line TOAST value of a
+//!   key-changing update only as unchanged, under the old key).
 //! * Truncate of the table → one row with `__op = 't'` ([`TRUNCATE_OP`]) and every column
 //!   NULL, in stream order: the sink deletes every target row written before it.
 //! * Relation messages map columns by name. A column added at the source appears in the

@@ -1,12 +1,13 @@
 //! Assembling change batches: one Arrow builder per column, plus `__op` and, when a batch
-//! holds unchanged TOAST values, `__unchanged`.
+//! needs them, `__unchanged` (unchanged TOAST values) and `__before_<key>` (the old key of a
+//! key-changing update), as `rtsync_core::batch` defines them.
 
 use std::sync::Arc;
 
 use rtsync_core::arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringBuilder};
 use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
-use rtsync_core::{OP_COLUMN, SyncResult};
+use rtsync_core::{OP_COLUMN, SyncResult, before_key_column};
 
 use crate::catalog::ColumnInfo;
 use crate::types::ColumnBuilder;
@@ -42,6 +43,9 @@ pub(crate) struct RowsBuilder {
     unchanged: Option<ListBuilder<StringBuilder>>,
     /// Names of the current row's unchanged columns.
     row_unchanged: Vec<usize>,
+    /// Per key column of a key-changing update: (column, builder of its old values). Created
+    /// by the first key change of a batch, back-filled with NULLs.
+    before: Vec<(usize, ColumnBuilder)>,
     event_ms: Int64Builder,
     has_event_ms: bool,
     rows: usize,
@@ -60,6 +64,7 @@ impl RowsBuilder {
             ops: StringBuilder::with_capacity(capacity, capacity),
             unchanged: None,
             row_unchanged: Vec::new(),
+            before: Vec::new(),
             event_ms: Int64Builder::with_capacity(capacity),
             has_event_ms: false,
             rows: 0,
@@ -115,9 +120,30 @@ impl RowsBuilder {
         self.row_unchanged.push(i);
     }
 
+    /// The current row changes the key: column `i`'s OLD value, from its text output.
+    pub fn push_before_text(&mut self, i: usize, text: Option<&str>) -> Result<(), &'static str> {
+        let at = match self.before.iter().position(|(c, _)| *c == i) {
+            Some(at) => at,
+            None => {
+                let mut b = ColumnBuilder::new(&self.columns[i].kind, self.capacity);
+                b.append_nulls(self.rows);
+                self.before.push((i, b));
+                self.before.len() - 1
+            }
+        };
+        let b = &mut self.before[at].1;
+        match text {
+            Some(t) => b.append_text(t),
+            None => {
+                b.append_null();
+                Ok(())
+            }
+        }
+    }
+
     /// Ends the current row: columns not set are NULL.
     pub fn finish_row(&mut self, op: &str, event_ms: Option<i64>) {
-        for b in &mut self.builders {
+        for b in self.builders.iter_mut().chain(self.before.iter_mut().map(|(_, b)| b)) {
             if b.len() == self.rows {
                 b.append_null();
             }
@@ -151,15 +177,21 @@ impl RowsBuilder {
     pub fn finish(&mut self) -> SyncResult<(RecordBatch, Option<Int64Array>, u64)> {
         let mut arrays: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(self.ops.finish()));
-        let schema = match self.unchanged.take() {
-            Some(mut list) => {
+        let schema = if self.unchanged.is_none() && self.before.is_empty() {
+            self.schema.clone()
+        } else {
+            let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            if let Some(mut list) = self.unchanged.take() {
                 let array = list.finish();
-                let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
                 fields.push(Field::new(UNCHANGED_COLUMN, array.data_type().clone(), true));
                 arrays.push(Arc::new(array));
-                Arc::new(Schema::new(fields))
             }
-            None => self.schema.clone(),
+            for (i, mut b) in std::mem::take(&mut self.before) {
+                let array = b.finish();
+                fields.push(Field::new(before_key_column(&self.columns[i].name), array.data_type().clone(), true));
+                arrays.push(array);
+            }
+            Arc::new(Schema::new(fields))
         };
         let batch = RecordBatch::try_new(schema, arrays)?;
         let times = self.event_ms.finish();

@@ -346,8 +346,10 @@ impl StreamReader {
         Ok(())
     }
 
-    /// An update: a key change becomes a delete of the old key and an insert of the new row,
-    /// so that an upsert sink removes the old row.
+    /// An update. One that changes the key is one `'u'` row carrying the old key in the
+    /// `__before_<key>` columns (the change-row contract of `rtsync_core::batch`), so that the
+    /// sink removes the old row AND carries over the values this update did not send (TOAST
+    /// stored out of line, which pgoutput marks unchanged and sends only under the old key).
     fn put_update(
         &self,
         state: &RelState,
@@ -370,15 +372,21 @@ impl StreamReader {
                 (a, b) => a != b,
             })
         };
+        self.put_tuple(state, new, full, rows)?;
         if key_changed {
-            self.put_tuple(state, old, None, rows)?;
-            rows.finish_row(Op::Delete.code(), ts);
-            self.put_tuple(state, new, full, rows)?;
-            rows.finish_row(Op::Create.code(), ts);
-        } else {
-            self.put_tuple(state, new, full, rows)?;
-            rows.finish_row(Op::Update.code(), ts);
+            for &k in &state.key {
+                let col = state.map[k];
+                let text = match old_values.get(k) {
+                    Some(Value::Text(t)) => {
+                        Some(std::str::from_utf8(t).map_err(|_| self.bad_value(rows, col, t, "not UTF-8"))?)
+                    }
+                    _ => None,
+                };
+                rows.push_before_text(col, text)
+                    .map_err(|reason| self.bad_value(rows, col, text.unwrap_or_default().as_bytes(), reason))?;
+            }
         }
+        rows.finish_row(Op::Update.code(), ts);
         Ok(())
     }
 

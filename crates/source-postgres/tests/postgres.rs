@@ -20,7 +20,12 @@ use support::{Fixture, Row, apply, connect, drain, open, rows_of, seen};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn row(op: &str, values: &[Option<&str>]) -> Row {
-    Row { op: op.into(), values: values.iter().map(|v| v.map(str::to_string)).collect(), unchanged: Vec::new() }
+    Row {
+        op: op.into(),
+        values: values.iter().map(|v| v.map(str::to_string)).collect(),
+        unchanged: Vec::new(),
+        before: None,
+    }
 }
 
 async fn confirmed_flush(fx: &Fixture, slot: &str) -> Lsn {
@@ -159,21 +164,20 @@ async fn streams_inserts_updates_deletes_key_changes_toast_and_truncate() {
     let mut expected = vec![
         row("c", &[Some("2"), Some("b")]),
         row("u", &[Some("2"), Some("b2")]),
-        // The key change: a delete of the old key (key columns only), then the new row.
-        row("d", &[Some("2"), None]),
-        row("c", &[Some("20"), Some("b2")]),
+        // The key change: one update row, the old key in __before_id.
+        Row { before: Some("2".into()), ..row("u", &[Some("20"), Some("b2")]) },
         row("d", &[Some("1"), None]),
         row("c", &[Some("3"), Some("c")]),
         // The TOASTed value was not sent: NULL, and listed as unchanged.
-        Row { op: "u".into(), values: vec![Some("3".into()), Some("c2".into())], unchanged: vec!["big".into()] },
-        Row { op: "t".into(), values: vec![None, None], unchanged: Vec::new() },
+        Row { unchanged: vec!["big".into()], ..row("u", &[Some("3"), Some("c2")]) },
+        row("t", &[None, None]),
         row("c", &[Some("4"), Some("d")]),
     ];
     assert_eq!(rows, expected);
     let bigs = rows_of(&batches, &["big"]);
-    assert_eq!(bigs[5].values[0].as_deref(), Some(big.as_str()));
-    assert_eq!(bigs[6].values[0], None);
-    assert_eq!(bigs[8].values[0].as_deref(), Some(""), "an empty string stays an empty string");
+    assert_eq!(bigs[4].values[0].as_deref(), Some(big.as_str()));
+    assert_eq!(bigs[5].values[0], None);
+    assert_eq!(bigs[7].values[0].as_deref(), Some(""), "an empty string stays an empty string");
     // Stream batches carry commit times and their schema has __unchanged only where needed.
     for b in &batches {
         assert_eq!(b.event_time_ms.as_ref().map(Array::len), Some(b.num_rows()));

@@ -119,19 +119,22 @@ pub async fn open(source: &mut PostgresSource, resume: Option<PgPosition>) {
 }
 
 /// One emitted row, rendered: op, the named columns as display strings (None = NULL), and the
-/// `__unchanged` list.
+/// `__unchanged` list, and the old key of a key change (`__before_<first column>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub op: String,
     pub values: Vec<Option<String>>,
     pub unchanged: Vec<String>,
+    pub before: Option<String>,
 }
 
 pub fn render(batch: &RecordBatch, cols: &[&str]) -> Vec<Row> {
     let ops = batch.column_by_name(OP_COLUMN).expect("__op column").as_string::<i32>();
     let unchanged = batch.column_by_name(UNCHANGED_COLUMN).map(|c| c.as_list::<i32>().clone());
+    let before = cols.first().and_then(|k| batch.column_by_name(&rtsync_core::before_key_column(k)));
     (0..batch.num_rows())
         .map(|i| Row {
+            before: before.filter(|b| b.is_valid(i)).map(|b| array_value_to_string(b, i).unwrap()),
             op: ops.value(i).to_string(),
             values: cols
                 .iter()
@@ -199,7 +202,9 @@ pub fn apply(state: &mut BTreeMap<String, Vec<Option<String>>>, rows: &[Row], co
             _ => {
                 let key = r.values[0].clone().unwrap();
                 let mut values: Vec<Option<String>> = r.values[1..].to_vec();
-                if let Some(old) = state.get(&key) {
+                // a key change: the old key's row goes, and lends the values not sent
+                let moved = r.before.as_ref().and_then(|old| state.remove(old));
+                if let Some(old) = moved.as_ref().or(state.get(&key)) {
                     for (i, c) in cols[1..].iter().enumerate() {
                         if r.unchanged.iter().any(|u| u == c) {
                             values[i] = old[i].clone();
