@@ -457,6 +457,13 @@ impl Sink for DeltaSink {
                             let found = upsert::fetch_carried(&table, &p.rows, &keys)
                                 .await
                                 .map_err(|e| classify(e, &format!("reading carried values from {location}")))?;
+                            tracing::debug!(
+                                task = %self.task,
+                                carried = p.rows.carries.len(),
+                                found = found.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                                rows = p.rows.rows.num_rows(),
+                                "values carried from old keys"
+                            );
                             let rows = upsert::apply_carries(p.rows, &keys, &found)?;
                             match upsert::merge(table.clone(), rows, &keys, p.truncate, properties).await {
                                 Ok(merged) => {
