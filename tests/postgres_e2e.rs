@@ -14,19 +14,7 @@ use common::*;
 use rtsync_core::arrow::array::AsArray;
 use rtsync_core::arrow::datatypes::Int64Type;
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
-use tokio_postgres::{Client, NoTls};
-
-fn pg_url() -> String {
-    std::env::var("RTSYNC_PG_URL").unwrap_or_else(|_| panic!("RTSYNC_PG_URL is not set: run the README's test command"))
-}
-
-async fn connect() -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("connect to RTSYNC_PG_URL");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
+use tokio_postgres::Client;
 
 async fn source_rows(client: &Client, table: &str) -> BTreeMap<i64, OrderRow> {
     let rows = client.query(&format!("SELECT id, name, qty, price::text FROM {table}"), &[]).await.unwrap();
@@ -56,7 +44,7 @@ async fn churn(client: &Client, table: &str, round: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_mirrors_through_sigkills_exactly() {
-    let client = connect().await;
+    let client = pg_connect().await;
     let table = unique("orders").to_lowercase();
     client
         .batch_execute(&format!(
@@ -146,7 +134,7 @@ async fn wait_ops(table: &LakehouseSinkConfig, want: &BTreeMap<String, i64>, log
 /// empties the target in the same commit as the rows after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
-    let client = connect().await;
+    let client = pg_connect().await;
     let table = unique("keyless").to_lowercase();
     const ROWS: i64 = 150_000;
     client

@@ -16,22 +16,10 @@ use common::*;
 use rtsync_core::arrow::array::{Array, AsArray};
 use rtsync_core::arrow::datatypes::{Int32Type, Int64Type};
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// `n, big, blob as hex` by id.
 type Row = (Option<i32>, Option<String>, Option<String>);
-
-fn pg_url() -> String {
-    std::env::var("RTSYNC_PG_URL").unwrap_or_else(|_| panic!("RTSYNC_PG_URL is not set: run the README's test command"))
-}
-
-async fn connect() -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("connect to RTSYNC_PG_URL");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
 
 /// 12,000 random hex characters and 6,000 random bytes: too big to stay inline, too random
 /// to compress below the TOAST threshold, so PostgreSQL stores them out of line.
@@ -95,9 +83,10 @@ async fn converged(client: &Client, table: &str, target: &LakehouseSinkConfig, w
 }
 
 async fn key_changes_keep_out_of_line_values(replica_identity_full: bool) {
-    let client = connect().await;
+    let client = pg_connect().await;
     let table = unique(if replica_identity_full { "moves_full" } else { "moves" }).to_lowercase();
-    let identity = if replica_identity_full { format!("ALTER TABLE {table} REPLICA IDENTITY FULL;") } else { String::new() };
+    let identity =
+        if replica_identity_full { format!("ALTER TABLE {table} REPLICA IDENTITY FULL;") } else { String::new() };
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigint PRIMARY KEY, n int, big text, blob bytea); {identity}
@@ -124,21 +113,45 @@ async fn key_changes_keep_out_of_line_values(replica_identity_full: bool) {
         // the reproduction: a key change, the out-of-line values unchanged
         ("a key change", format!("UPDATE {t} SET id = 200 WHERE id = 3")),
         // two key changes of one row in one transaction
-        ("a chain in one transaction", format!("BEGIN; UPDATE {t} SET id = 40 WHERE id = 4; UPDATE {t} SET id = 41 WHERE id = 40; COMMIT")),
+        (
+            "a chain in one transaction",
+            format!("BEGIN; UPDATE {t} SET id = 40 WHERE id = 4; UPDATE {t} SET id = 41 WHERE id = 40; COMMIT"),
+        ),
         // two key changes of one row in two transactions of (most likely) one commit
         ("a chain in one commit", format!("UPDATE {t} SET id = 50 WHERE id = 5; UPDATE {t} SET id = 51 WHERE id = 50")),
         // a key change of a row inserted in the same transaction
-        ("a key change after an insert", format!("BEGIN; INSERT INTO {t} SELECT 60, 60, {BIG}, {BLOB}; UPDATE {t} SET id = 61, n = 61 WHERE id = 60; COMMIT")),
+        (
+            "a key change after an insert",
+            format!(
+                "BEGIN; INSERT INTO {t} SELECT 60, 60, {BIG}, {BLOB}; UPDATE {t} SET id = 61, n = 61 WHERE id = 60; COMMIT"
+            ),
+        ),
         // a key change, then an update under the new key that leaves the values unchanged
-        ("an unchanged update under the new key", format!("BEGIN; UPDATE {t} SET id = 600 WHERE id = 6; UPDATE {t} SET n = n + 1 WHERE id = 600; COMMIT")),
+        (
+            "an unchanged update under the new key",
+            format!("BEGIN; UPDATE {t} SET id = 600 WHERE id = 6; UPDATE {t} SET n = n + 1 WHERE id = 600; COMMIT"),
+        ),
         // a swap of two keys through a third
-        ("a swap", format!("BEGIN; UPDATE {t} SET id = -7 WHERE id = 7; UPDATE {t} SET id = 7 WHERE id = 8; UPDATE {t} SET id = 8 WHERE id = -7; COMMIT")),
+        (
+            "a swap",
+            format!(
+                "BEGIN; UPDATE {t} SET id = -7 WHERE id = 7; UPDATE {t} SET id = 7 WHERE id = 8; UPDATE {t} SET id = 8 WHERE id = -7; COMMIT"
+            ),
+        ),
         // a row whose TOASTable columns are NULL
         ("a key change of NULL values", format!("UPDATE {t} SET id = 90 WHERE id = 9")),
         // a key change together with new values for the big columns
-        ("a key change that sends the values", format!("UPDATE {t} SET id = 100, big = 'small', blob = '\\x00' WHERE id = 10")),
+        (
+            "a key change that sends the values",
+            format!("UPDATE {t} SET id = 100, big = 'small', blob = '\\x00' WHERE id = 10"),
+        ),
         // a key change, a delete and a re-insert of the old key in one transaction
-        ("a re-insert of a moved-away key", format!("BEGIN; UPDATE {t} SET id = 110 WHERE id = 11; INSERT INTO {t} SELECT 11, -11, {BIG}, NULL; COMMIT")),
+        (
+            "a re-insert of a moved-away key",
+            format!(
+                "BEGIN; UPDATE {t} SET id = 110 WHERE id = 11; INSERT INTO {t} SELECT 11, -11, {BIG}, NULL; COMMIT"
+            ),
+        ),
     ] {
         client.batch_execute(&sql).await.unwrap();
         converged(&client, t, &target, what).await;
@@ -150,7 +163,12 @@ async fn key_changes_keep_out_of_line_values(replica_identity_full: bool) {
     converged(&client, t, &target, "a key change before the kill").await;
     child.kill().unwrap();
     child.wait().unwrap();
-    client.batch_execute(&format!("UPDATE {t} SET id = 1001, n = -1 WHERE id = 1000; UPDATE {t} SET id = 2000 WHERE id = 2")).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "UPDATE {t} SET id = 1001, n = -1 WHERE id = 1000; UPDATE {t} SET id = 2000 WHERE id = 2"
+        ))
+        .await
+        .unwrap();
     child = spawn_run(&spec, &log);
     converged(&client, t, &target, "key changes across a SIGKILL").await;
 

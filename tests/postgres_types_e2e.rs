@@ -21,19 +21,6 @@ use std::time::Duration;
 
 use cells::{Expected, Running, wait_count};
 use common::*;
-use tokio_postgres::{Client, NoTls};
-
-fn pg_url() -> String {
-    std::env::var("RTSYNC_PG_URL").unwrap_or_else(|_| panic!("RTSYNC_PG_URL is not set: run the README's test command"))
-}
-
-async fn connect() -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("connect to RTSYNC_PG_URL");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
 
 /// The table; `{t}` is its name.
 const TABLE_DDL: &str = "CREATE TYPE {t}_mood AS ENUM ('sad', 'happy', 'ünï 😀');
@@ -238,7 +225,7 @@ const EXPECT_D: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_through_snapshot_and_stream_into_delta() {
-    let client = connect().await;
+    let client = pg_connect().await;
     let table = unique("pgtypes").to_lowercase();
     let t = table.as_str();
     let cols = COLUMNS[1..].join(", ");

@@ -26,6 +26,21 @@ pub fn python() -> String {
     std::env::var("RTSYNC_PYTHON").unwrap_or_else(|_| panic!("RTSYNC_PYTHON is not set: run the README's test command"))
 }
 
+/// The PostgreSQL the services script started (`RTSYNC_PG_URL`).
+pub fn pg_url() -> String {
+    std::env::var("RTSYNC_PG_URL").unwrap_or_else(|_| panic!("RTSYNC_PG_URL is not set: run the README's test command"))
+}
+
+/// A client of [`pg_url`], its connection driven in the background.
+pub async fn pg_connect() -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("connect to RTSYNC_PG_URL");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -20,7 +20,9 @@ pub mod sink;
 pub mod source;
 pub mod text;
 
-pub use batch::{BEFORE_KEY_PREFIX, ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN, before_key_column, is_contract_column};
+pub use batch::{
+    BEFORE_KEY_PREFIX, ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN, before_key_column, is_contract_column,
+};
 pub use config::{ErrorPolicy, TaskName};
 pub use error::{ErrorKind, SyncError, SyncResult};
 pub use mapping::{ColumnMapping, MappedBatch, Rejected};

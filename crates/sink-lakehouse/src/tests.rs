@@ -369,10 +369,21 @@ async fn key_changes_carry_unsent_values_from_the_old_key() {
     .await;
 
     // from the table: 3 → 200 (the reproduction); a NULL stays NULL: 4 → 400
-    commit(&mut sink, &mut epoch, &[(200, Some(3), Some("c"), None, "u", BIG), (400, Some(4), Some("d"), None, "u", BIG)]).await;
+    commit(
+        &mut sink,
+        &mut epoch,
+        &[(200, Some(3), Some("c"), None, "u", BIG), (400, Some(4), Some("d"), None, "u", BIG)],
+    )
+    .await;
     assert_eq!(
         id_name_big(&config).await,
-        vec![r(1, "a", Some("B1")), r(2, "b", Some("B2")), r(5, "e", Some("B5")), r(200, "c", Some("B3")), r(400, "d", None)]
+        vec![
+            r(1, "a", Some("B1")),
+            r(2, "b", Some("B2")),
+            r(5, "e", Some("B5")),
+            r(200, "c", Some("B3")),
+            r(400, "d", None)
+        ]
     );
 
     // a chain in one commit (1 → 10 → 11), then a TOAST-unchanged update under the new key;
@@ -392,7 +403,13 @@ async fn key_changes_carry_unsent_values_from_the_old_key() {
     .await;
     assert_eq!(
         id_name_big(&config).await,
-        vec![r(2, "e", Some("B5")), r(5, "b", Some("B2")), r(11, "a3", Some("B1")), r(200, "c", Some("B3")), r(400, "d", None)]
+        vec![
+            r(2, "e", Some("B5")),
+            r(5, "b", Some("B2")),
+            r(11, "a3", Some("B1")),
+            r(200, "c", Some("B3")),
+            r(400, "d", None)
+        ]
     );
 
     // a key change of a row inserted in the same commit, then moved again; an update that
@@ -431,7 +448,10 @@ async fn key_changes_carry_unsent_values_from_the_old_key() {
     assert!(rows.contains(&r(500, "g2", Some("B7"))) && !rows.iter().any(|row| row.0 == 71), "{rows:?}");
 
     // after a truncate, nothing is carried from the emptied table
-    again.write(key_changes(&[(0, None, None, None, "t", &[]), (8, None, Some("h"), Some("B8"), "c", &[])])).await.unwrap();
+    again
+        .write(key_changes(&[(0, None, None, None, "t", &[]), (8, None, Some("h"), Some("B8"), "c", &[])]))
+        .await
+        .unwrap();
     again.write(key_changes(&[(80, Some(8), Some("h"), None, "u", BIG)])).await.unwrap();
     epoch += 1;
     again.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();

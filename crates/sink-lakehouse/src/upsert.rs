@@ -26,12 +26,14 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::arrow::row::{RowConverter, SortField};
-use deltalake::datafusion::logical_expr::when;
 use deltalake::datafusion::common::JoinType;
+use deltalake::datafusion::logical_expr::when;
 use deltalake::datafusion::prelude::{Column, Expr, SessionContext, lit};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableError};
-use rtsync_core::{BEFORE_KEY_PREFIX, ErrorKind, OP_COLUMN, SyncError, SyncResult, UNCHANGED_COLUMN, before_key_column};
+use rtsync_core::{
+    BEFORE_KEY_PREFIX, ErrorKind, OP_COLUMN, SyncError, SyncResult, UNCHANGED_COLUMN, before_key_column,
+};
 
 use crate::UNCHANGED_PREFIX;
 
@@ -156,20 +158,21 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
     let converter = RowConverter::new(fields)?;
     let rows = converter.convert_columns(&key_columns)?;
     // The old keys, when some row of the commit changed its key.
-    let before_columns: Option<Vec<ArrayRef>> = match keys.iter().map(|k| batch.column_by_name(&before_key_column(k))).collect::<Option<Vec<_>>>() {
-        Some(cols) => Some(
-            cols.into_iter()
-                .zip(&key_columns)
-                .map(|(b, k)| if b.data_type() == k.data_type() { Ok(b.clone()) } else { cast(b, k.data_type()) })
-                .collect::<Result<_, _>>()?,
-        ),
-        None => {
-            if keys.iter().any(|k| batch.column_by_name(&before_key_column(k)).is_some()) {
-                return Err(SyncError::internal("a key-changing row must carry every key column's old value"));
+    let before_columns: Option<Vec<ArrayRef>> =
+        match keys.iter().map(|k| batch.column_by_name(&before_key_column(k))).collect::<Option<Vec<_>>>() {
+            Some(cols) => Some(
+                cols.into_iter()
+                    .zip(&key_columns)
+                    .map(|(b, k)| if b.data_type() == k.data_type() { Ok(b.clone()) } else { cast(b, k.data_type()) })
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => {
+                if keys.iter().any(|k| batch.column_by_name(&before_key_column(k)).is_some()) {
+                    return Err(SyncError::internal("a key-changing row must carry every key column's old value"));
+                }
+                None
             }
-            None
-        }
-    };
+        };
     let before_rows = match &before_columns {
         Some(cols) => Some(converter.convert_columns(cols)?),
         None => None,
@@ -334,7 +337,8 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
     let lookup_keys = if lookups.is_empty() {
         None
     } else {
-        let before = before_columns.as_ref().ok_or_else(|| SyncError::internal("a carried value without an old key"))?;
+        let before =
+            before_columns.as_ref().ok_or_else(|| SyncError::internal("a carried value without an old key"))?;
         let columns: Vec<ArrayRef> = keys
             .iter()
             .enumerate()
@@ -353,11 +357,7 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
 /// Fills the carried values: `found` holds, for some of the lookup keys, the table's row (the
 /// key columns and the carried columns by name). A carried value the table does not have
 /// stays masked, so the MERGE keeps whatever the row's own key holds.
-pub(crate) fn apply_carries(
-    collapsed: Collapsed,
-    keys: &[String],
-    found: &[RecordBatch],
-) -> SyncResult<RecordBatch> {
+pub(crate) fn apply_carries(collapsed: Collapsed, keys: &[String], found: &[RecordBatch]) -> SyncResult<RecordBatch> {
     let Collapsed { rows, carries, lookup_keys } = collapsed;
     let Some(lookup_keys) = lookup_keys else {
         return Ok(rows);
@@ -376,7 +376,8 @@ pub(crate) fn apply_carries(
             .iter()
             .zip(lookup_keys.columns())
             .map(|(k, want)| {
-                let c = batch.column_by_name(k).ok_or_else(|| SyncError::internal(format!("the lookup lost key {k}")))?;
+                let c =
+                    batch.column_by_name(k).ok_or_else(|| SyncError::internal(format!("the lookup lost key {k}")))?;
                 if c.data_type() == want.data_type() { Ok(c.clone()) } else { Ok(cast(c, want.data_type())?) }
             })
             .collect::<SyncResult<_>>()?;
@@ -386,7 +387,9 @@ pub(crate) fn apply_carries(
         }
     }
     let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    let mut by_column: HashMap<usize, Vec<(u32, (usize, usize))>> = HashMap::new();
+    // per column: (collapsed row, its value's place in `found`)
+    type Hits = Vec<(u32, (usize, usize))>;
+    let mut by_column: HashMap<usize, Hits> = HashMap::new();
     for carry in &carries {
         if let Some(&at) = located.get(wanted.row(carry.lookup as usize).data()) {
             by_column.entry(carry.column).or_default().push((carry.row, at));
@@ -398,7 +401,8 @@ pub(crate) fn apply_carries(
         // source 0: the collapsed column; 1..: the found batches' column, cast to its type
         let mut sources: Vec<ArrayRef> = vec![columns[c].clone()];
         for batch in found {
-            let col = batch.column_by_name(&name).cloned().unwrap_or_else(|| new_null_array(&data_type, batch.num_rows()));
+            let col =
+                batch.column_by_name(&name).cloned().unwrap_or_else(|| new_null_array(&data_type, batch.num_rows()));
             sources.push(if col.data_type() == &data_type { col } else { cast(&col, &data_type)? });
         }
         let mut picks: Vec<(usize, usize)> = (0..rows.num_rows()).map(|r| (0, r)).collect();
@@ -444,7 +448,13 @@ pub(crate) async fn fetch_carried(
     let probe_names: Vec<String> = keys.iter().map(|k| format!("__lookup_{k}")).collect();
     let probe = RecordBatch::try_new(
         Arc::new(Schema::new(
-            lookup.schema().fields().iter().zip(&probe_names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect::<Vec<_>>(),
+            lookup
+                .schema()
+                .fields()
+                .iter()
+                .zip(&probe_names)
+                .map(|(f, n)| f.as_ref().clone().with_name(n))
+                .collect::<Vec<_>>(),
         )),
         lookup.columns().to_vec(),
     )?;
