@@ -439,6 +439,33 @@ async fn key_changes_carry_unsent_values_from_the_old_key() {
         ]
     );
 
+    // a row updated (value unchanged) and then moved in the same commit takes its value from
+    // ITS old key, not from whatever the table holds under the new key: 2 is updated, 11 moves
+    // away to 12, then 2 moves onto 11; and 5 is updated, then moved to 55
+    commit(
+        &mut sink,
+        &mut epoch,
+        &[
+            (2, None, Some("e2"), None, "u", BIG),
+            (12, Some(11), Some("a3"), None, "u", BIG),
+            (11, Some(2), Some("e2"), None, "u", BIG),
+            (5, None, Some("b2"), None, "u", BIG),
+            (55, Some(5), Some("b2"), None, "u", BIG),
+        ],
+    )
+    .await;
+    assert_eq!(
+        id_name_big(&config).await,
+        vec![
+            r(11, "e2", Some("B5")),
+            r(12, "a3", Some("B1")),
+            r(55, "b2", Some("B2")),
+            r(71, "g2", Some("B7")),
+            r(200, "c-again", Some("B200")),
+            r(201, "c", Some("NEW")),
+        ]
+    );
+
     // across a restart: the old key's value is read from the table the previous run committed
     drop(sink);
     let mut again = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();

@@ -235,14 +235,17 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
             }
         }
     }
+    // a stored value lies under the output row `i`'s own key when the row it was looked up
+    // for has the same key (`old`: that row's old key never is, the key moved)
+    let at_own_key = |i: u32, row: u32, old: bool| !old && rows.row(i as usize) == rows.row(row as usize);
     let all_plain = state.len() == batch.num_rows()
+        && before_columns.is_none()
         && state.values().all(|(last, carried)| {
             matches!(last, Last::Row(i) if carried.iter().all(|c| match c {
                 Carried::Row(j) => j == i,
-                Carried::Table { old, .. } => !old,
+                Carried::Table { row, old } => at_own_key(*i, *row, *old),
             }))
-        })
-        && before_columns.is_none();
+        });
     if all_plain {
         return Ok(Collapsed { rows: batch.clone(), carries: Vec::new(), lookup_keys: None });
     }
@@ -300,11 +303,13 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
                     .enumerate()
                     .map(|(r, (last, carried))| match (last, carried.get(m)) {
                         (Last::Row(_), Some(Carried::Row(j))) => Some(*j),
-                        (Last::Row(_), Some(Carried::Table { row, old })) => {
-                            if *old {
+                        (Last::Row(i), Some(Carried::Table { row, old })) => {
+                            // under the row's own key the MERGE keeps the stored value; under
+                            // any other key (the row moved since) it is fetched
+                            if !at_own_key(*i, *row, *old) {
                                 let next = lookup_index.len() as u32;
                                 let lookup = *lookup_index.entry((*row, *old)).or_insert_with(|| {
-                                    lookups.push((1, *row as usize));
+                                    lookups.push((usize::from(*old), *row as usize));
                                     next
                                 });
                                 carries.push(Carry { row: r as u32, column: out.len(), lookup });
@@ -337,13 +342,14 @@ pub(crate) fn collapse(batch: &RecordBatch, keys: &[String]) -> SyncResult<Colla
     let lookup_keys = if lookups.is_empty() {
         None
     } else {
-        let before =
-            before_columns.as_ref().ok_or_else(|| SyncError::internal("a carried value without an old key"))?;
         let columns: Vec<ArrayRef> = keys
             .iter()
             .enumerate()
             .map(|(k, _)| {
-                let sources: Vec<&dyn Array> = vec![key_columns[k].as_ref(), before[k].as_ref()];
+                let sources: Vec<&dyn Array> = match &before_columns {
+                    Some(before) => vec![key_columns[k].as_ref(), before[k].as_ref()],
+                    None => vec![key_columns[k].as_ref()],
+                };
                 interleave(&sources, &lookups)
             })
             .collect::<Result<_, _>>()?;
