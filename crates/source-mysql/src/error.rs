@@ -18,6 +18,7 @@ const TRANSIENT_CODES: &[u16] = &[
     1205, // ER_LOCK_WAIT_TIMEOUT
     1213, // ER_LOCK_DEADLOCK
     1317, // ER_QUERY_INTERRUPTED
+    1412, // ER_TABLE_DEF_CHANGED: a DDL ran after the consistent snapshot began; a new snapshot reads it
     1927, // ER_CONNECTION_KILLED (MariaDB)
     2006, // CR_SERVER_GONE_ERROR
     2013, // CR_SERVER_LOST
@@ -84,6 +85,7 @@ mod tests {
     fn kinds_follow_the_cause() {
         assert!(my_err("x", server(2013)).kind().is_transient());
         assert!(my_err("x", server(1205)).kind().is_transient());
+        assert!(my_err("reading a snapshot chunk", server(1412)).kind().is_transient(), "an ALTER during the snapshot");
         let denied = my_err("connecting", server(1045));
         assert_eq!(denied.kind(), ErrorKind::Source);
         assert!(denied.to_string().contains("password"));
