@@ -80,7 +80,12 @@ fn browser_borne_requests_are_refused_and_change_nothing() {
         r#"{"name":"evil_folder"}"#,
     );
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("cross-origin request from \"http://evil.example\" refused"), "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "forbidden", "{body}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("cross-origin request from \"http://evil.example\""),
+        "{body}"
+    );
     assert!(!head.to_ascii_lowercase().contains("access-control"), "no CORS: {head}");
     // Without an Origin (an old browser, a form), the body type alone refuses it.
     let (status, _, body) = raw(
@@ -448,29 +453,32 @@ async fn secrets_never_leave_the_daemon() {
     run(&mut out, &["meta", "objects", "pg_env", &role]);
     run(&mut out, &["meta", "detail", "pg_env", &role, "accounts", "--format", "json"]);
 
-    // A task from the referenced source: preview, deploy, rows arrive.
-    run(&mut out, &["task", "create", "acc", "--type", "REALTIME"]);
+    // A task from the referenced source: preview, deploy, rows arrive. Unique names: the
+    // publication and slot are named after the task, on a shared server.
+    let (acc, bad) = (unique("acc_").to_lowercase(), unique("bad_").to_lowercase());
+    let (acc, bad) = (acc.as_str(), bad.as_str());
+    run(&mut out, &["task", "create", acc, "--type", "REALTIME"]);
     run(
         &mut out,
-        &["task", "configure", "acc", "--source", "pg_env", "--source-schema", &role, "--source-table", "accounts"],
+        &["task", "configure", acc, "--source", "pg_env", "--source-schema", &role, "--source-table", "accounts"],
     );
-    let preview = d.json(&["task", "preview", "acc"]);
+    let preview = d.json(&["task", "preview", acc]);
     out.push_str(&preview.to_string());
     let owners: Vec<&str> = preview["rows"].as_array().unwrap().iter().map(|r| r["owner"].as_str().unwrap()).collect();
     assert_eq!(owners, ["ada", "grace", "edsger"], "{preview:#}");
-    run(&mut out, &["task", "deploy", "acc", "-y"]);
-    let shown = d.wait_task("acc", Duration::from_secs(90), "the snapshot", |v| v["status"]["rows_synced"] == 3);
+    run(&mut out, &["task", "deploy", acc, "-y"]);
+    let shown = d.wait_task(acc, Duration::from_secs(90), "the snapshot", |v| v["status"]["rows_synced"] == 3);
     out.push_str(&shown.to_string());
     // A task whose source has the wrong password fails, and says so without the password.
-    run(&mut out, &["task", "create", "bad", "--type", "REALTIME"]);
+    run(&mut out, &["task", "create", bad, "--type", "REALTIME"]);
     run(
         &mut out,
-        &["task", "configure", "bad", "--source", "pg_wrong", "--source-schema", &role, "--source-table", "accounts"],
+        &["task", "configure", bad, "--source", "pg_wrong", "--source-schema", &role, "--source-table", "accounts"],
     );
-    out.push_str(&d.cli(&["task", "deploy", "bad", "-y"]).stderr);
-    let failed = d.wait_task("bad", Duration::from_secs(90), "the failure", |v| v["task"]["last_error"].is_string());
+    out.push_str(&d.cli(&["task", "deploy", bad, "-y"]).stderr);
+    let failed = d.wait_task(bad, Duration::from_secs(90), "the failure", |v| v["task"]["last_error"].is_string());
     out.push_str(&failed.to_string());
-    for task in ["acc", "bad"] {
+    for task in [acc, bad] {
         let runs = d.json(&["runs", "list", "--task", task]);
         out.push_str(&runs.to_string());
         let run_id = runs[0]["id"].as_i64().unwrap().to_string();
@@ -478,7 +486,7 @@ async fn secrets_never_leave_the_daemon() {
         out.push_str(&d.cli(&["attempts", "log", &run_id]).stdout);
         out.push_str(&d.json(&["attempts", "log", &run_id]).to_string());
     }
-    out.push_str(&d.json(&["task", "show", "acc"]).to_string());
+    out.push_str(&d.json(&["task", "show", acc]).to_string());
     out.push_str(&d.get("/metrics").unwrap().1);
     for tool in ["list_data_sources", "list_folders"] {
         let (is_error, text) = mcp_call(&d, tool);
@@ -486,7 +494,8 @@ async fn secrets_never_leave_the_daemon() {
         out.push_str(&text);
     }
     assert!(out.contains("pg_url") && out.contains("rtsync_"), "the outputs were collected");
-    d.ok(&["task", "stop", "acc"]);
+    // Undeploy drops the task's slot and publication from the shared server.
+    out.push_str(&d.ok(&["task", "undeploy", acc, "-y"]));
     assert!(d.terminate().success());
     out.push_str(&d.log_text());
 
