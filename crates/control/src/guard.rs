@@ -103,7 +103,7 @@ impl Guard {
     /// The configured cross-origin caller this request comes from, if any.
     fn cors_origin(&self, req: &Request) -> Option<String> {
         let origin = normalize_origin(req.origin.as_deref()?);
-        self.allowed_origins.iter().any(|o| *o == origin).then_some(origin)
+        self.allowed_origins.contains(&origin).then_some(origin)
     }
 
     /// Whether the request may be served; the error says why not. Checked before the token.

@@ -133,6 +133,23 @@ impl SecretKey {
     }
 }
 
+/// Moves a password inside `url` to the `password` property, unless a password is given
+/// otherwise (it overrides the URL's, so the URL's is only dropped). Returns whether `url`
+/// changed. Applied at creation, and at start to data sources stored before it was.
+pub fn move_url_password(props: &mut BTreeMap<String, String>) -> bool {
+    let Some((without, password)) = props.get(URL).and_then(|u| split_url_password(u)) else {
+        return false;
+    };
+    let given = [PASSWORD.to_string(), format!("{PASSWORD}{ENV_SUFFIX}"), format!("{PASSWORD}{FILE_SUFFIX}")]
+        .iter()
+        .any(|k| props.contains_key(k));
+    if !given {
+        props.insert(PASSWORD.to_string(), password);
+    }
+    props.insert(URL.to_string(), without);
+    true
+}
+
 /// Whether a stored value is encrypted.
 pub fn is_encrypted(value: &str) -> bool {
     value.starts_with(ENC_PREFIX)
@@ -262,17 +279,16 @@ impl Secrets {
                 )));
             }
         }
-        if let Some(url) = props.get(URL)
-            && let Some((without, password)) = split_url_password(url)
+        if props.get(URL).and_then(|u| split_url_password(u)).is_some()
+            && [PASSWORD.to_string(), format!("{PASSWORD}{ENV_SUFFIX}"), format!("{PASSWORD}{FILE_SUFFIX}")]
+                .iter()
+                .any(|k| props.contains_key(k))
         {
-            if props.contains_key(PASSWORD) || props.contains_key(&format!("{PASSWORD}{ENV_SUFFIX}")) {
-                return Err(Error::bad_request(
-                    "the url holds a password and the password is given too: keep one (better: password_env or password_file)",
-                ));
-            }
-            out.insert(URL.to_string(), without);
-            out.insert(PASSWORD.to_string(), password);
+            return Err(Error::bad_request(
+                "the url holds a password and the password is given too: keep one (better: password_env or password_file)",
+            ));
         }
+        move_url_password(&mut out);
         self.seal_all(&out, self.key.as_ref())
     }
 
@@ -432,6 +448,11 @@ mod tests {
         assert_eq!(shown["password"], "***");
         assert_eq!(shown["url"], "postgres://app@db:5432/shop");
 
+        // A catalog written before the split gets it at start; a given password wins.
+        let mut old = props(&[("url", "mysql://u:old@h/db"), ("password_env", "RTSYNC_SECRET_X")]);
+        assert!(move_url_password(&mut old));
+        assert_eq!(old, props(&[("url", "mysql://u@h/db"), ("password_env", "RTSYNC_SECRET_X")]));
+        assert!(!move_url_password(&mut old), "once");
         let plain = Secrets::plaintext().store(&props(&[("url", "mysql://u:pw@h/db")])).unwrap();
         assert_eq!(plain["password"], "pw", "without a key, stored as given");
         let err = s.store(&props(&[("url", "mysql://u:pw@h/db"), ("password", "x")])).unwrap_err();

@@ -105,21 +105,23 @@ impl Control {
         Self { catalog, scheduler, secrets, lifecycle: tokio::sync::Mutex::new(()) }
     }
 
-    /// Brings the stored secrets to this daemon's mode: with a key, plaintext secrets are
-    /// encrypted (a key set on a catalog that had none); every encrypted one must open.
-    /// Returns how many secret values stay in plaintext.
+    /// Brings the stored secrets to this daemon's mode: a password inside a `url` moves to
+    /// `password`; with a key, plaintext secrets are encrypted (a key set on a catalog that had
+    /// none); every encrypted one must open. Returns how many secret values stay in plaintext.
     pub fn seal_stored_secrets(&self) -> Result<usize> {
         let mut plaintext = 0;
         let mut updates = Vec::new();
         for ds in self.catalog.datasources()? {
+            let mut props = ds.properties.clone();
+            let moved = secrets::move_url_password(&mut props);
             let sealed = self
                 .secrets
-                .seal_all(&ds.properties, self.secrets.key())
+                .seal_all(&props, self.secrets.key())
                 .map_err(|e| e.context(format!("data source {:?}", ds.name)))?;
             let plain = |p: &std::collections::BTreeMap<String, String>| {
                 p.iter().filter(|(k, v)| secrets::is_secret_property(k, v) && !secrets::is_encrypted(v)).count()
             };
-            if self.secrets.key().is_some() && plain(&ds.properties) > 0 {
+            if moved || (self.secrets.key().is_some() && plain(&props) > 0) {
                 updates.push((ds.id, sealed.clone()));
             }
             plaintext += plain(&sealed);
@@ -127,7 +129,10 @@ impl Control {
         if !updates.is_empty() {
             self.catalog.update_datasource_properties(&updates)?;
             self.catalog.compact()?;
-            tracing::info!(datasources = updates.len(), "secrets stored in plaintext are now encrypted");
+            tracing::info!(
+                datasources = updates.len(),
+                "stored secrets brought to this daemon's mode (url passwords split out, encrypted with the key)"
+            );
         }
         Ok(plaintext)
     }
