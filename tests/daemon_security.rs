@@ -595,3 +595,50 @@ fn a_key_set_later_encrypts_the_stored_secrets() {
     assert!(ok && text.contains("1 secret value(s) decrypted"), "{text}");
     assert!(!files_holding(&data, &secret).is_empty());
 }
+
+/// The MySQL family takes its password by reference too: the URL without it, the password
+/// from the daemon's environment.
+#[test]
+fn mysql_password_by_reference() {
+    let url =
+        std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
+    let (scheme_user, rest) = url.split_once("://").unwrap().1.split_once('@').unwrap();
+    let (user, password) = scheme_user.split_once(':').unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        &dir.path().join("data"),
+        Daemon::free_port(),
+        &[],
+        &[("RTSYNC_SECRET_MY", password), ("RTSYNC_SECRET_MY_WRONG", "not-the-password")],
+    );
+    let no_password = format!("url=mysql://{user}@{hostport}");
+    d.ok(&[
+        "datasource",
+        "create",
+        "my_env",
+        "--type",
+        "mysql",
+        "--set",
+        &no_password,
+        "--set",
+        "password_env=RTSYNC_SECRET_MY",
+    ]);
+    d.ok(&[
+        "datasource",
+        "create",
+        "my_wrong",
+        "--type",
+        "mysql",
+        "--set",
+        &no_password,
+        "--set",
+        "password_env=RTSYNC_SECRET_MY_WRONG",
+    ]);
+    let namespaces = names(&d.json(&["meta", "namespaces", "my_env"]));
+    assert!(namespaces.contains(&db.to_string()), "{namespaces:?}");
+    let refused = d.fail(&["meta", "namespaces", "my_wrong"]);
+    assert!(refused.to_ascii_lowercase().contains("access denied"), "{refused}");
+    assert!(!refused.contains("not-the-password"), "{refused}");
+    assert_eq!(d.json(&["datasource", "show", "my_env"])["properties"]["password_env"], "RTSYNC_SECRET_MY");
+}
