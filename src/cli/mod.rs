@@ -16,6 +16,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use rtsync_control::error::{Code, Error};
 use rtsync_control::http::{ErrorBody, client};
 use rtsync_control::model::*;
+use rtsync_control::secrets::{SecretKey, Secrets};
 use rtsync_control::service::parse_column_arg;
 use rtsync_core::{ErrorKind, ErrorPolicy, SyncError, SyncResult};
 use serde::Serialize;
@@ -60,6 +61,33 @@ pub enum DaemonCommand {
         /// Listen on a non-loopback address without a token.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// A host name the API answers to, besides localhost, loopback addresses and the
+        /// listen address (repeatable; `*` for any). Other `Host` headers are refused, which
+        /// stops DNS-rebinding pages.
+        #[arg(long = "allowed-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
+        /// A web origin (`https://app.example`) allowed to call the API from its pages: the
+        /// daemon answers it with CORS headers (repeatable). Without it, no CORS.
+        #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+        allowed_origins: Vec<String>,
+        /// A file holding the key that encrypts secrets in the catalog: 32 bytes as 64 hex
+        /// digits or base64 (RTSYNC_SECRET_KEY also sets it; `rtsync secrets keygen` makes
+        /// one). Without a key, secrets are stored in plaintext.
+        #[arg(long)]
+        secret_key_file: Option<PathBuf>,
+        /// Data sources may reference secret files under this directory (password_file=NAME);
+        /// without it, file references are refused.
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Data sources may reference environment variables whose name starts with this
+        /// (password_env=NAME).
+        #[arg(long, default_value = rtsync_control::secrets::DEFAULT_ENV_PREFIX)]
+        secret_env_prefix: String,
+    },
+    /// The catalog's secrets: make a key, re-encrypt under a new one.
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
     },
     /// A Model Context Protocol server on stdio (the seed's MCP tools: list_data_sources,
     /// create_task, save_integration_task, publish_task, …), a client of the daemon at --server.
@@ -121,6 +149,31 @@ pub enum DaemonCommand {
         cmd: AttemptsCmd,
     },
 }
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Print a new random key (64 hex digits) for RTSYNC_SECRET_KEY or --secret-key-file.
+    Keygen,
+    /// Re-encrypt every stored secret under a new key (run it with the daemon stopped). The
+    /// current key comes from RTSYNC_SECRET_KEY or --secret-key-file (none: the secrets are in
+    /// plaintext now); the new one from RTSYNC_NEW_SECRET_KEY or --new-key-file.
+    Rotate {
+        #[arg(long, default_value = rtsync_control::daemon::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The current key's file.
+        #[arg(long)]
+        secret_key_file: Option<PathBuf>,
+        /// The new key's file.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        /// Decrypt the secrets and store them in plaintext (no new key).
+        #[arg(long, conflicts_with = "new_key_file")]
+        to_plaintext: bool,
+    },
+}
+
+/// The variable `secrets rotate` reads the new key from.
+pub const NEW_KEY_ENV: &str = "RTSYNC_NEW_SECRET_KEY";
 
 #[derive(Subcommand, Debug)]
 pub enum DatasourceCmd {
@@ -404,9 +457,38 @@ fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
 /// Runs one daemon command.
 pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     let result = match cmd {
-        DaemonCommand::Serve { data_dir, listen, token_file, insecure_no_auth } => {
-            serve(data_dir, listen, token_file, insecure_no_auth).await
+        DaemonCommand::Serve {
+            data_dir,
+            listen,
+            token_file,
+            insecure_no_auth,
+            allowed_hosts,
+            allowed_origins,
+            secret_key_file,
+            secrets_dir,
+            secret_env_prefix,
+        } => {
+            let make = || {
+                let key = SecretKey::from_env_or_file(secret_key_file.as_deref())?;
+                Secrets::new(key, Some(secret_env_prefix), secrets_dir.as_deref())
+            };
+            match make() {
+                Ok(secrets) => {
+                    let opts = rtsync_control::daemon::ServeOptions {
+                        data_dir,
+                        listen,
+                        token: None,
+                        insecure_no_auth,
+                        allowed_hosts,
+                        allowed_origins,
+                        secrets,
+                    };
+                    serve(opts, token_file).await
+                }
+                Err(e) => Err(e),
+            }
         }
+        DaemonCommand::Secrets { cmd } => secrets(cmd),
         DaemonCommand::Mcp { server, token } => crate::mcp::serve(server, token)
             .await
             .map_err(|e| Error::internal(format!("the MCP server's stdio failed: {e}"))),
@@ -421,13 +503,8 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     result.map_err(to_sync)
 }
 
-async fn serve(
-    data_dir: PathBuf,
-    listen: String,
-    token_file: Option<PathBuf>,
-    insecure_no_auth: bool,
-) -> Result<(), Error> {
-    let token = match token_file {
+async fn serve(mut opts: rtsync_control::daemon::ServeOptions, token_file: Option<PathBuf>) -> Result<(), Error> {
+    opts.token = match token_file {
         Some(path) => Some(
             std::fs::read_to_string(&path)
                 .map_err(|e| Error::bad_request(format!("--token-file {}: {e}", path.display())))?,
@@ -437,8 +514,40 @@ async fn serve(
     let rx = crate::signals::shutdown_on_signals(
         "stopping: every task commits what it holds (signal again to exit at once)",
     );
-    let opts = rtsync_control::daemon::ServeOptions { data_dir, listen, token, insecure_no_auth };
     rtsync_control::daemon::serve(opts, rx).await
+}
+
+fn secrets(cmd: SecretsCmd) -> Result<(), Error> {
+    match cmd {
+        SecretsCmd::Keygen => println!("{}", SecretKey::generate()?),
+        SecretsCmd::Rotate { data_dir, secret_key_file, new_key_file, to_plaintext } => {
+            let old = SecretKey::from_env_or_file(secret_key_file.as_deref())?;
+            let new = match (&new_key_file, to_plaintext) {
+                (_, true) => None,
+                (Some(path), false) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Error::bad_request(format!("--new-key-file {}: {e}", path.display())))?;
+                    Some(SecretKey::parse(&text, &format!("--new-key-file {}", path.display()))?)
+                }
+                (None, false) => match std::env::var(NEW_KEY_ENV) {
+                    Ok(text) if !text.trim().is_empty() => Some(SecretKey::parse(&text, NEW_KEY_ENV)?),
+                    _ => {
+                        return Err(Error::bad_request(format!(
+                            "secrets rotate needs the new key: set {NEW_KEY_ENV} or pass --new-key-file FILE (or --to-plaintext)"
+                        )));
+                    }
+                },
+            };
+            let n = rtsync_control::daemon::rotate_secrets(&data_dir, old, new.as_ref())?;
+            match new {
+                Some(_) => println!(
+                    "{n} secret value(s) re-encrypted under the new key; start the daemon with it (RTSYNC_SECRET_KEY or --secret-key-file)"
+                ),
+                None => println!("{n} secret value(s) decrypted: the catalog holds them in plaintext now"),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {

@@ -15,6 +15,9 @@ pub struct Daemon {
     pub url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// More `serve` arguments and environment variables, kept across restarts.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -35,6 +38,11 @@ impl Daemon {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> Self {
+        Self::start_with(data_dir, port, &[], &[])
+    }
+
+    /// Starts a daemon with more `serve` arguments and environment variables.
+    pub fn start_with(data_dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = data_dir.with_extension("daemon.log");
         let mut d = Daemon {
             child: None,
@@ -42,9 +50,15 @@ impl Daemon {
             url: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_path_buf(),
             log,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.spawn();
         d
+    }
+
+    pub fn free_port() -> u16 {
+        free_port()
     }
 
     fn spawn(&mut self) {
@@ -57,6 +71,8 @@ impl Daemon {
                 "--listen",
                 &format!("127.0.0.1:{}", self.port),
             ])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RTSYNC_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)

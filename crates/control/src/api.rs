@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Code, Error, Result};
+use crate::guard::Guard;
 use crate::http::{Handler, Request, Response};
 use crate::model::{ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster};
 use crate::service::Control;
@@ -15,9 +16,11 @@ pub const API_PREFIX: [&str; 2] = ["api", "v1"];
 
 pub struct Api {
     pub control: Arc<Control>,
-    /// When set, every request but `GET /health` and the web UI's page must carry
-    /// `Authorization: Bearer <token>`.
+    /// When set, every request but the probes (`GET /health`, `GET /ready`) and the web UI's
+    /// page must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Refuses foreign `Host`s, other sites' pages and non-JSON writes; checked first.
+    pub guard: Guard,
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
@@ -51,7 +54,7 @@ fn created<T: serde::Serialize>(value: Result<T>) -> Response {
 
 fn no_content(value: Result<()>) -> Response {
     match value {
-        Ok(()) => Response { status: 204, content_type: "application/json", body: Vec::new() },
+        Ok(()) => Response::empty(204),
         Err(e) => Response::error(&e),
     }
 }
@@ -71,7 +74,17 @@ fn parse_id(text: &str, what: &str) -> Result<i64> {
 impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let started = std::time::Instant::now();
-        let response = self.route(&req).await;
+        let mut response = match self.guard.preflight(&req) {
+            Some(answer) => answer,
+            None => match self.guard.check(&req) {
+                Ok(()) => self.route(&req).await,
+                Err(e) => {
+                    tracing::warn!(method = %req.method, path = %req.path.join("/"), reason = %e, "request refused");
+                    Response::error(&e)
+                }
+            },
+        };
+        response.headers.extend(self.guard.cors_headers(&req));
         tracing::debug!(method = %req.method, path = %req.path.join("/"), status = response.status, ms = started.elapsed().as_millis() as u64, "api request");
         response
     }
@@ -82,7 +95,7 @@ impl Api {
         let c = &self.control;
         let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
         let m = req.method.as_str();
-        let open = m == "GET" && matches!(path.as_slice(), ["health"] | [] | ["ui", ..]);
+        let open = m == "GET" && matches!(path.as_slice(), ["health"] | ["ready"] | [] | ["ui", ..]);
         if let Some(token) = &self.token
             && !open
         {
@@ -103,6 +116,8 @@ impl Api {
             ("GET", ["health"]) => {
                 Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
             }
+            // The daemon listens only once the catalog is open and the deployed tasks resumed.
+            ("GET", ["ready"]) => Response::json(200, &serde_json::json!({"status": "ready"})),
             ("GET", [] | ["ui", ..]) => Response::text(200, "text/html; charset=utf-8", UI.to_string()),
             ("GET", ["metrics"]) => match metrics::render(c) {
                 Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),

@@ -122,6 +122,9 @@ pub fn connect(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A replaced value (a secret re-encrypted, a data source deleted) is overwritten with
+    // zeros, not left in a free page of the file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -210,6 +213,29 @@ impl Catalog {
             conn.prepare("SELECT id, name, ds_type, properties, created_at FROM datasources ORDER BY name")?;
         let rows = stmt.query_map([], ds_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(|r| r.into_datasource()).collect()
+    }
+
+    /// Replaces the stored properties of data sources (secrets sealed under a new key), all
+    /// in one transaction: a catalog never holds secrets under two keys.
+    pub fn update_datasource_properties(&self, updates: &[(i64, BTreeMap<String, String>)]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for (id, properties) in updates {
+            let props = serde_json::to_string(properties)?;
+            tx.execute("UPDATE datasources SET properties = ?2 WHERE id = ?1", params![id, props])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves the write-ahead log into the file, empties it and rebuilds the file, so that no
+    /// earlier version of a changed row stays in either.
+    pub fn compact(&self) -> Result<()> {
+        let conn = self.conn()?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        conn.execute_batch("VACUUM")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     pub fn delete_datasource(&self, name: &str) -> Result<()> {

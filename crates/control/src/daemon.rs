@@ -3,7 +3,7 @@
 //! shutdown lets every task commit what it holds.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use crate::api::Api;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::guard::Guard;
 use crate::logs;
 use crate::scheduler::Scheduler;
+use crate::secrets::{KEY_ENV, SecretKey, Secrets};
 use crate::service::Control;
 
 pub const DEFAULT_DATA_DIR: &str = "./rtsync-data";
@@ -29,6 +31,47 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// Serve a non-loopback address without a token anyway.
     pub insecure_no_auth: bool,
+    /// Host names the API answers to besides `localhost`, loopback and the listen address
+    /// (`--allowed-host`, repeatable; `*` for any).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins allowed to call the API from their pages (CORS; `--allowed-origin`).
+    pub allowed_origins: Vec<String>,
+    /// The secrets key and the rules for secret references.
+    pub secrets: Secrets,
+}
+
+/// Takes the data directory's lock: one process at a time works on a catalog.
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let lock =
+        File::create(data_dir.join(LOCK_FILE)).map_err(|e| Error::internal(format!("creating the lock file: {e}")))?;
+    lock.try_lock().map_err(|_| {
+        Error::conflict(format!("another rtsync daemon is using the data directory {}", data_dir.display()))
+    })?;
+    Ok(lock)
+}
+
+/// `rtsync secrets rotate`: re-encrypts every stored secret of the catalog in `data_dir`,
+/// opened with `old` (plaintext ones need none), under `new` (`None`: back to plaintext), in
+/// one transaction, then rebuilds the file so that no old ciphertext or plaintext stays in it.
+/// Refused while a daemon uses the directory. Returns how many values were re-encrypted.
+pub fn rotate_secrets(data_dir: &Path, old: Option<SecretKey>, new: Option<&SecretKey>) -> Result<usize> {
+    if !data_dir.join(crate::catalog::CATALOG_FILE).exists() {
+        return Err(Error::not_found(format!("no catalog in {}: check --data-dir", data_dir.display())));
+    }
+    let _lock = lock_data_dir(data_dir).map_err(|e| e.context("stop the daemon first"))?;
+    let (catalog, _) = Catalog::open(data_dir)?;
+    let opener = Secrets::new(old, None, None)?;
+    let mut updates = Vec::new();
+    let mut values = 0;
+    for ds in catalog.datasources()? {
+        let sealed =
+            opener.seal_all(&ds.properties, new).map_err(|e| e.context(format!("data source {:?}", ds.name)))?;
+        values += sealed.iter().filter(|(k, v)| crate::secrets::is_secret_property(k, v)).count();
+        updates.push((ds.id, sealed));
+    }
+    catalog.update_datasource_properties(&updates)?;
+    catalog.compact()?;
+    Ok(values)
 }
 
 /// Runs the daemon until `shutdown` turns true.
@@ -47,16 +90,20 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     let data_dir = std::path::absolute(&opts.data_dir)
         .map_err(|e| Error::internal(format!("resolving the data directory {}: {e}", opts.data_dir.display())))?;
     // One daemon per data directory: a second one would run the same tasks twice.
-    let lock =
-        File::create(data_dir.join(LOCK_FILE)).map_err(|e| Error::internal(format!("creating the lock file: {e}")))?;
-    lock.try_lock().map_err(|_| {
-        Error::conflict(format!("another rtsync daemon is using the data directory {}", data_dir.display()))
-    })?;
+    let lock = lock_data_dir(&data_dir)?;
 
     let (catalog, created) = Catalog::open(&data_dir)?;
     logs::start_writer(catalog.path())?;
     let scheduler = Scheduler::new(catalog.clone());
-    let control = Arc::new(Control::new(catalog, scheduler));
+    let keyed = opts.secrets.key().is_some();
+    let control = Arc::new(Control::new(catalog, scheduler, opts.secrets));
+    let plaintext = control.seal_stored_secrets()?;
+    if !keyed {
+        tracing::warn!(
+            plaintext,
+            "secrets are stored in plaintext in catalog.db: set {KEY_ENV} (or --secret-key-file FILE) to encrypt them, or reference them from data sources with password_env / password_file (see `rtsync secrets --help`)"
+        );
+    }
     let lakehouse = data_dir.join(LAKEHOUSE_DIR);
     std::fs::create_dir_all(&lakehouse)
         .map_err(|e| Error::internal(format!("creating {}: {e}", lakehouse.display())))?;
@@ -84,8 +131,10 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     let resumed = control.resume_all().await?;
     tracing::info!(addr = %addr, data_dir = %data_dir.display(), resumed, auth = token.is_some(), "rtsync daemon listening on http://{addr}");
 
-    let http =
-        tokio::spawn(crate::http::serve(listener, Arc::new(Api { control: control.clone(), token }), shutdown.clone()));
+    let listen_host = opts.listen.rsplit_once(':').map_or(opts.listen.as_str(), |(h, _)| h);
+    let guard = Guard::new(addr, listen_host, &opts.allowed_hosts, &opts.allowed_origins);
+    let api = Api { control: control.clone(), token, guard };
+    let http = tokio::spawn(crate::http::serve(listener, Arc::new(api), shutdown.clone()));
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             break;

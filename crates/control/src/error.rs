@@ -21,6 +21,11 @@ pub enum Code {
     Conflict,
     /// The daemon requires a token and the request has none, or a wrong one (401).
     Unauthorized,
+    /// The request came from somewhere the daemon does not serve: a foreign `Host` (DNS
+    /// rebinding) or another site's page (`Origin`, `Sec-Fetch-Site`) (403).
+    Forbidden,
+    /// A state-changing request whose body is not declared as `application/json` (415).
+    UnsupportedMediaType,
     /// A service the request needs cannot be reached right now (503).
     Unavailable,
     /// A bug or a broken catalog (500).
@@ -34,6 +39,8 @@ impl Code {
             Code::NotFound => 404,
             Code::Conflict => 409,
             Code::Unauthorized => 401,
+            Code::Forbidden => 403,
+            Code::UnsupportedMediaType => 415,
             Code::Unavailable => 503,
             Code::Internal => 500,
         }
@@ -42,6 +49,8 @@ impl Code {
     pub fn from_http_status(status: u16) -> Self {
         match status {
             401 => Code::Unauthorized,
+            403 => Code::Forbidden,
+            415 => Code::UnsupportedMediaType,
             404 => Code::NotFound,
             409 => Code::Conflict,
             503 => Code::Unavailable,

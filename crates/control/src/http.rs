@@ -30,6 +30,12 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The `Authorization: Bearer …` token, when the request has one.
     pub bearer: Option<String>,
+    /// The headers that tell where a request comes from and what its body is, as sent (see
+    /// [`crate::guard`]).
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub sec_fetch_site: Option<String>,
+    pub content_type: Option<String>,
 }
 
 impl Request {
@@ -43,6 +49,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// More headers (CORS answers for a configured origin).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// The JSON body of every error answer: `{"error": {"code": …, "message": …}}`.
@@ -54,18 +62,22 @@ pub struct ErrorBody {
 impl Response {
     pub fn json<T: Serialize>(status: u16, value: &T) -> Self {
         match serde_json::to_vec_pretty(value) {
-            Ok(body) => Self { status, content_type: "application/json", body },
+            Ok(body) => Self { status, content_type: "application/json", body, headers: Vec::new() },
             Err(e) => Self::error(&Error::internal(format!("serializing the answer: {e}"))),
         }
     }
 
     pub fn error(err: &Error) -> Self {
         let body = serde_json::to_vec_pretty(&ErrorBody { error: err.clone() }).unwrap_or_default();
-        Self { status: err.code.http_status(), content_type: "application/json", body }
+        Self { status: err.code.http_status(), content_type: "application/json", body, headers: Vec::new() }
     }
 
     pub fn text(status: u16, content_type: &'static str, body: String) -> Self {
-        Self { status, content_type, body: body.into_bytes() }
+        Self { status, content_type, body: body.into_bytes(), headers: Vec::new() }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self { status, content_type: "application/json", body: Vec::new(), headers: Vec::new() }
     }
 }
 
@@ -108,11 +120,14 @@ fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -121,8 +136,9 @@ fn reason(status: u16) -> &'static str {
 }
 
 async fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
+    let extra: String = r.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         r.status,
         reason(r.status),
         r.content_type,
@@ -139,7 +155,7 @@ async fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result
 async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
-    let (head_len, method, target, content_length, expect_continue, bearer) = loop {
+    let (head_len, method, target, content_length, expect_continue, bearer, from) = loop {
         let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(None),
             Ok(Ok(n)) => n,
@@ -152,7 +168,18 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
                 let mut content_length = 0usize;
                 let mut expect = false;
                 let mut bearer = None;
+                let mut from = Origin::default();
                 for h in req.headers.iter() {
+                    let text = || std::str::from_utf8(h.value).ok().map(|v| v.trim().to_string());
+                    if h.name.eq_ignore_ascii_case("host") {
+                        from.host = text();
+                    } else if h.name.eq_ignore_ascii_case("origin") {
+                        from.origin = text();
+                    } else if h.name.eq_ignore_ascii_case("sec-fetch-site") {
+                        from.sec_fetch_site = text();
+                    } else if h.name.eq_ignore_ascii_case("content-type") {
+                        from.content_type = text();
+                    }
                     if h.name.eq_ignore_ascii_case("content-length") {
                         content_length = std::str::from_utf8(h.value)
                             .ok()
@@ -179,6 +206,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
                     content_length,
                     expect,
                     bearer,
+                    from,
                 );
             }
             Ok(httparse::Status::Partial) => {
@@ -204,7 +232,17 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Error>> 
     }
     let body = buf[head_len..head_len + content_length].to_vec();
     let (path, query) = split_target(&target);
-    Ok(Request { method, path, query, body, bearer })
+    let Origin { host, origin, sec_fetch_site, content_type } = from;
+    Ok(Request { method, path, query, body, bearer, host, origin, sec_fetch_site, content_type })
+}
+
+/// The headers [`Request`] keeps besides the token, while the head is read.
+#[derive(Default)]
+struct Origin {
+    host: Option<String>,
+    origin: Option<String>,
+    sec_fetch_site: Option<String>,
+    content_type: Option<String>,
 }
 
 fn split_target(target: &str) -> (Vec<String>, Vec<(String, String)>) {

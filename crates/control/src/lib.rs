@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod datasource;
 pub mod duration;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod logs;
 pub mod meta;
@@ -27,6 +28,7 @@ pub mod model;
 pub mod preview;
 pub mod runner;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod spec;
 

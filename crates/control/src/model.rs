@@ -167,35 +167,15 @@ pub struct DataSource {
     pub created_at: String,
 }
 
-/// What marks a property as a secret: its value is stored and never returned.
-const SECRET_MARKERS: [&str; 6] =
-    ["password", "secret", "token", "sasl.oauthbearer.config", "ssl.key.pem", "credential"];
 pub const REDACTED: &str = "***";
 
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|m| k.contains(m))
-}
+pub use rtsync_core::secret::is_secret_key;
 
 impl DataSource {
     /// The data source as the API shows it: secret values replaced by `***`, a password inside
-    /// a URL too.
+    /// a URL too; references (`password_env=NAME`) as they are.
     pub fn redacted(&self) -> DataSource {
-        let properties = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret_key(k) {
-                    REDACTED.to_string()
-                } else if k == "url" {
-                    redact_url(v)
-                } else {
-                    v.clone()
-                };
-                (k.clone(), shown)
-            })
-            .collect();
-        DataSource { properties, ..self.clone() }
+        DataSource { properties: crate::secrets::shown(&self.properties), ..self.clone() }
     }
 }
 

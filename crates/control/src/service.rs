@@ -32,6 +32,7 @@ use crate::meta;
 use crate::model::*;
 use crate::preview;
 use crate::scheduler::{RunRequest, Scheduler, StopReason};
+use crate::secrets::{self, Secrets};
 use crate::{SourceSpec, TaskSpec};
 
 /// How long `task show` waits for the broker's offsets to compute the lag.
@@ -44,6 +45,8 @@ const SLOW_FRESHNESS_MS: u64 = 30_000;
 pub struct Control {
     pub catalog: Catalog,
     pub scheduler: Arc<Scheduler>,
+    /// The key and the operator's rules for secret references.
+    pub secrets: Secrets,
     lifecycle: tokio::sync::Mutex<()>,
 }
 
@@ -98,8 +101,40 @@ fn unix_ms() -> u64 {
 }
 
 impl Control {
-    pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>) -> Self {
-        Self { catalog, scheduler, lifecycle: tokio::sync::Mutex::new(()) }
+    pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>, secrets: Secrets) -> Self {
+        Self { catalog, scheduler, secrets, lifecycle: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Brings the stored secrets to this daemon's mode: a password inside a `url` moves to
+    /// `password`; with a key, plaintext secrets are encrypted (a key set on a catalog that had
+    /// none); every encrypted one must open. Returns how many secret values stay in plaintext.
+    pub fn seal_stored_secrets(&self) -> Result<usize> {
+        let mut plaintext = 0;
+        let mut updates = Vec::new();
+        for ds in self.catalog.datasources()? {
+            let mut props = ds.properties.clone();
+            let moved = secrets::move_url_password(&mut props);
+            let sealed = self
+                .secrets
+                .seal_all(&props, self.secrets.key())
+                .map_err(|e| e.context(format!("data source {:?}", ds.name)))?;
+            let plain = |p: &std::collections::BTreeMap<String, String>| {
+                p.iter().filter(|(k, v)| secrets::is_secret_property(k, v) && !secrets::is_encrypted(v)).count()
+            };
+            if moved || (self.secrets.key().is_some() && plain(&props) > 0) {
+                updates.push((ds.id, sealed.clone()));
+            }
+            plaintext += plain(&sealed);
+        }
+        if !updates.is_empty() {
+            self.catalog.update_datasource_properties(&updates)?;
+            self.catalog.compact()?;
+            tracing::info!(
+                datasources = updates.len(),
+                "stored secrets brought to this daemon's mode (url passwords split out, encrypted with the key)"
+            );
+        }
+        Ok(plaintext)
     }
 
     /// First start: the default SYNC vcluster, folder and Lakehouse data source.
@@ -122,11 +157,12 @@ impl Control {
     pub fn create_datasource(&self, req: CreateDataSource) -> Result<DataSource> {
         validate_name("data source", &req.name)?;
         let ds_type: DsType = req.ds_type.parse()?;
-        datasource::validate(ds_type, &req.properties)?;
+        let stored = self.secrets.store(&req.properties)?;
+        datasource::validate(ds_type, &secrets::placeholders(&stored))?;
         if self.catalog.datasource(&req.name)?.is_some() {
             return Err(Error::conflict(format!("data source {:?} already exists", req.name)));
         }
-        Ok(self.catalog.insert_datasource(&req.name, ds_type, &req.properties)?.redacted())
+        Ok(self.catalog.insert_datasource(&req.name, ds_type, &stored)?.redacted())
     }
 
     pub fn datasources(&self, ds_type: Option<&str>) -> Result<Vec<DataSource>> {
@@ -140,8 +176,17 @@ impl Control {
             .collect())
     }
 
+    /// The data source as stored: secrets encrypted or referenced.
     fn datasource_full(&self, name: &str) -> Result<DataSource> {
         self.catalog.datasource(name)?.ok_or_else(|| ds_not_found(name))
+    }
+
+    /// The data source as a connector needs it: secrets decrypted, references read. Only for
+    /// building connector configurations; never returned.
+    fn resolved(&self, name: &str) -> Result<DataSource> {
+        let mut ds = self.datasource_full(name)?;
+        ds.properties = self.secrets.resolve(&ds.properties).map_err(|e| e.context(format!("data source {name:?}")))?;
+        Ok(ds)
     }
 
     pub fn datasource(&self, name: &str) -> Result<DataSource> {
@@ -170,7 +215,11 @@ impl Control {
     }
 
     pub async fn test_datasource(&self, name: &str, object: Option<&str>) -> Result<TestResult> {
-        let ds = self.datasource_full(name)?;
+        let ds = match self.resolved(name) {
+            Ok(ds) => ds,
+            Err(e) if e.code == crate::error::Code::NotFound => return Err(e),
+            Err(e) => return Ok(TestResult { ok: false, message: e.message }),
+        };
         Ok(datasource::test(&ds, object).await)
     }
 
@@ -241,15 +290,15 @@ impl Control {
     // ---- metadata ----
 
     pub async fn namespaces(&self, ds: &str) -> Result<Vec<Namespace>> {
-        meta::namespaces(&self.datasource_full(ds)?).await
+        meta::namespaces(&self.resolved(ds)?).await
     }
 
     pub async fn objects(&self, ds: &str, namespace: &str) -> Result<Vec<MetaObject>> {
-        meta::objects(&self.datasource_full(ds)?, namespace).await
+        meta::objects(&self.resolved(ds)?, namespace).await
     }
 
     pub async fn object_detail(&self, ds: &str, namespace: &str, object: &str, sample: usize) -> Result<MetaDetail> {
-        meta::detail(&self.datasource_full(ds)?, namespace, object, sample).await
+        meta::detail(&self.resolved(ds)?, namespace, object, sample).await
     }
 
     // ---- tasks ----
@@ -418,8 +467,8 @@ impl Control {
                 task.name, task.name
             ))
         })?;
-        let src = self.datasource_full(src_name).map_err(|e| e.context("the task's source"))?;
-        let sink_ds = self.datasource_full(&cfg.sink).map_err(|e| e.context("the task's target"))?;
+        let src = self.resolved(src_name).map_err(|e| e.context("the task's source"))?;
+        let sink_ds = self.resolved(&cfg.sink).map_err(|e| e.context("the task's target"))?;
         let table = cfg.source_table.as_deref().ok_or_else(|| {
             Error::bad_request(format!(
                 "task {:?} has no source table/topic: `rtsync task configure {} --source-table T`",
@@ -741,7 +790,7 @@ impl Control {
 
     /// Messages on the broker after the task's position (Kafka), when the broker answers fast.
     async fn lag(&self, cfg: &TaskConfig, position: Option<&str>) -> Option<i64> {
-        let ds = self.catalog.datasource(cfg.source.as_deref()?).ok()??;
+        let ds = self.resolved(cfg.source.as_deref()?).ok()?;
         if ds.ds_type != DsType::Kafka {
             return None;
         }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod kafka;
 pub mod mapping;
 pub mod position;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod text;

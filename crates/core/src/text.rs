@@ -23,6 +23,33 @@ pub fn redact_url(text: &str) -> String {
         .join(" ")
 }
 
+/// Splits the password out of a connection string: the string without it, and the password
+/// (percent-decoded in the URL form). `None` when it holds no password. Both forms of
+/// [`redact_url`] are understood.
+pub fn split_url_password(text: &str) -> Option<(String, String)> {
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, host) = authority.rsplit_once('@')?;
+        let (user, password) = userinfo.split_once(':')?;
+        return Some((format!("{scheme}://{user}@{host}{tail}"), percent_decode(password)));
+    }
+    let mut password = None;
+    let kept: Vec<&str> = text
+        .split_whitespace()
+        .filter(|kv| match kv.strip_prefix("password=") {
+            Some(p) => {
+                password = Some(p.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    password.map(|p| (kept.join(" "), p))
+}
+
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is. Bytes that are
 /// not UTF-8 become U+FFFD.
 pub fn percent_decode(text: &str) -> String {
@@ -70,6 +97,24 @@ mod tests {
         assert_eq!(redact_url("mysql://u:p@ss@db.example:3307/x"), "mysql://u:***@db.example:3307/x");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("host=h password=p user=u"), "host=h password=*** user=u");
+    }
+
+    #[test]
+    fn splits_passwords_out_of_both_forms() {
+        assert_eq!(
+            split_url_password("postgres://u:p%40ss@h:1/db?x=y"),
+            Some(("postgres://u@h:1/db?x=y".to_string(), "p@ss".to_string()))
+        );
+        assert_eq!(
+            split_url_password("mysql://u:p@ss@db.example:3307/x"),
+            Some(("mysql://u@db.example:3307/x".to_string(), "p@ss".to_string()))
+        );
+        assert_eq!(split_url_password("postgres://u@h/db"), None);
+        assert_eq!(
+            split_url_password("host=h password=p user=u"),
+            Some(("host=h user=u".to_string(), "p".to_string()))
+        );
+        assert_eq!(split_url_password("host=h user=u"), None);
     }
 
     #[test]

@@ -14,8 +14,6 @@ pub const DEFAULT_LINGER_MS: u64 = 50;
 pub const PARTITION_REFRESH_SECS: u64 = 30;
 
 /// librdkafka properties whose values are secrets: never printed.
-const SECRET_MARKERS: [&str; 3] = ["password", "secret", "sasl.oauthbearer.config"];
-
 /// Where a task starts reading when it has no checkpoint yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StartOffset {
@@ -181,9 +179,7 @@ impl KafkaSourceConfig {
     }
 }
 
-pub(crate) fn is_secret(key: &str) -> bool {
-    SECRET_MARKERS.iter().any(|m| key.contains(m))
-}
+pub(crate) use rtsync_core::secret::is_secret_key as is_secret;
 
 impl fmt::Debug for KafkaSourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
