@@ -29,6 +29,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod service;
 pub mod spec;
+pub mod verify;
 
 pub use runner::{RunOptions, run_task};
 pub use spec::{SourceSpec, TaskSpec};

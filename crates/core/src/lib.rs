@@ -19,6 +19,7 @@ pub mod position;
 pub mod sink;
 pub mod source;
 pub mod text;
+pub mod verify;
 
 pub use batch::{ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN};
 pub use config::{ErrorPolicy, TaskName};

@@ -113,6 +113,7 @@ mod snapshot;
 mod stream;
 pub mod tls;
 mod types;
+pub mod verify;
 
 use std::time::Duration;
 
