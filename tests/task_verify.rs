@@ -175,7 +175,6 @@ async fn postgres_verify_finds_rows_changed_behind_rtsyncs_back() {
     let writes = writer.await.unwrap();
     assert!(writes > 10, "the source took writes during verify ({writes})");
     assert_eq!(report["differences"], json!([]), "{report:#}");
-    assert_eq!(report["source_rows"], report["target_rows"], "{report:#}");
     assert!(report["source_rows"].as_u64().unwrap() >= 3000, "{report:#}");
     assert_eq!(report["not_compared"], json!([]), "every PostgreSQL type here has a canonical text: {report:#}");
     assert!(!report["ranges"].as_array().unwrap().is_empty(), "{report:#}");
@@ -280,7 +279,6 @@ async fn mariadb_verify_finds_rows_changed_behind_rtsyncs_back() {
     let writes = writer.await.unwrap();
     assert!(writes > 10, "the source took writes during verify ({writes})");
     assert_eq!(report["differences"], json!([]), "{report:#}");
-    assert_eq!(report["source_rows"], report["target_rows"], "{report:#}");
     assert_eq!(
         report["not_compared"],
         json!([{"column": "ratio", "reason": "float/double: SQL cannot show the exact bits the target holds"}]),

@@ -93,7 +93,11 @@ pub async fn scan(
     let compared: Vec<&str> = columns.iter().filter(|c| c.is_compared()).map(|c| c.name.as_str()).collect();
     let missing_columns: Vec<String> = compared.iter().filter(|c| !present(c)).map(|c| c.to_string()).collect();
     let mut select: Vec<&str> = key.iter().map(String::as_str).collect();
-    select.extend(compared.iter().filter(|c| present(c)));
+    for c in &compared {
+        if present(c) && !select.contains(c) {
+            select.push(c);
+        }
+    }
     let quoted: Vec<String> = select.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
     let sql = format!("SELECT {} FROM t", quoted.join(", "));
 
@@ -124,16 +128,7 @@ pub async fn scan(
 
     let nkeys = key.len();
     // Position of each compared column in the projection; None: missing (NULL).
-    let mut value_at = Vec::with_capacity(compared.len());
-    let mut next = nkeys;
-    for c in &compared {
-        if present(c) {
-            value_at.push(Some(next));
-            next += 1;
-        } else {
-            value_at.push(None);
-        }
-    }
+    let value_at: Vec<Option<usize>> = compared.iter().map(|c| select.iter().position(|s| s == c)).collect();
     let mut ranges = vec![(0u64, 0u64); bounds.len().max(1)];
     let mut rows = 0u64;
     let mut collected = Vec::new();
@@ -142,7 +137,7 @@ pub async fn scan(
     let mut key_texts: Vec<String> = vec![String::new(); nkeys];
     let mut values: Vec<Option<String>> = Vec::new();
     while let Some(batch) = stream.try_next().await.map_err(query_err)? {
-        for (i, col) in batch.columns().iter().enumerate().skip(nkeys) {
+        for (i, col) in batch.columns().iter().enumerate() {
             if !is_comparable(col.data_type()) {
                 return Err(SyncError::sink(format!(
                     "column {:?} of {location} has type {}, which has no canonical text",
