@@ -136,10 +136,20 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
     let snapshot_position = source.begin_snapshot().await.map_err(sync_err)?;
     let count = source.count().await.map_err(sync_err)?;
     let rows_per_range = count.div_ceil(TARGET_RANGES).max(MIN_ROWS_PER_RANGE);
-    let sums = source.checksums(rows_per_range).await.map_err(sync_err)?;
-    let bounds: Vec<Vec<String>> = sums.iter().map(|r| r.first_key.clone()).collect();
-    let lake = scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &Collect::Nothing).await.map_err(sync_err)?;
-
+    // The source sums its ranges in SQL while the target is summed here.
+    let bounds = source.bounds(rows_per_range).await.map_err(sync_err)?;
+    let (sums, lake) = tokio::join!(
+        source.checksums(rows_per_range),
+        scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &Collect::Nothing)
+    );
+    let (sums, lake) = (sums.map_err(sync_err)?, lake.map_err(sync_err)?);
+    tracing::info!(task = %spec.name, ranges = sums.len(), rows = count, target_rows = lake.rows, version = lake.version, ms = started.elapsed().as_millis() as u64, "verify: checksums");
+    let firsts: Vec<&Vec<String>> = sums.iter().map(|r| &r.first_key).collect();
+    if firsts.len() != bounds.len() || firsts.iter().zip(&bounds).any(|(a, b)| *a != b) {
+        return Err(Error::internal(format!(
+            "the source's ranges moved within one snapshot of {source_table}: verify cannot compare"
+        )));
+    }
     let mut ranges = Vec::with_capacity(lake.ranges.len());
     let mut differing = Vec::new();
     for (i, &(lake_rows, lake_sum)) in lake.ranges.iter().enumerate() {
@@ -158,13 +168,15 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
     let mut last_source: HashMap<Vec<String>, Option<Vec<Option<String>>>> = HashMap::new();
     if !differing.is_empty() {
         let wanted: Vec<u64> = differing.iter().map(|&i| i as u64).collect();
-        let src_rows = source.rows_in_ranges(rows_per_range, &wanted).await.map_err(sync_err)?;
         let collect = Collect::Ranges(differing.iter().copied().collect());
-        let lake_rows = scan(&spec.sink, &spec.name, Some(lake.version), &columns, &key, &bounds, &collect)
-            .await
-            .map_err(sync_err)?;
+        let (src_rows, lake_rows) = tokio::join!(
+            source.rows_in_ranges(rows_per_range, &bounds, &wanted),
+            scan(&spec.sink, &spec.name, Some(lake.version), &columns, &key, &bounds, &collect)
+        );
+        let (src_rows, lake_rows) = (src_rows.map_err(sync_err)?, lake_rows.map_err(sync_err)?);
         diffs = compare_rows(&src_rows, &lake_rows.collected, &compared);
         remember(&mut last_source, &src_rows, &diffs);
+        tracing::info!(task = %spec.name, differences = diffs.len(), ms = started.elapsed().as_millis() as u64, "verify: first comparison");
     }
     source.end_snapshot().await.map_err(sync_err)?;
     let initial = diffs.len();
@@ -176,13 +188,17 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
         rechecks += 1;
         let target = source.position().await.map_err(sync_err)?;
         let caught_up = wait_until_reached(source.as_mut(), spec, &target).await?;
+        tracing::info!(task = %spec.name, caught_up, ms = started.elapsed().as_millis() as u64, "verify: waited for the task");
         let keys: Vec<Vec<String>> = diffs.keys().take(MAX_RECHECKED).cloned().collect();
-        let src_rows = source.rows_by_key(&keys).await.map_err(sync_err)?;
         let collect = Collect::Keys(keys.iter().cloned().collect());
-        let lake_rows =
-            scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &collect).await.map_err(sync_err)?;
+        let (src_rows, lake_rows) = tokio::join!(
+            source.rows_by_key(&keys),
+            scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &collect)
+        );
+        let (src_rows, lake_rows) = (src_rows.map_err(sync_err)?, lake_rows.map_err(sync_err)?);
         let mut now = compare_rows(&src_rows, &lake_rows.collected, &compared);
         let unchecked: Vec<_> = diffs.into_iter().skip(MAX_RECHECKED).collect();
+        tracing::info!(task = %spec.name, round = rechecks, differences = now.len(), ms = started.elapsed().as_millis() as u64, "verify: re-check");
         let by_key: HashMap<&Vec<String>, &CanonRow> = src_rows.iter().map(|r| (&r.key, r)).collect();
         // A difference is confirmed once the task has passed the source's position and the
         // source row did not change since the previous read; otherwise it is read again.

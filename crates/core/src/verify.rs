@@ -115,12 +115,22 @@ pub trait TableVerifier: Send + Sync {
     /// Rows in the snapshot.
     async fn count(&mut self) -> SyncResult<u64>;
 
+    /// The first key (canonical texts) of each range of `rows_per_range` rows in key order, in
+    /// the snapshot: what [`Self::checksums`] will return as `first_key`, read cheaply (the key
+    /// only) so the target can be summed at the same time.
+    async fn bounds(&mut self, rows_per_range: u64) -> SyncResult<Vec<Vec<String>>>;
+
     /// The snapshot's ranges of `rows_per_range` rows in key order, in that order.
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>>;
 
     /// The rows of the given ranges (indexes into what [`Self::checksums`] returned with the
-    /// same `rows_per_range`), from the snapshot.
-    async fn rows_in_ranges(&mut self, rows_per_range: u64, ranges: &[u64]) -> SyncResult<Vec<CanonRow>>;
+    /// same `rows_per_range`; `bounds` are their first keys), from the snapshot.
+    async fn rows_in_ranges(
+        &mut self,
+        rows_per_range: u64,
+        bounds: &[Vec<String>],
+        ranges: &[u64],
+    ) -> SyncResult<Vec<CanonRow>>;
 
     /// Closes the snapshot.
     async fn end_snapshot(&mut self) -> SyncResult<()>;

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use deltalake::DeltaTableBuilder;
+use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use rtsync_core::verify::{CanonRow, KeyPart, VerifyColumn, canonical_text, encode_value, is_comparable, key_order, row_hash};
@@ -98,8 +99,17 @@ pub async fn scan(
             select.push(c);
         }
     }
-    let quoted: Vec<String> = select.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
-    let sql = format!("SELECT {} FROM t", quoted.join(", "));
+    let quoted: Vec<String> = select.iter().map(|c| quote(c)).collect();
+    let mut sql = format!("SELECT {} FROM t", quoted.join(", "));
+    // A pre-filter DataFusion pushes into the scan (file statistics, vectorized); the loop
+    // below still decides row by row.
+    if let [k] = key
+        && let Ok(field) = schema.field_with_name(k)
+        && let Some(filter) = pre_filter(&quote(k), field.data_type(), bounds, collect)
+    {
+        sql.push_str(" WHERE ");
+        sql.push_str(&filter);
+    }
 
     let key_orders = key
         .iter()
@@ -112,14 +122,20 @@ pub async fn scan(
             })
         })
         .collect::<SyncResult<Vec<_>>>()?;
-    let parse_key = |texts: &[String]| -> SyncResult<Vec<KeyPart>> {
-        texts
-            .iter()
-            .zip(&key_orders)
-            .map(|(t, order)| order(t).ok_or_else(|| SyncError::internal(format!("key value {t:?} does not parse"))))
-            .collect()
+    let parse_key = |texts: &[String], parts: &mut Vec<KeyPart>| -> SyncResult<()> {
+        parts.clear();
+        for (t, order) in texts.iter().zip(&key_orders) {
+            parts.push(order(t).ok_or_else(|| SyncError::internal(format!("key value {t:?} does not parse")))?);
+        }
+        Ok(())
     };
-    let bounds = bounds.iter().map(|b| parse_key(b)).collect::<SyncResult<Vec<_>>>()?;
+    let bound_parts = bounds
+        .iter()
+        .map(|b| {
+            let mut parts = Vec::new();
+            parse_key(b, &mut parts).map(|()| parts)
+        })
+        .collect::<SyncResult<Vec<_>>>()?;
 
     let query_err = |e| SyncError::with_source(ErrorKind::Sink, format!("scanning {location} to verify"), e);
     ctx.register_table("t", provider).map_err(query_err)?;
@@ -129,7 +145,8 @@ pub async fn scan(
     let nkeys = key.len();
     // Position of each compared column in the projection; None: missing (NULL).
     let value_at: Vec<Option<usize>> = compared.iter().map(|c| select.iter().position(|s| s == c)).collect();
-    let mut ranges = vec![(0u64, 0u64); bounds.len().max(1)];
+    let mut ranges = vec![(0u64, 0u64); bound_parts.len().max(1)];
+    let mut parts = Vec::with_capacity(nkeys);
     let mut rows = 0u64;
     let mut collected = Vec::new();
     let mut text = String::new();
@@ -153,8 +170,8 @@ pub async fn scan(
                     slot.push_str("NULL");
                 }
             }
-            let parts = parse_key(&key_texts)?;
-            let range = bounds.partition_point(|b| b.as_slice() <= parts.as_slice()).saturating_sub(1);
+            parse_key(&key_texts, &mut parts)?;
+            let range = bound_parts.partition_point(|b| b.as_slice() <= parts.as_slice()).saturating_sub(1);
             encoded.clear();
             let keep = match collect {
                 Collect::Nothing => false,
@@ -182,4 +199,84 @@ pub async fn scan(
         }
     }
     Ok(LakeScan { version, position, rows, ranges, collected, missing_columns })
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A DataFusion literal of type `ty` for a canonical text; None for types this does not cover.
+fn sql_literal(ty: &DataType, text: &str) -> Option<String> {
+    match ty {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => text.parse::<i128>().ok().map(|v| v.to_string()),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(format!("'{}'", text.replace('\'', "''"))),
+        DataType::Decimal128(p, s) if text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') => {
+            Some(format!("CAST('{text}' AS DECIMAL({p}, {s}))"))
+        }
+        _ => None,
+    }
+}
+
+/// The rows `collect` asks for as a SQL condition on the (single) key column `k`, when its
+/// type has literals: the differing ranges' key intervals, or the keys themselves.
+fn pre_filter(k: &str, ty: &DataType, bounds: &[Vec<String>], collect: &Collect) -> Option<String> {
+    match collect {
+        Collect::Nothing => None,
+        Collect::Keys(keys) => {
+            let list = keys.iter().map(|key| sql_literal(ty, key.first()?)).collect::<Option<Vec<_>>>()?;
+            Some(if list.is_empty() { "FALSE".to_string() } else { format!("{k} IN ({})", list.join(", ")) })
+        }
+        Collect::Ranges(set) => {
+            let mut ranges: Vec<usize> = set.iter().copied().collect();
+            ranges.sort_unstable();
+            let mut parts = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                // Range 0 also holds every key below the source's first one.
+                let lo = if r == 0 { None } else { Some(sql_literal(ty, bounds.get(r)?.first()?)?) };
+                let hi = match bounds.get(r + 1) {
+                    Some(b) => Some(sql_literal(ty, b.first()?)?),
+                    None => None,
+                };
+                parts.push(match (lo, hi) {
+                    (Some(lo), Some(hi)) => format!("({k} >= {lo} AND {k} < {hi})"),
+                    (Some(lo), None) => format!("{k} >= {lo}"),
+                    (None, Some(hi)) => format!("{k} < {hi}"),
+                    (None, None) => "TRUE".to_string(),
+                });
+            }
+            Some(if parts.is_empty() { "FALSE".to_string() } else { parts.join(" OR ") })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_filters_cover_the_ranges_and_keys_asked_for() {
+        let bounds: Vec<Vec<String>> = ["1", "1001", "2001"].iter().map(|b| vec![b.to_string()]).collect();
+        let ranges = Collect::Ranges([0, 2].into_iter().collect());
+        assert_eq!(
+            pre_filter("\"id\"", &DataType::Int64, &bounds, &ranges).unwrap(),
+            "\"id\" < 1001 OR \"id\" >= 2001"
+        );
+        let ranges = Collect::Ranges([1].into_iter().collect());
+        assert_eq!(
+            pre_filter("\"id\"", &DataType::Int64, &bounds, &ranges).unwrap(),
+            "(\"id\" >= 1001 AND \"id\" < 2001)"
+        );
+        let keys = Collect::Keys([vec!["o'k".to_string()]].into_iter().collect());
+        assert_eq!(pre_filter("\"k\"", &DataType::Utf8, &bounds, &keys).unwrap(), "\"k\" IN ('o''k')");
+        assert!(pre_filter("\"t\"", &DataType::Binary, &bounds, &keys).is_none());
+        assert!(pre_filter("\"id\"", &DataType::Int64, &bounds, &Collect::Nothing).is_none());
+    }
 }

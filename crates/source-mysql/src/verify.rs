@@ -176,6 +176,27 @@ impl TableVerifier for MySqlVerifier {
         Ok(n.unwrap_or(0))
     }
 
+    async fn bounds(&mut self, rows_per_range: u64) -> SyncResult<Vec<Vec<String>>> {
+        let step = rows_per_range.max(1);
+        let names: Vec<String> = (0..self.keys.len()).map(|i| format!("k{i}")).collect();
+        let keys: String = self.keys.iter().enumerate().map(|(i, k)| format!(", {k} AS k{i}")).collect();
+        let sql = format!(
+            "SELECT {names} FROM (SELECT ROW_NUMBER() OVER (ORDER BY {order}) - 1 AS rn{keys} FROM {table}) s \
+             WHERE rn % {step} = 0 ORDER BY rn",
+            names = names.join(", "),
+            order = self.order,
+            table = self.table,
+        );
+        let rows: Vec<Row> = self
+            .conn
+            .query(sql)
+            .await
+            .map_err(|e| my_err(format!("reading the range bounds of {}", self.table), e))?;
+        rows.iter()
+            .map(|r| (0..self.keys.len()).map(|i| Ok(text(r, i)?.unwrap_or_default())).collect())
+            .collect()
+    }
+
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {
         let step = rows_per_range.max(1);
         let firsts: String =
@@ -209,7 +230,12 @@ impl TableVerifier for MySqlVerifier {
             .collect()
     }
 
-    async fn rows_in_ranges(&mut self, rows_per_range: u64, ranges: &[u64]) -> SyncResult<Vec<CanonRow>> {
+    async fn rows_in_ranges(
+        &mut self,
+        rows_per_range: u64,
+        _bounds: &[Vec<String>],
+        ranges: &[u64],
+    ) -> SyncResult<Vec<CanonRow>> {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }

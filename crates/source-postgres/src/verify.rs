@@ -23,7 +23,7 @@ use rtsync_core::{SyncError, SyncResult};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use crate::catalog::{self, ColumnInfo, quote_ident, quoted_table};
+use crate::catalog::{self, ColumnInfo, quote_ident, quote_literal, quoted_table};
 use crate::config::PostgresSourceConfig;
 use crate::error::pg_error;
 use crate::position::{Lsn, PgPosition};
@@ -45,6 +45,7 @@ pub struct PgVerifier {
     values: Vec<String>,
     /// The canonical-text expression of each key column.
     keys: Vec<String>,
+    key_cols: Vec<KeyColumn>,
     /// `ORDER BY` list: native order for numbers, dates, timestamps and bytea; canonical text
     /// in byte order for everything the target stores as text.
     order: String,
@@ -73,6 +74,7 @@ pub async fn verifier(cfg: &PostgresSourceConfig, task: &str) -> SyncResult<PgVe
     }
     let mut keys = Vec::new();
     let mut order = Vec::new();
+    let mut key_cols = Vec::new();
     for k in &info.key {
         let c = info
             .columns
@@ -100,6 +102,12 @@ pub async fn verifier(cfg: &PostgresSourceConfig, task: &str) -> SyncResult<PgVe
             | ValueKind::TimestampTz => ident,
             ValueKind::Text | ValueKind::Array { .. } => format!("({expr}) COLLATE \"C\""),
         });
+        key_cols.push(KeyColumn {
+            ident: quote_ident(&c.name),
+            kind: c.kind.clone(),
+            type_name: c.type_name.clone(),
+            by_text: matches!(c.kind, ValueKind::Text | ValueKind::Array { .. }),
+        });
         keys.push(expr);
     }
     Ok(PgVerifier {
@@ -110,6 +118,7 @@ pub async fn verifier(cfg: &PostgresSourceConfig, task: &str) -> SyncResult<PgVe
         key: info.key.clone(),
         values,
         keys,
+        key_cols,
         order: order.join(", "),
     })
 }
@@ -157,7 +166,75 @@ fn canonical_expr(c: &ColumnInfo) -> Result<String, String> {
     })
 }
 
+/// One key column: how it is named, typed and ordered.
+struct KeyColumn {
+    ident: String,
+    kind: ValueKind,
+    type_name: String,
+    /// Ordered by its canonical text (bytewise), not natively.
+    by_text: bool,
+}
+
 impl PgVerifier {
+    /// A SQL value of key column `i` for its canonical text, to compare with the column itself
+    /// (equality) or, for a column ordered by its text, with its canonical text (ranges).
+    fn literal(&self, i: usize, text: &str) -> Option<String> {
+        let k = self.key_cols.get(i)?;
+        let q = quote_literal(text);
+        let ty = &k.type_name;
+        Some(match &k.kind {
+            ValueKind::Bool
+            | ValueKind::Int16
+            | ValueKind::Int32
+            | ValueKind::Int64
+            | ValueKind::Decimal { .. }
+            | ValueKind::Date
+            | ValueKind::Text => format!("{q}::{ty}"),
+            ValueKind::Binary => format!("decode({q}, 'hex')"),
+            ValueKind::Timestamp | ValueKind::TimestampTz => match text {
+                "9223372036854775807" => format!("'infinity'::{ty}"),
+                "-9223372036854775808" => format!("'-infinity'::{ty}"),
+                _ => format!("('epoch'::{ty} + {q}::bigint * interval '1 microsecond')"),
+            },
+            ValueKind::Float32 | ValueKind::Float64 | ValueKind::Array { .. } => return None,
+        })
+    }
+
+    /// `(key) >= (lo) AND (key) < (hi)` per range, OR-ed; None when a key has no literal.
+    fn ranges_condition(&self, bounds: &[Vec<String>], ranges: &[u64]) -> Option<String> {
+        let lhs: Vec<String> = self
+            .key_cols
+            .iter()
+            .zip(&self.keys)
+            .map(|(k, e)| if k.by_text { format!("({e}) COLLATE \"C\"") } else { k.ident.clone() })
+            .collect();
+        let lhs = format!("({})", lhs.join(", "));
+        let rhs = |b: &Vec<String>| -> Option<String> {
+            let parts = b
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if self.key_cols.get(i)?.by_text { Some(quote_literal(t)) } else { self.literal(i, t) })
+                .collect::<Option<Vec<_>>>()?;
+            Some(format!("({})", parts.join(", ")))
+        };
+        let mut conds = Vec::with_capacity(ranges.len());
+        for &r in ranges {
+            let r = r as usize;
+            let lo = if r == 0 { None } else { Some(rhs(bounds.get(r)?)?) };
+            let hi = match bounds.get(r + 1) {
+                Some(b) => Some(rhs(b)?),
+                None => None,
+            };
+            conds.push(match (lo, hi) {
+                (Some(lo), Some(hi)) => format!("({lhs} >= {lo} AND {lhs} < {hi})"),
+                (Some(lo), None) => format!("{lhs} >= {lo}"),
+                (None, Some(hi)) => format!("{lhs} < {hi}"),
+                (None, None) => "TRUE".to_string(),
+            });
+        }
+        Some(if conds.is_empty() { "FALSE".to_string() } else { conds.join(" OR ") })
+    }
+
     /// `('x' || substr(md5(<row text>), 1, 16))::bit(64)::bigint`.
     fn hash_expr(&self) -> String {
         let parts: Vec<String> =
@@ -229,6 +306,25 @@ impl TableVerifier for PgVerifier {
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
 
+    async fn bounds(&mut self, rows_per_range: u64) -> SyncResult<Vec<Vec<String>>> {
+        let step = rows_per_range.max(1);
+        let names: Vec<String> = (0..self.keys.len()).map(|i| format!("k{i}")).collect();
+        let sql = format!(
+            "SELECT {names} FROM (SELECT row_number() OVER (ORDER BY {order}) - 1 AS rn, {keys} FROM {table}) s \
+             WHERE rn % {step} = 0 ORDER BY rn",
+            names = names.join(", "),
+            order = self.order,
+            keys = self.key_list(),
+            table = self.table,
+        );
+        let rows = self
+            .client
+            .query(sql.as_str(), &[])
+            .await
+            .map_err(|e| pg_error(e, &format!("reading the range bounds of {}", self.table)))?;
+        Ok(rows.iter().map(|r| (0..self.keys.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect()).collect())
+    }
+
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {
         let step = rows_per_range.max(1);
         let firsts: String =
@@ -262,7 +358,26 @@ impl TableVerifier for PgVerifier {
             .collect()
     }
 
-    async fn rows_in_ranges(&mut self, rows_per_range: u64, ranges: &[u64]) -> SyncResult<Vec<CanonRow>> {
+    async fn rows_in_ranges(
+        &mut self,
+        rows_per_range: u64,
+        bounds: &[Vec<String>],
+        ranges: &[u64],
+    ) -> SyncResult<Vec<CanonRow>> {
+        if let Some(cond) = self.ranges_condition(bounds, ranges) {
+            let sql = format!(
+                "SELECT {keys}{vals} FROM {table} WHERE {cond}",
+                keys = self.keys.join(", "),
+                vals = self.values.iter().map(|v| format!(", {v}")).collect::<String>(),
+                table = self.table,
+            );
+            let rows = self
+                .client
+                .query(sql.as_str(), &[])
+                .await
+                .map_err(|e| pg_error(e, &format!("reading the rows of differing ranges of {}", self.table)))?;
+            return self.canon_rows(&rows);
+        }
         let step = rows_per_range.max(1) as i64;
         let ranges: Vec<i64> = ranges.iter().map(|&r| r as i64).collect();
         let sql = format!(
@@ -292,6 +407,31 @@ impl TableVerifier for PgVerifier {
     async fn rows_by_key(&mut self, keys: &[Vec<String>]) -> SyncResult<Vec<CanonRow>> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        let literals: Option<Vec<String>> = keys
+            .iter()
+            .map(|k| {
+                let parts = k.iter().enumerate().map(|(i, t)| self.literal(i, t)).collect::<Option<Vec<_>>>()?;
+                Some(format!("({})", parts.join(", ")))
+            })
+            .collect();
+        if let Some(literals) = literals {
+            // Served by the key's index.
+            let idents: Vec<String> = self.key_cols.iter().map(|k| k.ident.clone()).collect();
+            let sql = format!(
+                "SELECT {keys}{vals} FROM {table} WHERE ({idents}) IN ({list})",
+                keys = self.keys.join(", "),
+                vals = self.values.iter().map(|v| format!(", {v}")).collect::<String>(),
+                table = self.table,
+                idents = idents.join(", "),
+                list = literals.join(", "),
+            );
+            let rows = self
+                .client
+                .query(sql.as_str(), &[])
+                .await
+                .map_err(|e| pg_error(e, &format!("re-reading differing rows of {}", self.table)))?;
+            return self.canon_rows(&rows);
         }
         let columns: Vec<Vec<String>> =
             (0..self.keys.len()).map(|i| keys.iter().map(|k| k.get(i).cloned().unwrap_or_default()).collect()).collect();
