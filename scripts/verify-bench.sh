@@ -65,4 +65,6 @@ print(f"verify: {float(sys.argv[3]) - float(sys.argv[2]):.1f}s wall, equal={r['e
       f"lag differences resolved on re-check={r['resolved_on_recheck']}, persisting={r['differences_total']}")
 PY
 done
+echo "--- the table form:"
+"$BIN" task verify bench || true
 grep -h "verify:" "$DIR/daemon.log" | sed "s/^.*verify:/verify:/" | tail -20 || true

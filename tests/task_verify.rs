@@ -289,8 +289,9 @@ async fn mariadb_verify_finds_rows_changed_behind_rtsyncs_back() {
     assert_eq!(settled["equal"], true);
     let location = dir.path().join("data").join("lakehouse").join("public").join(table);
     tamper(location.to_str().unwrap());
-    let compared =
-        ["id", "name", "qty", "uns", "price", "at", "ts", "day", "flag", "bits", "doc", "raw", "t", "y", "e", "s", "l1"];
+    let compared = [
+        "id", "name", "qty", "uns", "price", "at", "ts", "day", "flag", "bits", "doc", "raw", "t", "y", "e", "s", "l1",
+    ];
     tokio::task::block_in_place(|| assert_tampered(d2, &task, &compared));
 
     d.ok(&["task", "undeploy", &task, "-y"]);

@@ -471,9 +471,7 @@ pub fn verify(r: &rtsync_control::verify::VerifyReport) {
         .iter()
         .enumerate()
         .filter(|(_, g)| !g.equal)
-        .map(|(i, g)| {
-            vec![i.to_string(), g.first_key.join(", "), thousands(g.source_rows), thousands(g.target_rows)]
-        })
+        .map(|(i, g)| vec![i.to_string(), g.first_key.join(", "), thousands(g.source_rows), thousands(g.target_rows)])
         .collect();
     if !differing.is_empty() {
         println!();

@@ -270,7 +270,11 @@ fn remember(
 
 /// Polls the task's committed position until it has passed `target`; false when it did not
 /// within [`CATCH_UP_WAIT`] (or that cannot be told).
-async fn wait_until_reached(source: &mut dyn TableVerifier, spec: &TaskSpec, target: &serde_json::Value) -> Result<bool> {
+async fn wait_until_reached(
+    source: &mut dyn TableVerifier,
+    spec: &TaskSpec,
+    target: &serde_json::Value,
+) -> Result<bool> {
     let deadline = Instant::now() + CATCH_UP_WAIT;
     loop {
         let committed = committed_position(&spec.sink, &spec.name).await.map_err(sync_err)?;
@@ -348,7 +352,8 @@ mod tests {
     #[test]
     fn classifies_differences_by_key() {
         let cols = vec!["name".to_string(), "qty".to_string()];
-        let source = vec![row("1", &[Some("a"), Some("1")]), row("2", &[Some("b"), None]), row("3", &[Some("c"), None])];
+        let source =
+            vec![row("1", &[Some("a"), Some("1")]), row("2", &[Some("b"), None]), row("3", &[Some("c"), None])];
         let lake = vec![
             row("1", &[Some("a"), Some("1")]),
             row("2", &[Some("b"), Some("")]),

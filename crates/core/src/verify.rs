@@ -260,9 +260,7 @@ pub fn canonical_text(array: &ArrayRef, row: usize, out: &mut String) -> bool {
         DataType::UInt16 => push_int(out, array.as_primitive::<UInt16Type>().value(row)),
         DataType::UInt32 => push_int(out, array.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt64 => push_int(out, array.as_primitive::<UInt64Type>().value(row)),
-        DataType::Decimal128(_, scale) => {
-            push_decimal(out, array.as_primitive::<Decimal128Type>().value(row), *scale)
-        }
+        DataType::Decimal128(_, scale) => push_decimal(out, array.as_primitive::<Decimal128Type>().value(row), *scale),
         DataType::Float32 => push_float(out, f64::from(array.as_primitive::<Float32Type>().value(row))),
         DataType::Float64 => push_float(out, array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => out.push_str(array.as_string::<i32>().value(row)),
@@ -275,9 +273,7 @@ pub fn canonical_text(array: &ArrayRef, row: usize, out: &mut String) -> bool {
         DataType::Date32 => push_date(out, array.as_primitive::<Date32Type>().value(row)),
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
-                TimeUnit::Second => {
-                    i128::from(array.as_primitive::<TimestampSecondType>().value(row)) * 1_000_000
-                }
+                TimeUnit::Second => i128::from(array.as_primitive::<TimestampSecondType>().value(row)) * 1_000_000,
                 TimeUnit::Millisecond => {
                     i128::from(array.as_primitive::<TimestampMillisecondType>().value(row)) * 1_000
                 }
@@ -466,7 +462,10 @@ mod tests {
         assert_eq!(texts(Arc::new(StringArray::from(vec!["", "é\t{\"a\": 1}"]))), some(&["", "é\t{\"a\": 1}"]));
         assert_eq!(texts(Arc::new(BinaryArray::from(vec![&b"\x00\xffA"[..], b""]))), some(&["00ff41", ""]));
         let dates = Date32Array::from(vec![0, -1, 19_723, -719_162, 2_932_896]);
-        assert_eq!(texts(Arc::new(dates)), some(&["1970-01-01", "1969-12-31", "2024-01-01", "0001-01-01", "9999-12-31"]));
+        assert_eq!(
+            texts(Arc::new(dates)),
+            some(&["1970-01-01", "1969-12-31", "2024-01-01", "0001-01-01", "9999-12-31"])
+        );
         let ts = TimestampMicrosecondArray::from(vec![1_700_000_000_123_456, -1, i64::MAX]).with_timezone("UTC");
         assert_eq!(texts(Arc::new(ts)), some(&["1700000000123456", "-1", "9223372036854775807"]));
         let ns = TimestampNanosecondArray::from(vec![-1_500]);

@@ -10,7 +10,9 @@ use deltalake::DeltaTableBuilder;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use rtsync_core::verify::{CanonRow, KeyPart, VerifyColumn, canonical_text, encode_value, is_comparable, key_order, row_hash};
+use rtsync_core::verify::{
+    CanonRow, KeyPart, VerifyColumn, canonical_text, encode_value, is_comparable, key_order, row_hash,
+};
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
 
 use crate::{DeltaSink, LakehouseSinkConfig, classify};
@@ -111,17 +113,17 @@ pub async fn scan(
         sql.push_str(&filter);
     }
 
-    let key_orders = key
-        .iter()
-        .map(|k| {
-            let ty = schema.field_with_name(k).map(|f| f.data_type().clone()).map_err(|e| {
-                SyncError::with_source(ErrorKind::Sink, format!("key column {k:?} of {location}"), e)
-            })?;
-            key_order(&ty).ok_or_else(|| {
-                SyncError::sink(format!("key column {k:?} of {location} has type {ty}, which verify cannot order"))
+    let key_orders =
+        key.iter()
+            .map(|k| {
+                let ty = schema.field_with_name(k).map(|f| f.data_type().clone()).map_err(|e| {
+                    SyncError::with_source(ErrorKind::Sink, format!("key column {k:?} of {location}"), e)
+                })?;
+                key_order(&ty).ok_or_else(|| {
+                    SyncError::sink(format!("key column {k:?} of {location} has type {ty}, which verify cannot order"))
+                })
             })
-        })
-        .collect::<SyncResult<Vec<_>>>()?;
+            .collect::<SyncResult<Vec<_>>>()?;
     let parse_key = |texts: &[String], parts: &mut Vec<KeyPart>| -> SyncResult<()> {
         parts.clear();
         for (t, order) in texts.iter().zip(&key_orders) {

@@ -79,7 +79,16 @@ pub async fn verifier(cfg: &MySqlSourceConfig) -> SyncResult<MySqlVerifier> {
         });
         keys.push(expr);
     }
-    Ok(MySqlVerifier { conn, info, table, columns, key: schema.primary_key.clone(), values, keys, order: order.join(", ") })
+    Ok(MySqlVerifier {
+        conn,
+        info,
+        table,
+        columns,
+        key: schema.primary_key.clone(),
+        values,
+        keys,
+        order: order.join(", "),
+    })
 }
 
 /// The expression yielding the canonical text of column `c` (NULL for NULL), or why it has none.
@@ -187,14 +196,9 @@ impl TableVerifier for MySqlVerifier {
             order = self.order,
             table = self.table,
         );
-        let rows: Vec<Row> = self
-            .conn
-            .query(sql)
-            .await
-            .map_err(|e| my_err(format!("reading the range bounds of {}", self.table), e))?;
-        rows.iter()
-            .map(|r| (0..self.keys.len()).map(|i| Ok(text(r, i)?.unwrap_or_default())).collect())
-            .collect()
+        let rows: Vec<Row> =
+            self.conn.query(sql).await.map_err(|e| my_err(format!("reading the range bounds of {}", self.table), e))?;
+        rows.iter().map(|r| (0..self.keys.len()).map(|i| Ok(text(r, i)?.unwrap_or_default())).collect()).collect()
     }
 
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {

@@ -81,9 +81,8 @@ pub async fn verifier(cfg: &PostgresSourceConfig, task: &str) -> SyncResult<PgVe
             .iter()
             .find(|c| &c.name == k)
             .ok_or_else(|| SyncError::internal(format!("key column {k:?} is not among the columns of {table}")))?;
-        let expr = canonical_expr(c).map_err(|why| {
-            SyncError::source_err(format!("key column {k:?} of {table} cannot be verified: {why}"))
-        })?;
+        let expr = canonical_expr(c)
+            .map_err(|why| SyncError::source_err(format!("key column {k:?} of {table} cannot be verified: {why}")))?;
         let ident = quote_ident(&c.name);
         order.push(match &c.kind {
             ValueKind::Float32 | ValueKind::Float64 => {
@@ -322,7 +321,10 @@ impl TableVerifier for PgVerifier {
             .query(sql.as_str(), &[])
             .await
             .map_err(|e| pg_error(e, &format!("reading the range bounds of {}", self.table)))?;
-        Ok(rows.iter().map(|r| (0..self.keys.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect()).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (0..self.keys.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect())
+            .collect())
     }
 
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {
@@ -345,9 +347,8 @@ impl TableVerifier for PgVerifier {
         rows.iter()
             .map(|r| {
                 let sum: String = r.get(1);
-                let first_key = (0..self.keys.len())
-                    .map(|i| r.get::<_, Option<String>>(2 + i).unwrap_or_default())
-                    .collect();
+                let first_key =
+                    (0..self.keys.len()).map(|i| r.get::<_, Option<String>>(2 + i).unwrap_or_default()).collect();
                 Ok(RangeChecksum {
                     rows: r.get::<_, i64>(0).max(0) as u64,
                     sum: sum_mod_2_64(&sum)
@@ -433,8 +434,9 @@ impl TableVerifier for PgVerifier {
                 .map_err(|e| pg_error(e, &format!("re-reading differing rows of {}", self.table)))?;
             return self.canon_rows(&rows);
         }
-        let columns: Vec<Vec<String>> =
-            (0..self.keys.len()).map(|i| keys.iter().map(|k| k.get(i).cloned().unwrap_or_default()).collect()).collect();
+        let columns: Vec<Vec<String>> = (0..self.keys.len())
+            .map(|i| keys.iter().map(|k| k.get(i).cloned().unwrap_or_default()).collect())
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         let unnest = (1..=self.keys.len()).map(|i| format!("${i}::text[]")).collect::<Vec<_>>().join(", ");
         let sql = format!(
