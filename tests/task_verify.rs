@@ -89,6 +89,7 @@ fn assert_tampered(d: &Daemon, task: &str, compared: &[&str]) {
     assert_eq!(cols, compared, "{report:#}");
     // The table form names the keys and ends with the verdict.
     let text = d.cli(&["task", "verify", task]);
+    println!("{}{}", text.stdout, text.stderr);
     assert!(!text.ok, "{}", text.stdout);
     assert!(text.stdout.contains("values_differ") && text.stdout.contains("999999"), "{}", text.stdout);
     assert!(text.stdout.contains("DIFFERENT: 3 difference(s) persist"), "{}", text.stdout);

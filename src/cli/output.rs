@@ -460,7 +460,7 @@ pub fn verify(r: &rtsync_control::verify::VerifyReport) {
         r.target_position.as_deref().unwrap_or("no checkpoint")
     );
     println!(
-        "ranges: {} of {} differ ({} rows per range, key {})",
+        "ranges: {} of {} differed at the first comparison ({} rows per range, key {})",
         r.ranges_differing,
         r.ranges.len(),
         thousands(r.rows_per_range),
@@ -473,7 +473,7 @@ pub fn verify(r: &rtsync_control::verify::VerifyReport) {
         .filter(|(_, g)| !g.equal)
         .map(|(i, g)| vec![i.to_string(), g.first_key.join(", "), thousands(g.source_rows), thousands(g.target_rows)])
         .collect();
-    if !differing.is_empty() {
+    if !differing.is_empty() && !r.equal {
         println!();
         table(&["RANGE", "FIRST KEY", "SOURCE ROWS", "TARGET ROWS"], &differing);
     }
