@@ -196,17 +196,17 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
             scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &collect)
         );
         let (src_rows, lake_rows) = (src_rows.map_err(sync_err)?, lake_rows.map_err(sync_err)?);
-        let mut now = compare_rows(&src_rows, &lake_rows.collected, &compared);
+        let now = compare_rows(&src_rows, &lake_rows.collected, &compared);
         let unchecked: Vec<_> = diffs.into_iter().skip(MAX_RECHECKED).collect();
         tracing::info!(task = %spec.name, round = rechecks, differences = now.len(), ms = started.elapsed().as_millis() as u64, "verify: re-check");
         let by_key: HashMap<&Vec<String>, &CanonRow> = src_rows.iter().map(|r| (&r.key, r)).collect();
         // A difference is confirmed once the task has passed the source's position and the
         // source row did not change since the previous read; otherwise it is read again.
         let mut pending = BTreeMap::new();
-        for (k, d) in std::mem::take(&mut now) {
+        for (k, d) in now {
             let current = by_key.get(&k).map(|r| r.values.clone());
             let stable = last_source.get(&k).is_some_and(|before| *before == current);
-            if stable && (caught_up || rechecks >= 2) || rechecks == RECHECK_ROUNDS {
+            if (stable && (caught_up || rechecks >= 2)) || rechecks == RECHECK_ROUNDS {
                 if !caught_up && note.is_none() {
                     note = Some(format!(
                         "the task did not reach the source position {} within {}s: some differences may still be lag (is the task running?)",

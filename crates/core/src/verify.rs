@@ -37,7 +37,6 @@
 //! source orders text keys by their UTF-8 bytes (PostgreSQL `COLLATE "C"`, MySQL `BINARY`),
 //! not by the column's collation, so both sides agree where a range starts.
 
-use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -393,11 +392,6 @@ pub fn key_order(ty: &DataType) -> Option<fn(&str) -> Option<KeyPart>> {
         | DataType::Date32 => Some(bytes),
         _ => None,
     }
-}
-
-/// Compares two composite keys part by part.
-pub fn compare_keys(a: &[KeyPart], b: &[KeyPart]) -> Ordering {
-    a.cmp(b)
 }
 
 #[cfg(test)]
