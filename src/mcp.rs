@@ -250,6 +250,11 @@ fn tools() -> Vec<Value> {
             input(&with_task(&[("limit", "integer", "rows, default 10")]), &[]),
         ),
         tool(
+            "verify_task",
+            "Compare a PostgreSQL/MySQL task's source table with its Delta table: row counts and per-key-range checksums on both sides, then the keys that differ (missing in lake, extra in lake, values differ with the columns), re-checked once the task has caught up. Kafka tasks are refused.",
+            input(&with_task(&[]), &[]),
+        ),
+        tool(
             "publish_task",
             "Deploy the task's current configuration as a new version and start it; it runs continuously (no test runs).",
             input(
@@ -490,6 +495,10 @@ async fn call_tool(server: &Daemon, name: &str, args: &Value) -> Result<Value, S
             let task = task_name(server, args).await?;
             let q = vec![("limit", arg_str(args, "limit").unwrap_or_else(|| "10".into()))];
             post(v1(&["tasks", &task, "preview"]), q, None).await
+        }
+        "verify_task" => {
+            let task = task_name(server, args).await?;
+            post(v1(&["tasks", &task, "verify"]), vec![], None).await
         }
         "publish_task" => {
             let task = task_name(server, args).await?;

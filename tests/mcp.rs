@@ -131,6 +131,7 @@ async fn the_seed_workflow_through_mcp_tools() {
     ] {
         assert!(names.contains(&seed_tool), "{seed_tool} missing from {names:?}");
     }
+    assert!(names.contains(&"verify_task"), "{names:?}");
     for t in tools["result"]["tools"].as_array().unwrap() {
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
     }
@@ -215,6 +216,9 @@ async fn the_seed_workflow_through_mcp_tools() {
     let preview = mcp.ok("preview_task", json!({"task_id": task_id, "limit": 5}));
     assert_eq!(preview["rows"].as_array().unwrap().len(), 5, "{preview}");
     assert!(preview["rows"][0]["code"].as_str().unwrap().starts_with('C'), "{preview}");
+    // verify_task compares a table source with its target; a topic has no table.
+    let refused = mcp.err("verify_task", json!({"task_id": task_id}));
+    assert!(refused.contains("Kafka topic") && refused.contains("append-only"), "{refused}");
 
     // Step 7: publish.
     let detail = mcp.ok("get_task_detail", json!({"task_id": task_id}));

@@ -286,6 +286,10 @@ pub enum TaskCmd {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Compare the source table with the Delta table: row counts and per-key-range checksums
+    /// computed on both sides, then the keys that differ (re-checked once the task has caught
+    /// up); exits non-zero when differences persist.
+    Verify { name: String },
     /// Publish the draft as a new version and start it (continuously, no schedule).
     Deploy {
         name: String,
@@ -754,6 +758,24 @@ async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
             .await?,
             output::preview,
         ),
+        TaskCmd::Verify { name } => {
+            let (report, raw) = call::<rtsync_control::verify::VerifyReport>(
+                c,
+                "POST",
+                &["api", "v1", "tasks", &name, "verify"],
+                &[],
+                NO_BODY,
+            )
+            .await?;
+            let (equal, total) = (report.equal, report.differences_total);
+            show(c, (report, raw), output::verify);
+            if !equal {
+                return Err(Error::new(
+                    Code::Conflict,
+                    format!("task {name}: {total} difference(s) between the source and the target persist"),
+                ));
+            }
+        }
         TaskCmd::Deploy { name, yes } => {
             confirm(yes, &format!("deploy task {name}: publish its draft and start it now?"))?;
             action(c, call(c, "POST", &["api", "v1", "tasks", &name, "deploy"], &[], NO_BODY).await?);

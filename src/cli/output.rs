@@ -447,3 +447,71 @@ pub fn preview(p: &Preview) {
         println!("{n}");
     }
 }
+
+/// `task verify`: the totals, the ranges that disagree, the persisting differences.
+pub fn verify(r: &rtsync_control::verify::VerifyReport) {
+    println!("task {}: source {} vs target {}", r.task, r.source_table, r.target);
+    println!(
+        "rows: source {}, target {} (source at {}, target version {} at {})",
+        thousands(r.source_rows),
+        thousands(r.target_rows),
+        r.source_position,
+        r.target_version,
+        r.target_position.as_deref().unwrap_or("no checkpoint")
+    );
+    println!(
+        "ranges: {} of {} differed at the first comparison ({} rows per range, key {})",
+        r.ranges_differing,
+        r.ranges.len(),
+        thousands(r.rows_per_range),
+        r.key_columns.join(", ")
+    );
+    let differing: Vec<Vec<String>> = r
+        .ranges
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.equal)
+        .map(|(i, g)| vec![i.to_string(), g.first_key.join(", "), thousands(g.source_rows), thousands(g.target_rows)])
+        .collect();
+    if !differing.is_empty() && !r.equal {
+        println!();
+        table(&["RANGE", "FIRST KEY", "SOURCE ROWS", "TARGET ROWS"], &differing);
+    }
+    if !r.differences.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = r
+            .differences
+            .iter()
+            .map(|d| {
+                let kind = serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+                vec![kind.unwrap_or_default(), truncate(&d.key.join(", "), 60), d.columns.join(", ")]
+            })
+            .collect();
+        table(&["DIFFERENCE", "KEY", "COLUMNS"], &rows);
+        if r.differences_total > r.differences.len() {
+            println!("… and {} more", r.differences_total - r.differences.len());
+        }
+    }
+    for n in &r.not_compared {
+        println!("not compared: {} ({})", n.column, n.reason);
+    }
+    if let Some(note) = &r.note {
+        println!("note: {note}");
+    }
+    println!();
+    if r.equal {
+        println!(
+            "EQUAL: {} row(s) match ({} difference(s) were lag and resolved on re-check; {:.1}s)",
+            thousands(r.source_rows),
+            r.resolved_on_recheck,
+            r.elapsed_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "DIFFERENT: {} difference(s) persist after {} re-check(s) ({:.1}s)",
+            r.differences_total,
+            r.rechecks,
+            r.elapsed_ms as f64 / 1000.0
+        );
+    }
+}

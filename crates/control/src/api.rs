@@ -174,6 +174,7 @@ impl Api {
                 };
                 ok(c.preview(name, limit).await)
             }
+            ("POST", ["tasks", name, "verify"]) => ok(c.verify(name).await),
             ("POST", ["tasks", name, "deploy"]) => ok(c.deploy(name).await),
             ("POST", ["tasks", name, "stop"]) => ok(c.stop(name).await),
             ("POST", ["tasks", name, "start"]) => ok(c.start(name).await),

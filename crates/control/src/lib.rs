@@ -31,6 +31,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod service;
 pub mod spec;
+pub mod verify;
 
 pub use runner::{RunOptions, run_task};
 pub use spec::{SourceSpec, TaskSpec};

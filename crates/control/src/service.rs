@@ -528,6 +528,16 @@ impl Control {
         preview::preview(&spec, limit).await
     }
 
+    /// Compares the task's source table with its Delta table (`task verify`), with the
+    /// deployed version's configuration (the draft's before the first deploy).
+    pub async fn verify(&self, name: &str) -> Result<crate::verify::VerifyReport> {
+        let task = self.task_full(name)?;
+        let deployed = task.deployed_version.map(|v| self.catalog.version(task.id, v)).transpose()?.flatten();
+        let cfg = deployed.map_or_else(|| task.draft.clone(), |v| v.config);
+        let spec = self.build_spec(&task, &cfg, task.incarnation)?;
+        crate::verify::verify(&spec).await
+    }
+
     fn refuse(&self, task: &Task, err: Error) -> Error {
         let _ = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message)));
         err

@@ -20,6 +20,7 @@ pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod text;
+pub mod verify;
 
 pub use batch::{
     BEFORE_KEY_PREFIX, ChangeBatch, OP_COLUMN, Op, UNCHANGED_COLUMN, before_key_column, is_contract_column,

@@ -23,6 +23,7 @@
 mod error;
 mod read;
 mod upsert;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -94,6 +94,7 @@ pub mod preflight;
 pub mod schema;
 mod snapshot;
 mod stream;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

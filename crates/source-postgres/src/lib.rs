@@ -115,6 +115,7 @@ mod snapshot;
 mod stream;
 pub mod tls;
 mod types;
+pub mod verify;
 
 use std::time::Duration;
 
