@@ -1,0 +1,387 @@
+//! The differential CDC fuzzer: a seeded random workload on a PostgreSQL and on a MariaDB table
+//! with every interesting type, mirrored by `rtsync run` that is SIGKILLed and restarted at
+//! random points; after each round the source table (read with its SQL client) and the Delta
+//! table (read with the independent Python reader, `tests/common/delta_cells.py`) must be equal
+//! value by value.
+//!
+//! The workload (`cdc_fuzz/workload.rs`): inserts; updates of one column, of every column, of
+//! the small columns only (PostgreSQL does not send the unchanged out-of-line TOAST values),
+//! and to all NULLs; primary-key changes alone (the big value not in the SET list), in chains
+//! (`a → b → c`) and as swaps of two keys in one transaction; deletes and re-inserts of deleted
+//! keys; transactions of one statement to a few hundred; TRUNCATE; an ADD COLUMN; idle gaps of
+//! up to eight seconds. Values: large incompressible text and bytes, JSON (large, nested,
+//! unicode), decimals at their limits, floats with NaN, infinities, -0 and subnormals (where the
+//! source has them), timestamps with time zones written at random offsets, dates at the ends of
+//! their ranges, NULLs.
+//!
+//! The task is killed first while it copies the snapshot, then once or twice per round, between
+//! two source transactions at a random point of the workload. Each round ends by upserting a
+//! sentinel row (`id = 0`) with a new mark; once the target shows the mark, everything before it
+//! has been committed, and the two tables are compared.
+//!
+//! Environment: `RTSYNC_FUZZ_SEED` (random otherwise; always printed), `RTSYNC_FUZZ_ROUNDS`
+//! (default [`CI_ROUNDS`]), `RTSYNC_FUZZ_NO_KEY_CHANGES=1` (no primary-key changes, to isolate
+//! other failures from those). `scripts/fuzz.sh --rounds N` runs a long soak. A failure prints
+//! the seed, every operation that touched each differing key, and a command that replays it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/cells.rs"]
+mod cells;
+mod common;
+mod compare;
+mod sources;
+mod workload;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rtsync_core::arrow::array::AsArray;
+use rtsync_core::arrow::datatypes::Int64Type;
+use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
+
+use sources::{Db, INITIAL_COLUMNS};
+use workload::{Applied, Generator, History, Options, Rng, Step};
+
+/// Rounds per source when `RTSYNC_FUZZ_ROUNDS` is not set: what CI runs on every run.
+const CI_ROUNDS: usize = 4;
+/// Rows in the table before the task starts (its snapshot).
+const INITIAL_ROWS: usize = 250;
+/// How long a round may take to reach the target before the comparison runs anyway.
+const CONVERGE: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Postgres,
+    Mysql,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Postgres => "postgres",
+            Source::Mysql => "mysql",
+        }
+    }
+}
+
+struct Settings {
+    seed: u64,
+    rounds: usize,
+    key_changes: bool,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let seed = match std::env::var("RTSYNC_FUZZ_SEED") {
+            Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("RTSYNC_FUZZ_SEED={s}: not a number")),
+            Err(_) => {
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+                Rng::new(nanos as u64 ^ u64::from(std::process::id()) << 32).next_u64() >> 12
+            }
+        };
+        let rounds = match std::env::var("RTSYNC_FUZZ_ROUNDS") {
+            Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("RTSYNC_FUZZ_ROUNDS={s}: not a number")),
+            Err(_) => CI_ROUNDS,
+        };
+        let key_changes = std::env::var("RTSYNC_FUZZ_NO_KEY_CHANGES").map_or(true, |v| v.is_empty() || v == "0");
+        Settings { seed, rounds: rounds.max(1), key_changes }
+    }
+
+    fn replay(&self, source: Source) -> String {
+        format!(
+            "scripts/fuzz.sh --source {} --seed {} --rounds {}{}",
+            source.name(),
+            self.seed,
+            self.rounds,
+            if self.key_changes { "" } else { " --no-key-changes" }
+        )
+    }
+}
+
+/// The `rtsync run` child of the task, restarted after each kill.
+struct Task {
+    spec: PathBuf,
+    log: PathBuf,
+    target: LakehouseSinkConfig,
+    child: Option<Child>,
+    kills: usize,
+}
+
+impl Task {
+    fn start(&mut self) {
+        self.child = Some(common::spawn_run(&self.spec, &self.log));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            self.kills += 1;
+        }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until the sentinel row carries `mark`; an error if rtsync exits or time runs out.
+    async fn wait_mark(&mut self, mark: i64) -> Result<(), String> {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                return Err(format!("rtsync exited ({status}); its log ends:\n{}", self.log_tail(30)));
+            }
+            let sql = "SELECT CAST(num AS BIGINT) FROM t WHERE id = 0";
+            if let Ok(batches) = query_table(&self.target, sql).await {
+                let seen = batches.iter().find(|b| b.num_rows() > 0).map(|b| b.column(0).as_primitive::<Int64Type>().value(0));
+                if seen == Some(mark) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the target did not reach the end of the round within {CONVERGE:?}; rtsync's log ends:\n{}",
+                    self.log_tail(30)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn sleep_ms(ms: i64) {
+    tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+}
+
+/// Counts for the summary line.
+#[derive(Default)]
+struct Tally {
+    txns: usize,
+    ops: usize,
+}
+
+async fn fuzz(source: Source) {
+    let settings = Settings::from_env();
+    let started = Instant::now();
+    let columns = match source {
+        Source::Postgres => sources::postgres_columns(),
+        Source::Mysql => sources::mysql_columns(),
+    };
+    eprintln!(
+        "cdc fuzz {}: seed {} rounds {} key changes {}; replay: {}",
+        source.name(),
+        settings.seed,
+        settings.rounds,
+        if settings.key_changes { "on" } else { "off" },
+        settings.replay(source)
+    );
+    let mut gen = Generator::new(
+        settings.seed,
+        columns.clone(),
+        INITIAL_COLUMNS,
+        Options { key_changes: settings.key_changes, ddl_alone: source == Source::Mysql },
+    );
+    let mut chance = gen.rng.fork();
+    let add_column_round = gen.rng.range(1, settings.rounds as i64) as usize;
+
+    let name = common::unique("fuzz").to_lowercase();
+    let (mut db, table, source_spec, database) = match source {
+        Source::Postgres => {
+            let url = std::env::var("RTSYNC_PG_URL").expect("RTSYNC_PG_URL is not set: run the README's test command");
+            let spec = format!(
+                "type = \"postgresql\"\nurl = \"{url}\"\nschema = \"public\"\ntable = \"{name}\"\nsnapshot_chunk_rows = 20"
+            );
+            (Db::postgres(&url).await, name.clone(), spec, None)
+        }
+        Source::Mysql => {
+            let url =
+                std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
+            let offset = 15 * chance.range(-48, 56);
+            let mut db = Db::mysql(&url, offset).await;
+            db.batch(&format!("CREATE DATABASE {name}")).await.unwrap();
+            let spec = format!(
+                "type = \"mysql\"\nurl = \"{url}\"\nschema = \"{name}\"\ntable = \"fuzz\"\nsnapshot_chunk_rows = 20\nidle_position_secs = 2"
+            );
+            (db, format!("{name}.fuzz"), spec, Some(name.clone()))
+        }
+    };
+    db.create_table(&table, &columns[..INITIAL_COLUMNS]).await.unwrap();
+
+    let mut history = History::default();
+    let mut tally = Tally::default();
+    for (index, txn) in gen.initial(INITIAL_ROWS).into_iter().enumerate() {
+        db.apply(&table, &gen.columns[..gen.active], &txn).await.unwrap();
+        history.0.push(Applied { round: 0, index, txn });
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = "commit_interval = \"300ms\"\nmax_buffered_rows = 60";
+    let common::CdcTask { spec, log, target } = common::cdc_task(dir.path(), &name, options, &source_spec, "fuzz");
+    let mut task = Task { spec, log, target, child: None, kills: 0 };
+
+    // Kill it while it copies the snapshot (or as it starts), once or twice.
+    task.start();
+    for _ in 0..chance.range(1, 2) {
+        sleep_ms(chance.range(50, 2_500)).await;
+        task.kill();
+        sleep_ms(chance.range(0, 300)).await;
+        task.start();
+    }
+
+    let mut failure = None;
+    for round in 1..=settings.rounds {
+        let steps = gen.round(round == add_column_round);
+        let kill_at = chance.below(steps.len() + 1);
+        let kill_again = chance.chance(0.3);
+        for (index, step) in steps.into_iter().enumerate() {
+            if index == kill_at {
+                sleep_ms(chance.range(0, 400)).await;
+                task.kill();
+                sleep_ms(chance.range(0, 300)).await;
+                task.start();
+                if kill_again {
+                    sleep_ms(chance.range(50, 1_500)).await;
+                    task.kill();
+                    task.start();
+                }
+            }
+            match step {
+                Step::Txn(txn) => {
+                    if let Err(e) = db.apply(&table, &gen.columns[..gen.active], &txn).await {
+                        panic!("seed {}: the source refused transaction {index} of round {round}: {e}", settings.seed);
+                    }
+                    tally.txns += 1;
+                    tally.ops += txn.ops.len();
+                    history.0.push(Applied { round, index, txn });
+                    sleep_ms(chance.range(0, 120)).await;
+                }
+                Step::Idle { millis } => sleep_ms(millis as i64).await,
+            }
+        }
+        let mark = round as i64;
+        db.mark(&table, mark).await.unwrap();
+        let converged = task.wait_mark(mark).await;
+        let diffs = compare_round(&mut db, &table, &gen, &task, &history).await;
+        let report = match (converged, diffs) {
+            (Ok(()), diffs) => diffs,
+            (Err(e), None) => Some(e),
+            (Err(e), Some(diffs)) => Some(format!("{e}\n{diffs}")),
+        };
+        if let Some(report) = report {
+            failure = Some(format!(
+                "CDC fuzz failure ({}): seed {}, round {round} of {}\nreplay: {}\n{report}",
+                source.name(),
+                settings.seed,
+                settings.rounds,
+                settings.replay(source)
+            ));
+            break;
+        }
+        eprintln!(
+            "cdc fuzz {}: round {round} equal ({} transactions, {} statements, {} kills so far, {:.0?})",
+            source.name(),
+            tally.txns,
+            tally.ops,
+            task.kills,
+            started.elapsed()
+        );
+    }
+
+    let clean_exit = match task.child.take() {
+        Some(mut child) if failure.is_none() => {
+            common::sigterm(&child);
+            Some(common::wait_exit(&mut child, Duration::from_secs(60)))
+        }
+        _ => None,
+    };
+    if source == Source::Postgres {
+        let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&task.spec).unwrap().source else {
+            unreachable!()
+        };
+        rtsync_source_postgres::drop_replication_objects(&config, &name).await.unwrap();
+    }
+    if let Some(report) = failure {
+        panic!("{report}");
+    }
+    if let Some(status) = clean_exit {
+        assert!(status.success(), "rtsync exited with {status} on SIGTERM:\n{}", task.log_tail(30));
+    }
+    match database {
+        Some(db_name) => db.batch(&format!("DROP DATABASE {db_name}")).await.unwrap(),
+        None => db.batch(&format!("DROP TABLE {table}")).await.unwrap(),
+    }
+    eprintln!(
+        "cdc fuzz {}: seed {}: {} rounds equal, {} transactions, {} statements, {} kills, {:.0?}",
+        source.name(),
+        settings.seed,
+        settings.rounds,
+        tally.txns,
+        tally.ops,
+        task.kills,
+        started.elapsed()
+    );
+    assert!(tally.ops > 0 && task.kills > settings.rounds, "the workload ran and the task was killed every round");
+}
+
+/// Compares the source with the target; the report of what differs, with each differing key's
+/// history, or None when they are equal.
+async fn compare_round(db: &mut Db, table: &str, gen: &Generator, task: &Task, history: &History) -> Option<String> {
+    let columns = &gen.columns[..gen.active];
+    let source = match db.read(table, columns).await {
+        Ok(rows) => rows,
+        Err(e) => return Some(format!("reading the source failed: {e}")),
+    };
+    let read = cells::read_delta(&task.target, "id");
+    let target = match compare::delta_rows(&read, columns) {
+        Ok(rows) => rows,
+        Err(e) => return Some(e),
+    };
+    let diffs = compare::differences(&source, &target);
+    if diffs.is_empty() {
+        return None;
+    }
+    let mut out = format!("{} of {} source keys differ in the Delta table:\n", diffs.len(), source.len());
+    for d in diffs.iter().take(12) {
+        let _ = writeln!(out, "key {}:", d.key);
+        for w in &d.what {
+            let _ = writeln!(out, "  {w}");
+        }
+        match d.key.parse::<i64>() {
+            Ok(0) => {
+                let _ = writeln!(out, "  (the driver's sentinel row, upserted at the end of each round)");
+            }
+            Ok(key) => {
+                let _ = write!(out, "  history:\n{}", history.of_key(key, &gen.columns));
+            }
+            Err(_) => {}
+        }
+    }
+    if diffs.len() > 12 {
+        let _ = writeln!(out, "… and {} more keys", diffs.len() - 12);
+    }
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_random_workload_through_kills() {
+    fuzz(Source::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_random_workload_through_kills() {
+    fuzz(Source::Mysql).await;
+}
