@@ -29,8 +29,11 @@
 #[path = "common/cells.rs"]
 mod cells;
 mod common;
+#[path = "cdc_fuzz/compare.rs"]
 mod compare;
+#[path = "cdc_fuzz/sources.rs"]
 mod sources;
+#[path = "cdc_fuzz/workload.rs"]
 mod workload;
 
 use std::fmt::Write as _;
@@ -86,7 +89,10 @@ impl Settings {
             Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("RTSYNC_FUZZ_ROUNDS={s}: not a number")),
             Err(_) => CI_ROUNDS,
         };
-        let key_changes = std::env::var("RTSYNC_FUZZ_NO_KEY_CHANGES").map_or(true, |v| v.is_empty() || v == "0");
+        let key_changes = match std::env::var("RTSYNC_FUZZ_NO_KEY_CHANGES") {
+            Ok(v) => v.is_empty() || v == "0",
+            Err(_) => true,
+        };
         Settings { seed, rounds: rounds.max(1), key_changes }
     }
 
@@ -115,12 +121,17 @@ impl Task {
         self.child = Some(common::spawn_run(&self.spec, &self.log));
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL; an error if rtsync had already exited on its own.
+    fn kill(&mut self) -> Result<(), String> {
         if let Some(mut child) = self.child.take() {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!("rtsync exited on its own ({status}); its log ends:\n{}", self.log_tail(30)));
+            }
             child.kill().unwrap();
             child.wait().unwrap();
             self.kills += 1;
         }
+        Ok(())
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -189,14 +200,14 @@ async fn fuzz(source: Source) {
         if settings.key_changes { "on" } else { "off" },
         settings.replay(source)
     );
-    let mut gen = Generator::new(
+    let mut generator = Generator::new(
         settings.seed,
         columns.clone(),
         INITIAL_COLUMNS,
         Options { key_changes: settings.key_changes, ddl_alone: source == Source::Mysql },
     );
-    let mut chance = gen.rng.fork();
-    let add_column_round = gen.rng.range(1, settings.rounds as i64) as usize;
+    let mut chance = generator.rng.fork();
+    let add_column_round = generator.rng.range(1, settings.rounds as i64) as usize;
 
     let name = common::unique("fuzz").to_lowercase();
     let (mut db, table, source_spec, database) = match source {
@@ -210,7 +221,7 @@ async fn fuzz(source: Source) {
         Source::Mysql => {
             let url =
                 std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
-            let offset = 15 * chance.range(-48, 56);
+            let offset = 15 * chance.range(-48, 52);
             let mut db = Db::mysql(&url, offset).await;
             db.batch(&format!("CREATE DATABASE {name}")).await.unwrap();
             let spec = format!(
@@ -222,100 +233,67 @@ async fn fuzz(source: Source) {
     db.create_table(&table, &columns[..INITIAL_COLUMNS]).await.unwrap();
 
     let mut history = History::default();
-    let mut tally = Tally::default();
-    for (index, txn) in gen.initial(INITIAL_ROWS).into_iter().enumerate() {
-        db.apply(&table, &gen.columns[..gen.active], &txn).await.unwrap();
+    for (index, txn) in generator.initial(INITIAL_ROWS).into_iter().enumerate() {
+        db.apply(&table, &generator.columns[..generator.active], &txn).await.unwrap();
         history.0.push(Applied { round: 0, index, txn });
     }
 
     let dir = tempfile::tempdir().unwrap();
     let options = "commit_interval = \"300ms\"\nmax_buffered_rows = 60";
     let common::CdcTask { spec, log, target } = common::cdc_task(dir.path(), &name, options, &source_spec, "fuzz");
-    let mut task = Task { spec, log, target, child: None, kills: 0 };
+    let task = Task { spec, log, target, child: None, kills: 0 };
 
     // Kill it while it copies the snapshot (or as it starts), once or twice.
-    task.start();
-    for _ in 0..chance.range(1, 2) {
-        sleep_ms(chance.range(50, 2_500)).await;
-        task.kill();
-        sleep_ms(chance.range(0, 300)).await;
-        task.start();
-    }
-
-    let mut failure = None;
+    let mut run = Run { db, table, generator, chance, task, history, tally: Tally::default() };
+    let mut failure = run.snapshot_kills().await.err().map(|e| (0, e));
     for round in 1..=settings.rounds {
-        let steps = gen.round(round == add_column_round);
-        let kill_at = chance.below(steps.len() + 1);
-        let kill_again = chance.chance(0.3);
-        for (index, step) in steps.into_iter().enumerate() {
-            if index == kill_at {
-                sleep_ms(chance.range(0, 400)).await;
-                task.kill();
-                sleep_ms(chance.range(0, 300)).await;
-                task.start();
-                if kill_again {
-                    sleep_ms(chance.range(50, 1_500)).await;
-                    task.kill();
-                    task.start();
-                }
-            }
-            match step {
-                Step::Txn(txn) => {
-                    if let Err(e) = db.apply(&table, &gen.columns[..gen.active], &txn).await {
-                        panic!("seed {}: the source refused transaction {index} of round {round}: {e}", settings.seed);
-                    }
-                    tally.txns += 1;
-                    tally.ops += txn.ops.len();
-                    history.0.push(Applied { round, index, txn });
-                    sleep_ms(chance.range(0, 120)).await;
-                }
-                Step::Idle { millis } => sleep_ms(millis as i64).await,
-            }
+        if failure.is_some() {
+            break;
         }
-        let mark = round as i64;
-        db.mark(&table, mark).await.unwrap();
-        let converged = task.wait_mark(mark).await;
-        let diffs = compare_round(&mut db, &table, &gen, &task, &history).await;
-        let report = match (converged, diffs) {
-            (Ok(()), diffs) => diffs,
-            (Err(e), None) => Some(e),
-            (Err(e), Some(diffs)) => Some(format!("{e}\n{diffs}")),
-        };
-        if let Some(report) = report {
-            failure = Some(format!(
-                "CDC fuzz failure ({}): seed {}, round {round} of {}\nreplay: {}\n{report}",
-                source.name(),
-                settings.seed,
-                settings.rounds,
-                settings.replay(source)
-            ));
+        if let Err(e) = run.round(round, round == add_column_round).await {
+            failure = Some((round, e));
             break;
         }
         eprintln!(
             "cdc fuzz {}: round {round} equal ({} transactions, {} statements, {} kills so far, {:.0?})",
             source.name(),
-            tally.txns,
-            tally.ops,
-            task.kills,
+            run.tally.txns,
+            run.tally.ops,
+            run.task.kills,
             started.elapsed()
         );
     }
+    let Run { mut db, table, mut task, tally, .. } = run;
 
     let clean_exit = match task.child.take() {
         Some(mut child) if failure.is_none() => {
             common::sigterm(&child);
             Some(common::wait_exit(&mut child, Duration::from_secs(60)))
         }
-        _ => None,
+        Some(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+        None => None,
     };
     if source == Source::Postgres {
+        // the slot would hold WAL on the shared server: dropped whatever happened
         let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&task.spec).unwrap().source else {
             unreachable!()
         };
-        rtsync_source_postgres::drop_replication_objects(&config, &name).await.unwrap();
+        if let Err(e) = rtsync_source_postgres::drop_replication_objects(&config, &name).await {
+            eprintln!("dropping the slot and publication of {name}: {e}");
+        }
     }
-    if let Some(report) = failure {
-        panic!("{report}");
+    if let Some((round, report)) = failure {
+        panic!(
+            "CDC fuzz failure ({}): seed {}, round {round} of {} (round 0: the snapshot)\nreplay: {}\n{report}",
+            source.name(),
+            settings.seed,
+            settings.rounds,
+            settings.replay(source)
+        );
     }
     if let Some(status) = clean_exit {
         assert!(status.success(), "rtsync exited with {status} on SIGTERM:\n{}", task.log_tail(30));
@@ -337,10 +315,80 @@ async fn fuzz(source: Source) {
     assert!(tally.ops > 0 && task.kills > settings.rounds, "the workload ran and the task was killed every round");
 }
 
+/// One fuzz run's state: the source, the generator, the kill schedule, the task, the history.
+struct Run {
+    db: Db,
+    table: String,
+    generator: Generator,
+    /// Kill points and pauses; a stream of its own so the workload does not depend on it.
+    chance: Rng,
+    task: Task,
+    history: History,
+    tally: Tally,
+}
+
+impl Run {
+    /// Starts the task and kills it once or twice while it copies the snapshot (or starts).
+    async fn snapshot_kills(&mut self) -> Result<(), String> {
+        self.task.start();
+        for _ in 0..self.chance.range(1, 2) {
+            sleep_ms(self.chance.range(50, 2_500)).await;
+            self.task.kill()?;
+            sleep_ms(self.chance.range(0, 300)).await;
+            self.task.start();
+        }
+        Ok(())
+    }
+
+    /// One round: its steps with a kill (sometimes two) at a random point among them, then the
+    /// sentinel mark, and the comparison once the target shows it. Err: the failure report.
+    async fn round(&mut self, round: usize, add_column: bool) -> Result<(), String> {
+        let steps = self.generator.round(add_column);
+        let kill_at = self.chance.below(steps.len());
+        let kill_again = self.chance.chance(0.3);
+        for (index, step) in steps.into_iter().enumerate() {
+            if index == kill_at {
+                sleep_ms(self.chance.range(0, 400)).await;
+                self.task.kill()?;
+                sleep_ms(self.chance.range(0, 300)).await;
+                self.task.start();
+                if kill_again {
+                    sleep_ms(self.chance.range(50, 1_500)).await;
+                    self.task.kill()?;
+                    self.task.start();
+                }
+            }
+            match step {
+                Step::Txn(txn) => {
+                    let columns = &self.generator.columns[..self.generator.active];
+                    self.db.apply(&self.table, columns, &txn).await.map_err(|e| {
+                        format!("the source refused transaction {index} ({} statements): {e}", txn.ops.len())
+                    })?;
+                    self.tally.txns += 1;
+                    self.tally.ops += txn.ops.len();
+                    self.history.0.push(Applied { round, index, txn });
+                    sleep_ms(self.chance.range(0, 120)).await;
+                }
+                Step::Idle { millis } => sleep_ms(millis as i64).await,
+            }
+        }
+        let mark = round as i64;
+        self.db.mark(&self.table, mark).await?;
+        let converged = self.task.wait_mark(mark).await;
+        let diffs = compare_round(&mut self.db, &self.table, &self.generator, &self.task, &self.history).await;
+        match (converged, diffs) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(diffs)) => Err(diffs),
+            (Err(e), None) => Err(e),
+            (Err(e), Some(diffs)) => Err(format!("{e}\n{diffs}")),
+        }
+    }
+}
+
 /// Compares the source with the target; the report of what differs, with each differing key's
 /// history, or None when they are equal.
-async fn compare_round(db: &mut Db, table: &str, gen: &Generator, task: &Task, history: &History) -> Option<String> {
-    let columns = &gen.columns[..gen.active];
+async fn compare_round(db: &mut Db, table: &str, generator: &Generator, task: &Task, history: &History) -> Option<String> {
+    let columns = &generator.columns[..generator.active];
     let source = match db.read(table, columns).await {
         Ok(rows) => rows,
         Err(e) => return Some(format!("reading the source failed: {e}")),
@@ -365,7 +413,7 @@ async fn compare_round(db: &mut Db, table: &str, gen: &Generator, task: &Task, h
                 let _ = writeln!(out, "  (the driver's sentinel row, upserted at the end of each round)");
             }
             Ok(key) => {
-                let _ = write!(out, "  history:\n{}", history.of_key(key, &gen.columns));
+                let _ = write!(out, "  history:\n{}", history.of_key(key, &generator.columns));
             }
             Err(_) => {}
         }

@@ -92,20 +92,15 @@ impl Db {
     pub async fn mysql(url: &str, offset_min: i64) -> Db {
         let opts = OptsBuilder::from_opts(Opts::from_url(url).expect("mysql:// URL")).prefer_socket(false);
         let mut conn = Conn::new(opts).await.expect("connect to MariaDB");
-        conn.query_drop(format!(
-            "SET SESSION time_zone = '{}', sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES'), NAMES utf8mb4",
-            offset_text(offset_min)
-        ))
-        .await
-        .expect("session settings");
-        Db::Mysql { conn, offset_min }
-    }
-
-    pub fn source_name(&self) -> &'static str {
-        match self {
-            Db::Postgres(_) => "postgres",
-            Db::Mysql { .. } => "mysql",
+        let settings = [
+            "SET NAMES utf8mb4".to_string(),
+            "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
+            format!("SET SESSION time_zone = '{}'", offset_text(offset_min)),
+        ];
+        for sql in settings {
+            conn.query_drop(sql).await.expect("session settings");
         }
+        Db::Mysql { conn, offset_min }
     }
 
     /// Runs statements outside a transaction (setup, cleanup).
@@ -137,14 +132,15 @@ impl Db {
             (Db::Postgres(_), Value::Float32(f)) if f.is_finite() => format!("'{f:?}'::float4"),
             (Db::Postgres(_), Value::Float32(f)) => format!("{}::float4", float(f64::from(*f))),
             (Db::Mysql { .. }, Value::Float64(f)) => format!("{f:e}"),
-            (Db::Mysql { .. }, Value::Float32(f)) => format!("{f:e}"),
+            // the exact double of the float: a shorter text can parse as a double above FLT_MAX
+            (Db::Mysql { .. }, Value::Float32(f)) => format!("{:e}", f64::from(*f)),
             (Db::Postgres(_), Value::Instant { micros, offset_min }) => {
-                format!("'{}{}'::timestamptz", local_text(&(micros + offset_min * 60_000_000)), offset_text(*offset_min))
+                format!("'{}{}'::timestamptz", local_text(micros + offset_min * 60_000_000), offset_text(*offset_min))
             }
             (Db::Mysql { offset_min, .. }, Value::Instant { micros, .. }) => {
-                quote(&local_text(&(micros + offset_min * 60_000_000)))
+                quote(&local_text(micros + offset_min * 60_000_000))
             }
-            (_, Value::Local(us)) => quote(&local_text(us)),
+            (_, Value::Local(us)) => quote(&local_text(*us)),
             (_, Value::Date(d)) => quote(&date_text(*d)),
             (_, Value::Int(i)) => i.to_string(),
             (_, Value::Bool(b)) => b.to_string(),

@@ -124,7 +124,9 @@ impl Value {
             Value::Decimal(d) => d.clone(),
             Value::Float64(f) => format!("{f:?}"),
             Value::Float32(f) => format!("{f:?}f32"),
-            Value::Instant { micros, offset_min } => format!("{}{}", local_text(micros + offset_min * 60_000_000), offset_text(*offset_min)),
+            Value::Instant { micros, offset_min } => {
+                format!("{}{}", local_text(micros + offset_min * 60_000_000), offset_text(*offset_min))
+            }
             Value::Local(us) => local_text(*us),
             Value::Date(d) => date_text(*d),
             Value::Int(i) => i.to_string(),
@@ -172,7 +174,7 @@ pub fn date_text(days: i64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff` of µs since the epoch.
-pub fn local_text(micros: &i64) -> String {
+pub fn local_text(micros: i64) -> String {
     let days = micros.div_euclid(86_400_000_000);
     let rest = micros.rem_euclid(86_400_000_000);
     let (secs, frac) = (rest / 1_000_000, rest % 1_000_000);
@@ -211,7 +213,10 @@ fn json(rng: &mut Rng, depth: u32) -> serde_json::Value {
     match rng.below(if depth > 2 { 5 } else { 7 }) {
         0 => J::Null,
         1 => J::Bool(rng.chance(0.5)),
-        2 => J::from(*rng.pick(&[0, 1, -1, i64::MAX, i64::MIN, 9_007_199_254_740_993, rng.range(-1000, 1000)])),
+        2 => {
+            let small = rng.range(-1000, 1000);
+            J::from(*rng.pick(&[0, 1, -1, i64::MAX, i64::MIN, 9_007_199_254_740_993, small]))
+        }
         // quarters are exact in binary, so any JSON parser reads the same number
         3 => J::from(rng.range(-100_000, 100_000) as f64 / 4.0),
         4 => J::String(text(rng, 6)),
@@ -271,7 +276,10 @@ fn float32(rng: &mut Rng, special: bool) -> f32 {
 pub fn value(rng: &mut Rng, kind: Kind) -> Value {
     match kind {
         Kind::Big => match rng.below(20) {
-            0..=10 => Value::Text(hex_text(rng, rng.range(2_100, 16_000) as usize)),
+            0..=10 => {
+                let chars = rng.range(2_100, 16_000) as usize;
+                Value::Text(hex_text(rng, chars))
+            }
             11..=13 => Value::Text("1f".repeat(6_000)),
             14..=17 => Value::Text(text(rng, 10)),
             _ => Value::Null,
@@ -608,7 +616,12 @@ impl Generator {
         self.dead.extend(self.live.keys().copied());
         self.live.clear();
         let n = self.rng.range(1, 8) as usize;
-        let inserts: Vec<Op> = (0..n).filter_map(|_| self.pick_key(false)).map(|k| self.insert(k)).collect::<Vec<_>>();
+        let mut inserts = Vec::new();
+        for _ in 0..n {
+            if let Some(key) = self.pick_key(false) {
+                inserts.push(self.insert(key));
+            }
+        }
         if self.options.ddl_alone {
             vec![Txn { ops: vec![Op::Truncate], shape: "truncate" }, Txn { ops: inserts, shape: "inserts after truncate" }]
         } else {
