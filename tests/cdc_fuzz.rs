@@ -49,7 +49,7 @@ use sources::{Db, INITIAL_COLUMNS};
 use workload::{Applied, Generator, History, Options, Rng, Step};
 
 /// Rounds per source when `RTSYNC_FUZZ_ROUNDS` is not set: what CI runs on every run.
-const CI_ROUNDS: usize = 4;
+const CI_ROUNDS: usize = 8;
 /// Rows in the table before the task starts (its snapshot).
 const INITIAL_ROWS: usize = 250;
 /// How long a round may take to reach the target before the comparison runs anyway.
@@ -149,7 +149,8 @@ impl Task {
             }
             let sql = "SELECT CAST(num AS BIGINT) FROM t WHERE id = 0";
             if let Ok(batches) = query_table(&self.target, sql).await {
-                let seen = batches.iter().find(|b| b.num_rows() > 0).map(|b| b.column(0).as_primitive::<Int64Type>().value(0));
+                let seen =
+                    batches.iter().find(|b| b.num_rows() > 0).map(|b| b.column(0).as_primitive::<Int64Type>().value(0));
                 if seen == Some(mark) {
                     return Ok(());
                 }
@@ -183,6 +184,8 @@ async fn sleep_ms(ms: i64) {
 struct Tally {
     txns: usize,
     ops: usize,
+    /// Cells compared equal, summed over the rounds.
+    cells: usize,
 }
 
 async fn fuzz(source: Source) {
@@ -219,8 +222,8 @@ async fn fuzz(source: Source) {
             (Db::postgres(&url).await, name.clone(), spec, None)
         }
         Source::Mysql => {
-            let url =
-                std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
+            let url = std::env::var("RTSYNC_MARIADB_URL")
+                .expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
             let offset = 15 * chance.range(-48, 52);
             let mut db = Db::mysql(&url, offset).await;
             db.batch(&format!("CREATE DATABASE {name}")).await.unwrap();
@@ -255,10 +258,11 @@ async fn fuzz(source: Source) {
             break;
         }
         eprintln!(
-            "cdc fuzz {}: round {round} equal ({} transactions, {} statements, {} kills so far, {:.0?})",
+            "cdc fuzz {}: round {round} equal ({} transactions, {} statements, {} cells compared, {} kills so far, {:.0?})",
             source.name(),
             run.tally.txns,
             run.tally.ops,
+            run.tally.cells,
             run.task.kills,
             started.elapsed()
         );
@@ -303,16 +307,18 @@ async fn fuzz(source: Source) {
         None => db.batch(&format!("DROP TABLE {table}")).await.unwrap(),
     }
     eprintln!(
-        "cdc fuzz {}: seed {}: {} rounds equal, {} transactions, {} statements, {} kills, {:.0?}",
+        "cdc fuzz {}: seed {}: {} rounds equal, {} transactions, {} statements, {} cells compared, {} kills, {:.0?}",
         source.name(),
         settings.seed,
         settings.rounds,
         tally.txns,
         tally.ops,
+        tally.cells,
         task.kills,
         started.elapsed()
     );
-    assert!(tally.ops > 0 && task.kills > settings.rounds, "the workload ran and the task was killed every round");
+    assert!(tally.ops > 0 && tally.cells > 0, "the workload ran and the tables were compared");
+    assert!(task.kills > settings.rounds, "the task was killed in the snapshot and in every round");
 }
 
 /// One fuzz run's state: the source, the generator, the kill schedule, the task, the history.
@@ -334,6 +340,8 @@ impl Run {
         for _ in 0..self.chance.range(1, 2) {
             sleep_ms(self.chance.range(50, 2_500)).await;
             self.task.kill()?;
+            let rows = common::count_rows(&self.task.target).await;
+            eprintln!("cdc fuzz: killed as it copied the snapshot, {rows} rows committed");
             sleep_ms(self.chance.range(0, 300)).await;
             self.task.start();
         }
@@ -377,30 +385,33 @@ impl Run {
         let converged = self.task.wait_mark(mark).await;
         let diffs = compare_round(&mut self.db, &self.table, &self.generator, &self.task, &self.history).await;
         match (converged, diffs) {
-            (Ok(()), None) => Ok(()),
-            (Ok(()), Some(diffs)) => Err(diffs),
-            (Err(e), None) => Err(e),
-            (Err(e), Some(diffs)) => Err(format!("{e}\n{diffs}")),
+            (Ok(()), Ok(cells)) => {
+                self.tally.cells += cells;
+                Ok(())
+            }
+            (Ok(()), Err(diffs)) => Err(diffs),
+            (Err(e), Ok(_)) => Err(e),
+            (Err(e), Err(diffs)) => Err(format!("{e}\n{diffs}")),
         }
     }
 }
 
-/// Compares the source with the target; the report of what differs, with each differing key's
-/// history, or None when they are equal.
-async fn compare_round(db: &mut Db, table: &str, generator: &Generator, task: &Task, history: &History) -> Option<String> {
+/// Compares the source with the target: the number of cells found equal, or the report of
+/// what differs, with each differing key's history.
+async fn compare_round(
+    db: &mut Db,
+    table: &str,
+    generator: &Generator,
+    task: &Task,
+    history: &History,
+) -> Result<usize, String> {
     let columns = &generator.columns[..generator.active];
-    let source = match db.read(table, columns).await {
-        Ok(rows) => rows,
-        Err(e) => return Some(format!("reading the source failed: {e}")),
-    };
+    let source = db.read(table, columns).await.map_err(|e| format!("reading the source failed: {e}"))?;
     let read = cells::read_delta(&task.target, "id");
-    let target = match compare::delta_rows(&read, columns) {
-        Ok(rows) => rows,
-        Err(e) => return Some(e),
-    };
+    let target = compare::delta_rows(&read, columns)?;
     let diffs = compare::differences(&source, &target);
     if diffs.is_empty() {
-        return None;
+        return Ok(source.values().map(|row| row.len()).sum());
     }
     let mut out = format!("{} of {} source keys differ in the Delta table:\n", diffs.len(), source.len());
     for d in diffs.iter().take(12) {
@@ -413,7 +424,11 @@ async fn compare_round(db: &mut Db, table: &str, generator: &Generator, task: &T
                 let _ = writeln!(out, "  (the driver's sentinel row, upserted at the end of each round)");
             }
             Ok(key) => {
-                let _ = write!(out, "  history:\n{}", history.of_key(key, &generator.columns));
+                let _ = write!(
+                    out,
+                    "  history (through the keys its row had before):\n{}",
+                    history.of_key(key, &generator.columns)
+                );
             }
             Err(_) => {}
         }
@@ -421,7 +436,7 @@ async fn compare_round(db: &mut Db, table: &str, generator: &Generator, task: &T
     if diffs.len() > 12 {
         let _ = writeln!(out, "… and {} more keys", diffs.len() - 12);
     }
-    Some(out)
+    Err(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,11 @@ pub fn mysql_columns() -> Vec<Column> {
         Column { name: "d65", sql_type: "DECIMAL(65,30)", kind: Kind::Decimal { int: 35, scale: 30 } },
         Column { name: "dbl", sql_type: "DOUBLE", kind: Kind::Float64 { special: false } },
         Column { name: "f", sql_type: "FLOAT", kind: Kind::Float32 { special: false } },
-        Column { name: "ts6", sql_type: "TIMESTAMP(6) NULL DEFAULT NULL", kind: Kind::Instant { min: ts_min, max: ts_max } },
+        Column {
+            name: "ts6",
+            sql_type: "TIMESTAMP(6) NULL DEFAULT NULL",
+            kind: Kind::Instant { min: ts_min, max: ts_max },
+        },
         Column { name: "dt6", sql_type: "DATETIME(6)", kind: Kind::Local { min, max } },
         Column { name: "d", sql_type: "DATE", kind: Kind::Date { min: min / DAY_US, max: max / DAY_US } },
         Column { name: "t", sql_type: "VARCHAR(300)", kind: Kind::Text },
@@ -76,7 +80,10 @@ fn quote(s: &str) -> String {
 pub enum Db {
     Postgres(Client),
     /// With the session time zone the workload writes TIMESTAMP values in.
-    Mysql { conn: Conn, offset_min: i64 },
+    Mysql {
+        conn: Conn,
+        offset_min: i64,
+    },
 }
 
 impl Db {
@@ -157,7 +164,9 @@ impl Db {
                 let values: Vec<String> = row.iter().map(|(_, v)| self.literal(v)).collect();
                 format!("INSERT INTO {table} (id, {}) VALUES ({key}, {})", names.join(", "), values.join(", "))
             }
-            Op::Update { key, set: cells, .. } => format!("UPDATE {table} SET {} WHERE id = {key}", set(cells).join(", ")),
+            Op::Update { key, set: cells, .. } => {
+                format!("UPDATE {table} SET {} WHERE id = {key}", set(cells).join(", "))
+            }
             Op::ChangeKey { from, to, set: cells } => {
                 let mut assignments = vec![format!("id = {to}")];
                 assignments.extend(set(cells));
@@ -288,8 +297,11 @@ fn mysql_cell(v: mysql_async::Value) -> Result<Option<String>, String> {
 }
 
 fn insert_row(rows: &mut Rows, columns: &[Column], cells: Vec<Option<String>>) -> Result<(), String> {
-    let row: BTreeMap<String, Option<String>> =
-        columns.iter().zip(cells).map(|(c, v)| (c.name.to_string(), v.map(|v| crate::compare::canonical(c.kind, &v)))).collect();
+    let row: BTreeMap<String, Option<String>> = columns
+        .iter()
+        .zip(cells)
+        .map(|(c, v)| (c.name.to_string(), v.map(|v| crate::compare::canonical(c.kind, &v))))
+        .collect();
     let key = row.get("id").cloned().flatten().ok_or("a row without a key")?;
     if rows.insert(key.clone(), row).is_some() {
         return Err(format!("key {key} twice in the source"));

@@ -64,17 +64,33 @@ pub enum Kind {
     /// Short text with quotes, backslashes, control characters and non-ASCII.
     Text,
     /// A decimal with `int` integer and `scale` fraction digits (exact text on both sides).
-    Decimal { int: u32, scale: u32 },
+    Decimal {
+        int: u32,
+        scale: u32,
+    },
     /// A double; `special`: NaN, ±infinity and subnormals are allowed.
-    Float64 { special: bool },
+    Float64 {
+        special: bool,
+    },
     /// A single-precision float (read back widened to a double).
-    Float32 { special: bool },
+    Float32 {
+        special: bool,
+    },
     /// An instant (timestamp with time zone) in `min..=max` µs since the epoch, UTC.
-    Instant { min: i64, max: i64 },
+    Instant {
+        min: i64,
+        max: i64,
+    },
     /// A local date-time (timestamp without time zone) in `min..=max` µs.
-    Local { min: i64, max: i64 },
+    Local {
+        min: i64,
+        max: i64,
+    },
     /// A date in `min..=max` days since the epoch.
-    Date { min: i64, max: i64 },
+    Date {
+        min: i64,
+        max: i64,
+    },
     Int32,
     Bool,
 }
@@ -99,7 +115,10 @@ pub enum Value {
     Float64(f64),
     Float32(f32),
     /// µs since the epoch, UTC, written with an offset of `offset_min` minutes.
-    Instant { micros: i64, offset_min: i64 },
+    Instant {
+        micros: i64,
+        offset_min: i64,
+    },
     Local(i64),
     Date(i64),
     Int(i64),
@@ -322,14 +341,29 @@ pub fn value(rng: &mut Rng, kind: Kind) -> Value {
 /// One statement of a transaction. Column values are `(index into the columns, value)`.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Insert { key: i64, row: Vec<(usize, Value)> },
-    Update { key: i64, set: Vec<(usize, Value)>, shape: &'static str },
+    Insert {
+        key: i64,
+        row: Vec<(usize, Value)>,
+    },
+    Update {
+        key: i64,
+        set: Vec<(usize, Value)>,
+        shape: &'static str,
+    },
     /// `UPDATE … SET id = to [, set…] WHERE id = from`.
-    ChangeKey { from: i64, to: i64, set: Vec<(usize, Value)> },
-    Delete { key: i64 },
+    ChangeKey {
+        from: i64,
+        to: i64,
+        set: Vec<(usize, Value)>,
+    },
+    Delete {
+        key: i64,
+    },
     Truncate,
     /// `ALTER TABLE … ADD COLUMN` of `columns[index]`.
-    AddColumn { index: usize },
+    AddColumn {
+        index: usize,
+    },
 }
 
 impl Op {
@@ -467,18 +501,28 @@ impl Generator {
     /// One statement on the current keys; None when there is nothing it could act on.
     fn op(&mut self) -> Option<Op> {
         let weights: [(u32, u32); 8] = [
-            (0, 18),                                          // insert a new key
-            (1, 8),                                           // re-insert a deleted key
-            (2, 14),                                          // update one column
-            (3, 8),                                           // update every column
-            (4, 14),                                          // update small columns only (TOAST unchanged)
+            (0, 18),                                            // insert a new key
+            (1, 8),                                             // re-insert a deleted key
+            (2, 14),                                            // update one column
+            (3, 8),                                             // update every column
+            (4, 14),                                            // update small columns only (TOAST unchanged)
             (5, if self.options.key_changes { 12 } else { 0 }), // key change
-            (6, 12),                                          // delete
-            (7, 4),                                           // update a row to all NULLs
+            (6, 12),                                            // delete
+            (7, 4),                                             // update a row to all NULLs
         ];
         let total: u32 = weights.iter().map(|w| w.1).sum();
         let mut roll = self.rng.below(total as usize) as u32;
-        let choice = weights.iter().find(|(_, w)| if roll < *w { true } else { roll -= w; false }).map_or(0, |w| w.0);
+        let choice = weights
+            .iter()
+            .find(|(_, w)| {
+                if roll < *w {
+                    true
+                } else {
+                    roll -= w;
+                    false
+                }
+            })
+            .map_or(0, |w| w.0);
         match choice {
             0 => {
                 let key = self.pick_key(false)?;
@@ -512,7 +556,11 @@ impl Generator {
             4 => {
                 // prefer rows whose big value is out of line: the TOAST-unchanged shape
                 let large: Vec<i64> = self.live.iter().filter(|(_, l)| **l).map(|(k, _)| *k).collect();
-                let key = if !large.is_empty() && self.rng.chance(0.8) { *self.rng.pick(&large) } else { self.pick_key(true)? };
+                let key = if !large.is_empty() && self.rng.chance(0.8) {
+                    *self.rng.pick(&large)
+                } else {
+                    self.pick_key(true)?
+                };
                 let cols = self.non_key_columns(true);
                 let n = 1 + self.rng.below(cols.len());
                 let set = (0..n)
@@ -543,7 +591,8 @@ impl Generator {
             }
             _ => {
                 let key = self.pick_key(true)?;
-                let set: Vec<(usize, Value)> = self.non_key_columns(false).into_iter().map(|c| (c, Value::Null)).collect();
+                let set: Vec<(usize, Value)> =
+                    self.non_key_columns(false).into_iter().map(|c| (c, Value::Null)).collect();
                 self.live.insert(key, false);
                 Some(Op::Update { key, set, shape: "every column to NULL" })
             }
@@ -568,7 +617,11 @@ impl Generator {
     fn swap(&mut self) -> Option<Txn> {
         let a = self.pick_key(true)?;
         let b = self.pick_key(true).filter(|b| *b != a)?;
-        let ops = vec![self.change_key(a, -a, Vec::new()), self.change_key(b, a, Vec::new()), self.change_key(-a, b, Vec::new())];
+        let ops = vec![
+            self.change_key(a, -a, Vec::new()),
+            self.change_key(b, a, Vec::new()),
+            self.change_key(-a, b, Vec::new()),
+        ];
         Some(Txn { ops, shape: "key swap" })
     }
 
@@ -623,7 +676,10 @@ impl Generator {
             }
         }
         if self.options.ddl_alone {
-            vec![Txn { ops: vec![Op::Truncate], shape: "truncate" }, Txn { ops: inserts, shape: "inserts after truncate" }]
+            vec![
+                Txn { ops: vec![Op::Truncate], shape: "truncate" },
+                Txn { ops: inserts, shape: "inserts after truncate" },
+            ]
         } else {
             let mut ops = vec![Op::Truncate];
             ops.extend(inserts);
@@ -638,7 +694,11 @@ impl Generator {
         let mut updates = Vec::new();
         for _ in 0..self.rng.range(1, 6) {
             if let Some(key) = self.pick_key(true) {
-                updates.push(Op::Update { key, set: vec![(index, value(&mut self.rng, self.columns[index].kind))], shape: "the added column" });
+                updates.push(Op::Update {
+                    key,
+                    set: vec![(index, value(&mut self.rng, self.columns[index].kind))],
+                    shape: "the added column",
+                });
             }
         }
         if updates.is_empty() {
@@ -646,7 +706,10 @@ impl Generator {
             updates.push(self.insert(key));
         }
         if self.options.ddl_alone {
-            vec![Txn { ops: vec![Op::AddColumn { index }], shape: "add column" }, Txn { ops: updates, shape: "set the added column" }]
+            vec![
+                Txn { ops: vec![Op::AddColumn { index }], shape: "add column" },
+                Txn { ops: updates, shape: "set the added column" },
+            ]
         } else {
             let mut ops = vec![Op::AddColumn { index }];
             ops.extend(updates);
@@ -675,7 +738,8 @@ impl Generator {
         }
         for _ in 0..self.rng.below(3) {
             let at = self.rng.below(steps.len() + 1);
-            let millis = if self.rng.chance(0.3) { self.rng.range(4_000, 8_000) } else { self.rng.range(300, 2_500) } as u64;
+            let millis =
+                if self.rng.chance(0.3) { self.rng.range(4_000, 8_000) } else { self.rng.range(300, 2_500) } as u64;
             steps.insert(at, Step::Idle { millis });
         }
         steps
@@ -696,18 +760,41 @@ pub struct Applied {
 pub struct History(pub Vec<Applied>);
 
 impl History {
-    /// Every operation that touched `key`, in order, with its transaction.
+    /// Every operation that touched `key` or a key its row had before (followed back through
+    /// key changes), in order, with its transaction.
     pub fn of_key(&self, key: i64, columns: &[Column]) -> String {
-        let mut out = String::new();
-        for a in &self.0 {
-            let touching: Vec<(usize, &Op)> = a.txn.ops.iter().enumerate().filter(|(_, op)| op.touches(key)).collect();
-            if touching.is_empty() {
-                continue;
+        let mut tracked = BTreeSet::from([key]);
+        let mut picked: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (t, a) in self.0.iter().enumerate().rev() {
+            let mut ops = Vec::new();
+            for (i, op) in a.txn.ops.iter().enumerate().rev() {
+                if tracked.iter().any(|k| op.touches(*k)) {
+                    ops.push(i);
+                    if let Op::ChangeKey { from, to, .. } = op {
+                        if tracked.contains(to) {
+                            tracked.insert(*from);
+                        }
+                    }
+                }
             }
+            if !ops.is_empty() {
+                ops.reverse();
+                picked.push((t, ops));
+            }
+        }
+        let mut out = String::new();
+        for (t, ops) in picked.into_iter().rev() {
+            let a = &self.0[t];
             let round = if a.round == 0 { "before start".to_string() } else { format!("round {}", a.round) };
-            let _ = writeln!(out, "    BEGIN  -- {round}, transaction {} ({}, {} statements)", a.index, a.txn.shape, a.txn.ops.len());
-            for (i, op) in touching {
-                let _ = writeln!(out, "      #{i}: {}", op.describe(columns));
+            let _ = writeln!(
+                out,
+                "    BEGIN  -- {round}, transaction {} ({}, {} statements)",
+                a.index,
+                a.txn.shape,
+                a.txn.ops.len()
+            );
+            for i in ops {
+                let _ = writeln!(out, "      #{i}: {}", a.txn.ops[i].describe(columns));
             }
             let _ = writeln!(out, "    COMMIT");
         }
