@@ -15,7 +15,9 @@
 //! their ranges, NULLs.
 //!
 //! The task is killed first while it copies the snapshot, then once or twice per round, between
-//! two source transactions at a random point of the workload. Each round ends by upserting a
+//! two source transactions at a random point of the workload; every [`RESNAPSHOT_EVERY`] rounds
+//! a new task copies the table as the rounds left it (TOAST values, the added column, gaps of
+//! deleted keys) and is killed while it does. Each round ends by upserting a
 //! sentinel row (`id = 0`) with a new mark; once the target shows the mark, everything before it
 //! has been committed, and the two tables are compared.
 //!
@@ -37,7 +39,7 @@ mod sources;
 mod workload;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -49,9 +51,11 @@ use sources::{Db, INITIAL_COLUMNS};
 use workload::{Applied, Generator, History, Options, Rng, Step};
 
 /// Rounds per source when `RTSYNC_FUZZ_ROUNDS` is not set: what CI runs on every run.
-const CI_ROUNDS: usize = 8;
+const CI_ROUNDS: usize = 10;
 /// Rows in the table before the task starts (its snapshot).
 const INITIAL_ROWS: usize = 250;
+/// A new task snapshots the table after this many rounds (from round 6 on, every 5 rounds).
+const RESNAPSHOT_EVERY: usize = 5;
 /// How long a round may take to reach the target before the comparison runs anyway.
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -107,8 +111,10 @@ impl Settings {
     }
 }
 
-/// The `rtsync run` child of the task, restarted after each kill.
+/// A task (its own name, replication slot and Delta table) and its `rtsync run` child,
+/// restarted after each kill.
 struct Task {
+    name: String,
     spec: PathBuf,
     log: PathBuf,
     target: LakehouseSinkConfig,
@@ -117,6 +123,40 @@ struct Task {
 }
 
 impl Task {
+    /// A new task on the source table, its spec and target under `dir`.
+    fn new(dir: &Path, source: &str, kills: usize) -> Task {
+        let name = common::unique("fuzz").to_lowercase();
+        let dir = dir.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = "commit_interval = \"300ms\"\nmax_buffered_rows = 60";
+        let common::CdcTask { spec, log, target } = common::cdc_task(&dir, &name, options, source, "fuzz");
+        Task { name, spec, log, target, child: None, kills }
+    }
+
+    /// Stops the child (SIGTERM, SIGKILL on failure) and drops what the task holds at the
+    /// source (PostgreSQL: its slot and publication, which would hold WAL on the shared server).
+    /// The exit status of a SIGTERM, if it was sent.
+    async fn retire(&mut self, gracefully: bool) -> Option<std::process::ExitStatus> {
+        let status = match self.child.take() {
+            Some(mut child) if gracefully => {
+                common::sigterm(&child);
+                Some(common::wait_exit(&mut child, Duration::from_secs(60)))
+            }
+            Some(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+            None => None,
+        };
+        if let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&self.spec).unwrap().source
+            && let Err(e) = rtsync_source_postgres::drop_replication_objects(&config, &self.name).await
+        {
+            eprintln!("dropping the slot and publication of {}: {e}", self.name);
+        }
+        status
+    }
+
     fn start(&mut self) {
         self.child = Some(common::spawn_run(&self.spec, &self.log));
     }
@@ -242,9 +282,7 @@ async fn fuzz(source: Source) {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let options = "commit_interval = \"300ms\"\nmax_buffered_rows = 60";
-    let common::CdcTask { spec, log, target } = common::cdc_task(dir.path(), &name, options, &source_spec, "fuzz");
-    let task = Task { spec, log, target, child: None, kills: 0 };
+    let task = Task::new(dir.path(), &source_spec, 0);
 
     // Kill it while it copies the snapshot (or as it starts), once or twice.
     let mut run = Run { db, table, generator, chance, task, history, tally: Tally::default() };
@@ -252,6 +290,16 @@ async fn fuzz(source: Source) {
     for round in 1..=settings.rounds {
         if failure.is_some() {
             break;
+        }
+        if round > 1 && (round - 1) % RESNAPSHOT_EVERY == 0 {
+            // a new task copies the table as the rounds left it, and is killed doing so
+            run.task.retire(false).await;
+            run.task = Task::new(dir.path(), &source_spec, run.task.kills);
+            eprintln!("cdc fuzz {}: a new task, {}, snapshots the table", source.name(), run.task.name);
+            if let Err(e) = run.snapshot_kills().await {
+                failure = Some((round, e));
+                break;
+            }
         }
         if let Err(e) = run.round(round, round == add_column_round).await {
             failure = Some((round, e));
@@ -268,28 +316,7 @@ async fn fuzz(source: Source) {
         );
     }
     let Run { mut db, table, mut task, tally, .. } = run;
-
-    let clean_exit = match task.child.take() {
-        Some(mut child) if failure.is_none() => {
-            common::sigterm(&child);
-            Some(common::wait_exit(&mut child, Duration::from_secs(60)))
-        }
-        Some(mut child) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-        None => None,
-    };
-    if source == Source::Postgres {
-        // the slot would hold WAL on the shared server: dropped whatever happened
-        let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(&task.spec).unwrap().source else {
-            unreachable!()
-        };
-        if let Err(e) = rtsync_source_postgres::drop_replication_objects(&config, &name).await {
-            eprintln!("dropping the slot and publication of {name}: {e}");
-        }
-    }
+    let clean_exit = task.retire(failure.is_none()).await;
     if let Some((round, report)) = failure {
         panic!(
             "CDC fuzz failure ({}): seed {}, round {round} of {} (round 0: the snapshot)\nreplay: {}\n{report}",

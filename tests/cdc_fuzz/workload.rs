@@ -263,7 +263,9 @@ fn decimal(rng: &mut Rng, int: u32, scale: u32) -> String {
 
 fn float64(rng: &mut Rng, special: bool) -> f64 {
     let normal = [0.0, -0.0, 1.0, -1.5, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 0.1, 1e15 + 0.3, -123_456.789e-200];
-    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 5e-324, -2.2250738585072014e-309];
+    // the smallest subnormal, and the negative subnormal next to the normal range
+    let specials =
+        [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::from_bits(1), f64::from_bits(0x800F_FFFF_FFFF_FFFF)];
     match rng.below(4) {
         0 => *rng.pick(&normal),
         1 if special => *rng.pick(&specials),
@@ -628,15 +630,17 @@ impl Generator {
     /// One transaction of a round.
     pub fn txn(&mut self) -> Txn {
         let roll = self.rng.below(100);
-        if self.options.key_changes && roll < 6 {
-            if let Some(t) = self.chain() {
-                return t;
-            }
+        if self.options.key_changes
+            && roll < 6
+            && let Some(t) = self.chain()
+        {
+            return t;
         }
-        if self.options.key_changes && (6..12).contains(&roll) {
-            if let Some(t) = self.swap() {
-                return t;
-            }
+        if self.options.key_changes
+            && (6..12).contains(&roll)
+            && let Some(t) = self.swap()
+        {
+            return t;
         }
         if (12..20).contains(&roll) {
             let n = self.rng.range(40, 160) as usize;
@@ -722,7 +726,7 @@ impl Generator {
     /// sees the keys the ones before it left.
     pub fn round(&mut self, add_column: bool) -> Vec<Step> {
         let n = self.rng.range(8, 24) as usize;
-        let truncate_at = self.rng.chance(0.3).then(|| self.rng.below(n + 1));
+        let truncate_at = self.rng.chance(0.15).then(|| self.rng.below(n + 1));
         let add_at = (add_column && self.active < self.columns.len()).then(|| self.rng.below(n + 1));
         let mut steps = Vec::new();
         for i in 0..=n {
@@ -770,10 +774,10 @@ impl History {
             for (i, op) in a.txn.ops.iter().enumerate().rev() {
                 if tracked.iter().any(|k| op.touches(*k)) {
                     ops.push(i);
-                    if let Op::ChangeKey { from, to, .. } = op {
-                        if tracked.contains(to) {
-                            tracked.insert(*from);
-                        }
+                    if let Op::ChangeKey { from, to, .. } = op
+                        && tracked.contains(to)
+                    {
+                        tracked.insert(*from);
                     }
                 }
             }
