@@ -365,7 +365,7 @@ impl Run {
     async fn snapshot_kills(&mut self) -> Result<(), String> {
         self.task.start();
         for _ in 0..self.chance.range(1, 2) {
-            sleep_ms(self.chance.range(50, 2_500)).await;
+            sleep_ms(self.chance.range(50, 1_500)).await;
             self.task.kill()?;
             let rows = common::count_rows(&self.task.target).await;
             eprintln!("cdc fuzz: killed as it copied the snapshot, {rows} rows committed");

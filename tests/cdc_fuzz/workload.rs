@@ -765,7 +765,7 @@ pub struct History(pub Vec<Applied>);
 
 impl History {
     /// Every operation that touched `key` or a key its row had before (followed back through
-    /// key changes), in order, with its transaction.
+    /// key changes), in order, with its transaction (shown whole when it is short).
     pub fn of_key(&self, key: i64, columns: &[Column]) -> String {
         let mut tracked = BTreeSet::from([key]);
         let mut picked: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -783,6 +783,10 @@ impl History {
             }
             if !ops.is_empty() {
                 ops.reverse();
+                if a.txn.ops.len() <= 6 {
+                    // a short transaction is shown whole: a swap's three statements belong together
+                    ops = (0..a.txn.ops.len()).collect();
+                }
                 picked.push((t, ops));
             }
         }
