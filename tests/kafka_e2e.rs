@@ -279,8 +279,10 @@ async fn read_rows(table: &LakehouseSinkConfig) -> (HashMap<String, Expected>, u
 
 const PY_SUMMARY: &str = r#"
 import json, sys
-from deltalake import DeltaTable
-t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
+# QueryBuilder applies deletion vectors (to_pyarrow_table() refuses tables that have them)
+t = pa.RecordBatchReader.from_stream(QueryBuilder().register("t", DeltaTable(sys.argv[1])).execute("SELECT * FROM t")).read_all()
 ids = t.column("id").to_pylist()
 keys = t.column("k").to_pylist()
 rows = {k: i for i, k in enumerate(keys)}

@@ -10,6 +10,11 @@
 # hold (before year 1, after 9999) is "days:<days since 1970-01-01>" or
 # "us:<microseconds since 1970-01-01T00:00:00>".
 #
+# The table is read through `QueryBuilder` (DataFusion over the Delta log), which applies deletion
+# vectors, so merge-on-read tables read as their current rows; `to_pyarrow_table()` refuses them.
+# Its string and binary view columns are cast back to plain string and binary, so "arrow" names
+# the same types either way.
+#
 # usage: python delta_cells.py TABLE_PATH KEY_COLUMN
 import datetime
 import decimal
@@ -17,12 +22,15 @@ import json
 import sys
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder
 
 path, key = sys.argv[1], sys.argv[2]
 table = DeltaTable(path)
 schema = {f["name"]: f["type"] for f in json.loads(table.schema().to_json())["fields"]}
-data = table.to_pyarrow_table()
+read = QueryBuilder().register("t", table).execute("SELECT * FROM t")
+data = pa.RecordBatchReader.from_stream(read).read_all()
+PLAIN = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+data = data.cast(pa.schema([f.with_type(PLAIN.get(f.type, f.type)) for f in data.schema]))
 
 EPOCH_DAY = datetime.date(1970, 1, 1)
 EPOCH = datetime.datetime(1970, 1, 1)

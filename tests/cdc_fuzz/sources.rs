@@ -1,0 +1,310 @@
+//! The two sources the fuzzer drives: their fuzzed table, how each operation is written in
+//! their SQL, and how the table is read back as canonical text per cell, through the plain
+//! database clients (tokio-postgres, mysql_async), never through rtsync's code.
+
+use std::collections::BTreeMap;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use tokio_postgres::{Client, NoTls};
+
+use crate::workload::{Column, Kind, Op, Txn, Value, date_text, hex, local_text, offset_text, year_start_micros};
+
+/// Rows by key text, then cells by column: canonical text or NULL.
+pub type Rows = BTreeMap<String, BTreeMap<String, Option<String>>>;
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// The fuzzed PostgreSQL table: every interesting type, `big` out of line and uncompressed.
+pub fn postgres_columns() -> Vec<Column> {
+    let (min, max) = (year_start_micros(2), year_start_micros(9999) - 1);
+    vec![
+        Column { name: "id", sql_type: "bigint PRIMARY KEY", kind: Kind::Int32 },
+        Column { name: "big", sql_type: "text", kind: Kind::Big },
+        Column { name: "by", sql_type: "bytea", kind: Kind::Bytes },
+        Column { name: "jb", sql_type: "jsonb", kind: Kind::Json },
+        Column { name: "js", sql_type: "json", kind: Kind::Json },
+        Column { name: "n38", sql_type: "numeric(38,10)", kind: Kind::Decimal { int: 28, scale: 10 } },
+        Column { name: "n12", sql_type: "numeric(12,0)", kind: Kind::Decimal { int: 12, scale: 0 } },
+        Column { name: "n50", sql_type: "numeric(50,20)", kind: Kind::Decimal { int: 30, scale: 20 } },
+        Column { name: "f8", sql_type: "float8", kind: Kind::Float64 { special: true } },
+        Column { name: "f4", sql_type: "float4", kind: Kind::Float32 { special: true } },
+        Column { name: "tstz", sql_type: "timestamptz", kind: Kind::Instant { min, max } },
+        Column { name: "ts", sql_type: "timestamp", kind: Kind::Local { min, max } },
+        Column { name: "d", sql_type: "date", kind: Kind::Date { min: min / DAY_US, max: max / DAY_US } },
+        Column { name: "t", sql_type: "text", kind: Kind::Text },
+        Column { name: "num", sql_type: "int4", kind: Kind::Int32 },
+        Column { name: "b", sql_type: "bool", kind: Kind::Bool },
+        // added by the workload while the task runs
+        Column { name: "extra", sql_type: "text", kind: Kind::Text },
+    ]
+}
+
+/// The fuzzed MariaDB/MySQL table, within the ranges its types hold.
+pub fn mysql_columns() -> Vec<Column> {
+    let (min, max) = (year_start_micros(1000), year_start_micros(9999) - 1);
+    // TIMESTAMP holds 1970-01-01 00:00:01 … 2038-01-19 03:14:07 UTC
+    let (ts_min, ts_max) = (DAY_US, 2_147_400_000 * 1_000_000);
+    vec![
+        Column { name: "id", sql_type: "BIGINT PRIMARY KEY", kind: Kind::Int32 },
+        Column { name: "big", sql_type: "LONGTEXT", kind: Kind::Big },
+        Column { name: "bl", sql_type: "LONGBLOB", kind: Kind::Bytes },
+        Column { name: "js", sql_type: "JSON", kind: Kind::Json },
+        Column { name: "d38", sql_type: "DECIMAL(38,10)", kind: Kind::Decimal { int: 28, scale: 10 } },
+        Column { name: "d12", sql_type: "DECIMAL(12,0)", kind: Kind::Decimal { int: 12, scale: 0 } },
+        Column { name: "d65", sql_type: "DECIMAL(65,30)", kind: Kind::Decimal { int: 35, scale: 30 } },
+        Column { name: "dbl", sql_type: "DOUBLE", kind: Kind::Float64 { special: false } },
+        Column { name: "f", sql_type: "FLOAT", kind: Kind::Float32 { special: false } },
+        Column {
+            name: "ts6",
+            sql_type: "TIMESTAMP(6) NULL DEFAULT NULL",
+            kind: Kind::Instant { min: ts_min, max: ts_max },
+        },
+        Column { name: "dt6", sql_type: "DATETIME(6)", kind: Kind::Local { min, max } },
+        Column { name: "d", sql_type: "DATE", kind: Kind::Date { min: min / DAY_US, max: max / DAY_US } },
+        Column { name: "t", sql_type: "VARCHAR(300)", kind: Kind::Text },
+        Column { name: "num", sql_type: "INT", kind: Kind::Int32 },
+        Column { name: "b", sql_type: "BOOL", kind: Kind::Bool },
+        Column { name: "extra", sql_type: "VARCHAR(300)", kind: Kind::Text },
+    ]
+}
+
+/// Columns present when the table is created (the rest are added by the workload).
+pub const INITIAL_COLUMNS: usize = 16;
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A connection to one of the sources, with the SQL dialect that goes with it.
+pub enum Db {
+    Postgres(Client),
+    /// With the session time zone the workload writes TIMESTAMP values in.
+    Mysql {
+        conn: Conn,
+        offset_min: i64,
+    },
+}
+
+impl Db {
+    pub async fn postgres(url: &str) -> Db {
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to RTSYNC_PG_URL");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Db::Postgres(client)
+    }
+
+    /// `offset_min`: the writer's session time zone, so TIMESTAMP literals are local to it.
+    pub async fn mysql(url: &str, offset_min: i64) -> Db {
+        let opts = OptsBuilder::from_opts(Opts::from_url(url).expect("mysql:// URL")).prefer_socket(false);
+        let mut conn = Conn::new(opts).await.expect("connect to MariaDB");
+        let settings = [
+            "SET NAMES utf8mb4".to_string(),
+            "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
+            format!("SET SESSION time_zone = '{}'", offset_text(offset_min)),
+        ];
+        for sql in settings {
+            conn.query_drop(sql).await.expect("session settings");
+        }
+        Db::Mysql { conn, offset_min }
+    }
+
+    /// Runs statements outside a transaction (setup, cleanup).
+    pub async fn batch(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            Db::Postgres(c) => c.batch_execute(sql).await.map_err(|e| format!("{e:?}")),
+            Db::Mysql { conn, .. } => conn.query_drop(sql).await.map_err(|e| format!("{e:?}")),
+        }
+    }
+
+    fn literal(&self, v: &Value) -> String {
+        let float = |f: f64| {
+            if f.is_nan() {
+                "'NaN'".to_string()
+            } else if f.is_infinite() {
+                if f > 0.0 { "'Infinity'".into() } else { "'-Infinity'".into() }
+            } else {
+                format!("'{f:?}'")
+            }
+        };
+        match (self, v) {
+            (_, Value::Null) => "NULL".into(),
+            (_, Value::Text(s) | Value::Json(s)) => quote(s),
+            (Db::Postgres(_), Value::Bytes(b)) => format!("'\\x{}'::bytea", hex(b)),
+            (Db::Mysql { .. }, Value::Bytes(b)) if b.is_empty() => "''".into(),
+            (Db::Mysql { .. }, Value::Bytes(b)) => format!("X'{}'", hex(b)),
+            (_, Value::Decimal(d)) => d.clone(),
+            (Db::Postgres(_), Value::Float64(f)) => format!("{}::float8", float(*f)),
+            (Db::Postgres(_), Value::Float32(f)) if f.is_finite() => format!("'{f:?}'::float4"),
+            (Db::Postgres(_), Value::Float32(f)) => format!("{}::float4", float(f64::from(*f))),
+            (Db::Mysql { .. }, Value::Float64(f)) => format!("{f:e}"),
+            // the exact double of the float: a shorter text can parse as a double above FLT_MAX
+            (Db::Mysql { .. }, Value::Float32(f)) => format!("{:e}", f64::from(*f)),
+            (Db::Postgres(_), Value::Instant { micros, offset_min }) => {
+                format!("'{}{}'::timestamptz", local_text(micros + offset_min * 60_000_000), offset_text(*offset_min))
+            }
+            (Db::Mysql { offset_min, .. }, Value::Instant { micros, .. }) => {
+                quote(&local_text(micros + offset_min * 60_000_000))
+            }
+            (_, Value::Local(us)) => quote(&local_text(*us)),
+            (_, Value::Date(d)) => quote(&date_text(*d)),
+            (_, Value::Int(i)) => i.to_string(),
+            (_, Value::Bool(b)) => b.to_string(),
+        }
+    }
+
+    fn statement(&self, table: &str, columns: &[Column], op: &Op) -> String {
+        let set = |set: &[(usize, Value)]| {
+            set.iter().map(|(c, v)| format!("{} = {}", columns[*c].name, self.literal(v))).collect::<Vec<_>>()
+        };
+        match op {
+            Op::Insert { key, row } => {
+                let names: Vec<&str> = row.iter().map(|(c, _)| columns[*c].name).collect();
+                let values: Vec<String> = row.iter().map(|(_, v)| self.literal(v)).collect();
+                format!("INSERT INTO {table} (id, {}) VALUES ({key}, {})", names.join(", "), values.join(", "))
+            }
+            Op::Update { key, set: cells, .. } => {
+                format!("UPDATE {table} SET {} WHERE id = {key}", set(cells).join(", "))
+            }
+            Op::ChangeKey { from, to, set: cells } => {
+                let mut assignments = vec![format!("id = {to}")];
+                assignments.extend(set(cells));
+                format!("UPDATE {table} SET {} WHERE id = {from}", assignments.join(", "))
+            }
+            Op::Delete { key } => format!("DELETE FROM {table} WHERE id = {key}"),
+            Op::Truncate => format!("TRUNCATE {table}"),
+            Op::AddColumn { index } => {
+                format!("ALTER TABLE {table} ADD COLUMN {} {}", columns[*index].name, columns[*index].sql_type)
+            }
+        }
+    }
+
+    /// `CREATE TABLE` with the first `active` columns.
+    pub async fn create_table(&mut self, table: &str, columns: &[Column]) -> Result<(), String> {
+        let defs: Vec<String> = columns.iter().map(|c| format!("{} {}", c.name, c.sql_type)).collect();
+        let sql = match self {
+            // out of line and uncompressed: a big value over ~2 kB is a TOAST pointer
+            Db::Postgres(_) => format!(
+                "CREATE TABLE {table} ({}); ALTER TABLE {table} ALTER COLUMN big SET STORAGE EXTERNAL;",
+                defs.join(", ")
+            ),
+            Db::Mysql { .. } => format!("CREATE TABLE {table} ({}) CHARACTER SET utf8mb4", defs.join(", ")),
+        };
+        self.batch(&sql).await
+    }
+
+    /// Commits `txn` as one source transaction (a lone TRUNCATE/ALTER as itself on MySQL).
+    pub async fn apply(&mut self, table: &str, columns: &[Column], txn: &Txn) -> Result<(), String> {
+        let statements: Vec<String> = txn.ops.iter().map(|op| self.statement(table, columns, op)).collect();
+        match self {
+            Db::Postgres(c) => {
+                let sql = format!("BEGIN;\n{};\nCOMMIT;", statements.join(";\n"));
+                let result = c.batch_execute(&sql).await.map_err(|e| format!("{e:?}"));
+                if result.is_err() {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+                result
+            }
+            Db::Mysql { conn, .. } => {
+                if let [Op::Truncate | Op::AddColumn { .. }] = txn.ops.as_slice() {
+                    return conn.query_drop(&statements[0]).await.map_err(|e| format!("{e:?}"));
+                }
+                let mut tx = conn.start_transaction(Default::default()).await.map_err(|e| format!("{e:?}"))?;
+                for s in &statements {
+                    tx.query_drop(s).await.map_err(|e| format!("{e:?}: {}", &s[..s.len().min(300)]))?;
+                }
+                tx.commit().await.map_err(|e| format!("{e:?}"))
+            }
+        }
+    }
+
+    /// Inserts or updates the sentinel row `id = 0` with `num = mark`.
+    pub async fn mark(&mut self, table: &str, mark: i64) -> Result<(), String> {
+        let sql = match self {
+            Db::Postgres(_) => format!(
+                "INSERT INTO {table} (id, num, t) VALUES (0, {mark}, 'sentinel') ON CONFLICT (id) DO UPDATE SET num = EXCLUDED.num"
+            ),
+            Db::Mysql { .. } => format!(
+                "INSERT INTO {table} (id, num, t) VALUES (0, {mark}, 'sentinel') ON DUPLICATE KEY UPDATE num = VALUES(num)"
+            ),
+        };
+        self.batch(&sql).await
+    }
+
+    /// Every row of the table, each cell as canonical text (see `compare`).
+    pub async fn read(&mut self, table: &str, columns: &[Column]) -> Result<Rows, String> {
+        let pg = matches!(self, Db::Postgres(_));
+        let exprs: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let n = c.name;
+                match (pg, c.kind) {
+                    (true, Kind::Bytes) => format!("encode({n}, 'hex')"),
+                    (true, Kind::Float64 { .. } | Kind::Float32 { .. }) => format!("{n}::float8::text"),
+                    (true, Kind::Instant { .. }) => {
+                        format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')")
+                    }
+                    (true, Kind::Local { .. }) => format!("to_char({n}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
+                    (true, Kind::Date { .. }) => format!("to_char({n}, 'YYYY-MM-DD')"),
+                    (true, _) => format!("{n}::text"),
+                    (false, Kind::Bytes) => format!("LOWER(HEX({n}))"),
+                    (false, Kind::Float64 { .. } | Kind::Float32 { .. }) => n.to_string(),
+                    (false, Kind::Instant { .. }) => format!("DATE_FORMAT({n}, '%Y-%m-%dT%H:%i:%s.%f+00:00')"),
+                    (false, Kind::Local { .. }) => format!("DATE_FORMAT({n}, '%Y-%m-%dT%H:%i:%s.%f')"),
+                    (false, Kind::Date { .. }) => format!("DATE_FORMAT({n}, '%Y-%m-%d')"),
+                    (false, _) => format!("CAST({n} AS CHAR)"),
+                }
+            })
+            .collect();
+        let sql = format!("SELECT {} FROM {table}", exprs.join(", "));
+        let mut rows = Rows::new();
+        match self {
+            Db::Postgres(c) => {
+                for r in c.query(&sql, &[]).await.map_err(|e| format!("{e:?}"))? {
+                    let cells: Vec<Option<String>> = (0..columns.len()).map(|i| r.get(i)).collect();
+                    insert_row(&mut rows, columns, cells)?;
+                }
+            }
+            Db::Mysql { conn, offset_min } => {
+                conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(|e| format!("{e:?}"))?;
+                // the binary protocol, so doubles and floats arrive as their exact bits
+                let result: Result<Vec<mysql_async::Row>, _> = conn.exec(sql.as_str(), ()).await;
+                conn.query_drop(format!("SET SESSION time_zone = '{}'", offset_text(*offset_min)))
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+                for r in result.map_err(|e| format!("{e:?}"))? {
+                    let cells = r.unwrap().into_iter().map(mysql_cell).collect::<Result<Vec<_>, _>>()?;
+                    insert_row(&mut rows, columns, cells)?;
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn mysql_cell(v: mysql_async::Value) -> Result<Option<String>, String> {
+    use mysql_async::Value as V;
+    Ok(match v {
+        V::NULL => None,
+        V::Bytes(b) => Some(String::from_utf8(b).map_err(|e| format!("not UTF-8: {e}"))?),
+        V::Int(i) => Some(i.to_string()),
+        V::UInt(u) => Some(u.to_string()),
+        V::Double(f) => Some(crate::compare::float_text(f)),
+        V::Float(f) => Some(crate::compare::float_text(f64::from(f))),
+        other => return Err(format!("unexpected value {other:?}")),
+    })
+}
+
+fn insert_row(rows: &mut Rows, columns: &[Column], cells: Vec<Option<String>>) -> Result<(), String> {
+    let row: BTreeMap<String, Option<String>> = columns
+        .iter()
+        .zip(cells)
+        .map(|(c, v)| (c.name.to_string(), v.map(|v| crate::compare::canonical(c.kind, &v))))
+        .collect();
+    let key = row.get("id").cloned().flatten().ok_or("a row without a key")?;
+    if rows.insert(key.clone(), row).is_some() {
+        return Err(format!("key {key} twice in the source"));
+    }
+    Ok(())
+}
