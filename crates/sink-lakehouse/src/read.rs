@@ -5,6 +5,8 @@ use std::sync::Arc;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::DeltaTable;
+use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::prelude::SessionContext;
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
 
@@ -13,13 +15,33 @@ use crate::{LakehouseSinkConfig, classify};
 /// Runs `sql` against the table registered as `t`, e.g. `SELECT count(*) FROM t`.
 pub async fn query_table(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<Vec<RecordBatch>> {
     let location = config.table_location();
-    let url = config.table_url()?;
-    let mut table = deltalake::DeltaTableBuilder::from_url(url)
+    let table = load_table(config, None).await?;
+    let (ctx, provider) = session_for(&table, &location).await?;
+    let query_err = |e| SyncError::with_source(ErrorKind::Config, format!("query {sql:?} on {location} failed"), e);
+    ctx.register_table("t", provider).map_err(query_err)?;
+    let frame = ctx.sql(sql).await.map_err(query_err)?;
+    let batches = frame.collect().await.map_err(query_err)?;
+    batches.iter().map(without_view_types).collect()
+}
+
+/// The table at `config`, at `version` or the latest.
+pub(crate) async fn load_table(config: &LakehouseSinkConfig, version: Option<u64>) -> SyncResult<DeltaTable> {
+    let location = config.table_location();
+    let mut builder = deltalake::DeltaTableBuilder::from_url(config.table_url()?)
         .map_err(|e| classify(e, &format!("opening table {location}")))?
-        .with_storage_options(config.storage_options.clone())
-        .build()
-        .map_err(|e| classify(e, &format!("opening table {location}")))?;
-    table.load().await.map_err(|e| classify(e, &format!("loading table {location}")))?;
+        .with_storage_options(config.storage_options.clone());
+    if let Some(v) = version {
+        builder = builder.with_version(v);
+    }
+    builder.load().await.map_err(|e| classify(e, &format!("loading table {location}")))
+}
+
+/// A DataFusion session with the storage of `table` registered, and the table as a provider
+/// (its scan applies deletion vectors).
+pub(crate) async fn session_for(
+    table: &DeltaTable,
+    location: &str,
+) -> SyncResult<(SessionContext, Arc<dyn TableProvider>)> {
     let ctx = SessionContext::new();
     table
         .update_datafusion_session(&ctx.state())
@@ -28,11 +50,7 @@ pub async fn query_table(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<
         .table_provider()
         .await
         .map_err(|e| SyncError::with_source(ErrorKind::Sink, format!("reading table {location}"), e))?;
-    let query_err = |e| SyncError::with_source(ErrorKind::Config, format!("query {sql:?} on {location} failed"), e);
-    ctx.register_table("t", provider).map_err(query_err)?;
-    let frame = ctx.sql(sql).await.map_err(query_err)?;
-    let batches = frame.collect().await.map_err(query_err)?;
-    batches.iter().map(without_view_types).collect()
+    Ok((ctx, provider))
 }
 
 /// DataFusion reads strings and binaries as view types; callers get the plain ones the

@@ -6,16 +6,15 @@
 
 use std::collections::HashSet;
 
-use deltalake::DeltaTableBuilder;
 use deltalake::arrow::datatypes::DataType;
-use deltalake::datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use rtsync_core::verify::{
     CanonRow, KeyPart, VerifyColumn, canonical_text, encode_value, is_comparable, key_order, row_hash,
 };
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
 
-use crate::{DeltaSink, LakehouseSinkConfig, classify};
+use crate::read::{load_table, session_for};
+use crate::{DeltaSink, LakehouseSinkConfig};
 
 /// Which rows' canonical texts a scan returns besides the checksums.
 #[derive(Debug, Clone, Default)]
@@ -43,20 +42,9 @@ pub struct LakeScan {
     pub missing_columns: Vec<String>,
 }
 
-async fn open(config: &LakehouseSinkConfig, version: Option<u64>) -> SyncResult<deltalake::DeltaTable> {
-    let location = config.table_location();
-    let mut builder = DeltaTableBuilder::from_url(config.table_url()?)
-        .map_err(|e| classify(e, &format!("opening table {location}")))?
-        .with_storage_options(config.storage_options.clone());
-    if let Some(v) = version {
-        builder = builder.with_version(v);
-    }
-    builder.load().await.map_err(|e| classify(e, &format!("loading table {location}")))
-}
-
 /// The task's committed position in the table's latest version.
 pub async fn committed_position(config: &LakehouseSinkConfig, task: &str) -> SyncResult<Option<serde_json::Value>> {
-    let table = open(config, None).await?;
+    let table = load_table(config, None).await?;
     let sink = DeltaSink::new(task, config.clone())?;
     Ok(sink.read_checkpoint(&table).await?.map(|c| c.position))
 }
@@ -74,18 +62,11 @@ pub async fn scan(
     collect: &Collect,
 ) -> SyncResult<LakeScan> {
     let location = config.table_location();
-    let table = open(config, version).await?;
+    let table = load_table(config, version).await?;
     let version = table.version().unwrap_or(0);
     let position = DeltaSink::new(task, config.clone())?.read_checkpoint(&table).await?.map(|c| c.position);
 
-    let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| classify(e, &format!("registering the storage of {location}")))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| SyncError::with_source(ErrorKind::Sink, format!("reading table {location}"), e))?;
+    let (ctx, provider) = session_for(&table, &location).await?;
     let schema = provider.schema();
     let present = |name: &str| schema.field_with_name(name).is_ok();
     for k in key {
