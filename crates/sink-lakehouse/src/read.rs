@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use deltalake::DeltaTable;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::DeltaTable;
 use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::prelude::SessionContext;
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
