@@ -135,6 +135,7 @@ impl Api {
         let c = &self.control;
         match (m, path) {
             // data sources
+            ("GET", ["datasource-types"]) => ok(Ok(crate::connectors::types())),
             ("GET", ["datasources"]) => ok(c.datasources(req.query("type"))),
             ("POST", ["datasources"]) => created(body::<CreateDataSource>(req).and_then(|b| c.create_datasource(b))),
             ("GET", ["datasources", ds]) => ok(c.datasource(ds)),

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod connectors;
 pub mod daemon;
 pub mod datasource;
 pub mod duration;

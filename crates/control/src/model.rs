@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use rtsync_core::ErrorPolicy;
 use rtsync_mapping::ColumnSpec;
@@ -19,8 +18,6 @@ pub const DEFAULT_FOLDER: &str = "default";
 /// The Lakehouse data source created on the first start, pointing at `<data dir>/lakehouse`.
 pub const DEFAULT_LAKEHOUSE: &str = "lakehouse";
 pub const DEFAULT_SINK_SCHEMA: &str = "public";
-/// Kafka has no namespaces; its topics live in this one.
-pub const KAFKA_NAMESPACE: &str = "default";
 /// The only task type rtsync runs: single-table real-time sync.
 pub const TASK_TYPE_REALTIME: i64 = 14;
 
@@ -37,120 +34,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
-/// A data source's type, with the seed's `ds_type` numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DsType {
-    Lakehouse,
-    Kafka,
-    Mysql,
-    Postgresql,
-    Sqlserver,
-    AuroraMysql,
-    AuroraPostgresql,
-    PolardbMysql,
-    PolardbPostgresql,
-}
-
-/// The connector that serves a data source type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Lakehouse,
-    Kafka,
-    Mysql,
-    Postgres,
-    SqlServer,
-}
-
-impl DsType {
-    pub const ALL: [DsType; 9] = [
-        DsType::Lakehouse,
-        DsType::Kafka,
-        DsType::Mysql,
-        DsType::Postgresql,
-        DsType::Sqlserver,
-        DsType::AuroraMysql,
-        DsType::AuroraPostgresql,
-        DsType::PolardbMysql,
-        DsType::PolardbPostgresql,
-    ];
-
-    pub fn id(self) -> i64 {
-        match self {
-            DsType::Lakehouse => 1,
-            DsType::Kafka => 2,
-            DsType::Mysql => 5,
-            DsType::Postgresql => 7,
-            DsType::Sqlserver => 8,
-            DsType::PolardbMysql => 19,
-            DsType::AuroraMysql => 39,
-            DsType::AuroraPostgresql => 40,
-            DsType::PolardbPostgresql => 48,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DsType::Lakehouse => "lakehouse",
-            DsType::Kafka => "kafka",
-            DsType::Mysql => "mysql",
-            DsType::Postgresql => "postgresql",
-            DsType::Sqlserver => "sqlserver",
-            DsType::AuroraMysql => "aurora-mysql",
-            DsType::AuroraPostgresql => "aurora-postgresql",
-            DsType::PolardbMysql => "polardb-mysql",
-            DsType::PolardbPostgresql => "polardb-postgresql",
-        }
-    }
-
-    pub fn from_id(id: i64) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    pub fn family(self) -> Family {
-        match self {
-            DsType::Lakehouse => Family::Lakehouse,
-            DsType::Kafka => Family::Kafka,
-            DsType::Mysql | DsType::AuroraMysql | DsType::PolardbMysql => Family::Mysql,
-            DsType::Postgresql | DsType::AuroraPostgresql | DsType::PolardbPostgresql => Family::Postgres,
-            DsType::Sqlserver => Family::SqlServer,
-        }
-    }
-
-    fn names_list() -> String {
-        Self::ALL.iter().map(|t| format!("{} ({})", t.name(), t.id())).collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl fmt::Display for DsType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DsType {
-    type Err = Error;
-
-    /// A name (`kafka`, `aurora-mysql`, `aurora_mysql`, `postgres`) or a `ds_type` number.
-    fn from_str(text: &str) -> Result<Self> {
-        let t = text.trim().to_ascii_lowercase().replace('_', "-");
-        if let Ok(id) = t.parse::<i64>() {
-            return Self::from_id(id)
-                .ok_or_else(|| Error::bad_request(format!("unknown ds_type {id}; known: {}", Self::names_list())));
-        }
-        let alias = match t.as_str() {
-            "postgres" | "pg" => "postgresql",
-            "mssql" | "sql-server" => "sqlserver",
-            "delta" => "lakehouse",
-            "aurora-pg" | "aurora-postgres" => "aurora-postgresql",
-            "polardb-pg" | "polardb-postgres" => "polardb-postgresql",
-            other => other,
-        };
-        Self::ALL.into_iter().find(|d| d.name() == alias).ok_or_else(|| {
-            Error::bad_request(format!("unknown data source type {text:?}; known: {}", Self::names_list()))
-        })
-    }
-}
+pub use crate::connectors::DsType;
 
 /// A named connection. `properties` never leaves the daemon with secrets in it: the API
 /// returns [`DataSource::redacted`].

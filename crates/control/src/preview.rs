@@ -4,80 +4,38 @@
 //! A PostgreSQL or MySQL task maps every column as it is; its preview reads the first rows in
 //! key order with the connector's snapshot query and types (no slot, no binlog connection).
 //!
-//! The Kafka connector reads from the task's start offset under a throw-away consumer group;
-//! nothing is acknowledged, so no offsets are committed anywhere and the task's own group and
-//! Delta checkpoint are untouched.
+//! A Kafka task reads from its start offset under a throw-away consumer group; nothing is
+//! acknowledged, so no offsets are committed anywhere and the task's own group and Delta
+//! checkpoint are untouched. Each source's connector reads (see [`crate::connectors`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
+use rtsync_core::ColumnMapping;
 use rtsync_core::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use rtsync_core::arrow::datatypes::{DataType, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type};
 use rtsync_core::arrow::util::display::{ArrayFormatter, FormatOptions};
-use rtsync_core::{ColumnMapping, Source, SyncError};
-use rtsync_source_kafka::KafkaSource;
 use serde_json::{Map, Value};
 
-use crate::datasource::sync_err;
+use crate::TaskSpec;
 use crate::error::Result;
 use crate::model::{Preview, PreviewColumn, PreviewRejected};
-use crate::{SourceSpec, TaskSpec};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 1_000;
-/// The longest a preview reads.
-const READ_FOR: Duration = Duration::from_secs(8);
-/// Once some messages arrived, how long to wait for more.
-const IDLE_AFTER_DATA: Duration = Duration::from_millis(1500);
 
 pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
-    static N: AtomicU64 = AtomicU64::new(0);
     let limit = limit.clamp(1, MAX_LIMIT);
+    rtsync_mapping::compile(&spec.columns).map_err(|e| e.context_prefix("columns"))?;
+    spec.source.source().preview(spec, limit).await
+}
+
+/// Source records mapped by the task's columns: the rows they become and the ones the mapping
+/// rejects. `empty_note` explains an empty read.
+pub(crate) fn mapped_preview(spec: &TaskSpec, batches: &[RecordBatch], empty_note: String) -> Result<Preview> {
     let mapping = rtsync_mapping::compile(&spec.columns).map_err(|e| e.context_prefix("columns"))?;
     let columns = if spec.columns.is_empty() { rtsync_mapping::default_columns() } else { spec.columns.clone() };
-    let cfg = match &spec.source {
-        SourceSpec::Kafka(cfg) => cfg,
-        SourceSpec::Postgresql(cfg) => {
-            let batch = rtsync_source_postgres::browse::sample_rows(cfg, limit).await.map_err(sync_err)?;
-            return table_preview(&batch, format!("{}.{}", cfg.schema, cfg.table));
-        }
-        SourceSpec::Mysql(cfg) => {
-            let batch = rtsync_source_mysql::browse::sample_rows(cfg, limit).await.map_err(sync_err)?;
-            return table_preview(&batch, format!("{}.{}", cfg.schema, cfg.table));
-        }
-    };
-    let mut cfg = cfg.clone();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let id = format!("rtsync-preview-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    cfg.group_id = Some(id.clone());
-    cfg.max_batch_rows = limit;
-    let start = cfg.start_offset.to_string();
-    let mut source = KafkaSource::new(id, cfg)?;
-    let read = async {
-        source.check().await?;
-        source.open(None).await?;
-        let started = Instant::now();
-        let mut last_data: Option<Instant> = None;
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut rows = 0usize;
-        while rows < limit && started.elapsed() < READ_FOR && last_data.is_none_or(|t| t.elapsed() < IDLE_AFTER_DATA) {
-            if let Some(batch) = source.next_batch(Duration::from_millis(300)).await? {
-                let take = batch.rows.num_rows().min(limit - rows);
-                batches.push(batch.rows.slice(0, take));
-                rows += take;
-                last_data = Some(Instant::now());
-            }
-        }
-        Ok::<_, SyncError>(batches)
-    }
-    .await;
-    let _ = source.close().await;
-    let batches = read?;
-
     let mut out_rows = Vec::new();
     let mut rejected = Vec::new();
     let mut read_count = 0i64;
-    for batch in &batches {
+    for batch in batches {
         read_count += batch.num_rows() as i64;
         let mapped = mapping.map(batch)?;
         for i in 0..mapped.rows.num_rows() {
@@ -91,24 +49,21 @@ pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
             rejected.push(PreviewRejected { at: locate(batch, r.row), reason: r.reason });
         }
     }
-    let note = (read_count == 0).then(|| {
-        format!("no messages to preview from start offset {start} within {}s: check the topic has messages and the start offset", READ_FOR.as_secs())
-    });
     Ok(Preview {
         columns: columns.into_iter().map(|c| PreviewColumn { name: c.name, ty: c.ty }).collect(),
         rows: out_rows,
         rejected,
         messages_read: read_count,
-        note,
+        note: (read_count == 0).then_some(empty_note),
         table: None,
     })
 }
 
 /// A table source maps every column as it is: the preview shows the first rows in key order
 /// as the snapshot reads them, with the Delta type each column takes.
-fn table_preview(batch: &RecordBatch, table: String) -> Result<Preview> {
+pub(crate) fn table_preview(batch: &RecordBatch, table: String) -> Result<Preview> {
     let delta: std::collections::HashMap<String, String> =
-        rtsync_sink_lakehouse::delta_types(&batch.schema()).map_err(sync_err)?.into_iter().collect();
+        rtsync_sink_lakehouse::delta_types(&batch.schema())?.into_iter().collect();
     let keep: Vec<usize> =
         (0..batch.num_columns()).filter(|&i| delta.contains_key(batch.schema().field(i).name())).collect();
     let batch = batch.project(&keep).map_err(|e| crate::error::Error::internal(e.to_string()))?;

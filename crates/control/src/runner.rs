@@ -5,17 +5,12 @@ use std::sync::atomic::Ordering;
 
 use rtsync_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
-use rtsync_core::{
-    ColumnMapping, ErrorPolicy, MappedBatch, OP_COLUMN, Source, SyncError, SyncResult, TableDescription,
-};
+use rtsync_core::{ColumnMapping, MappedBatch, OP_COLUMN, Source, SyncError, SyncResult, TableDescription};
 use rtsync_engine::{Backoff, EngineConfig, Task, TaskMetrics};
 use rtsync_sink_lakehouse::DeltaSink;
-use rtsync_source_kafka::KafkaSource;
-use rtsync_source_mysql::MySqlSource;
-use rtsync_source_postgres::PostgresSource;
 use tokio::sync::watch;
 
-use crate::spec::{SourceSpec, TaskSpec};
+use crate::spec::TaskSpec;
 
 /// How a run is observed and stopped.
 pub struct RunOptions {
@@ -26,7 +21,7 @@ pub struct RunOptions {
     pub retry: bool,
 }
 
-fn engine_config(spec: &TaskSpec) -> EngineConfig {
+pub(crate) fn engine_config(spec: &TaskSpec) -> EngineConfig {
     EngineConfig {
         task: spec.name.clone(),
         commit_interval: spec.commit_interval,
@@ -60,9 +55,10 @@ impl ColumnMapping for TableMapping {
     }
 }
 
-/// Runs a table (CDC) source: describes the table first, so the target is created from its
-/// columns and upserts by its primary key (appends when it has none).
-async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut source: S) -> SyncResult<()> {
+/// Runs a table (CDC) source: checks it, describes the table, so the target is created from
+/// its columns and upserts by its primary key (appends when it has none), then runs the task
+/// (which does not check the source a second time).
+pub(crate) async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut source: S) -> SyncResult<()> {
     source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
     let description =
         source.describe().await?.ok_or_else(|| SyncError::internal("a table source did not describe its table"))?;
@@ -73,32 +69,15 @@ async fn run_table_source<S: Source>(spec: &TaskSpec, opts: &RunOptions, mut sou
     } else {
         Box::new(DeltaSink::upsert(&spec.name, spec.sink.clone(), description.primary_key.clone())?)
     };
-    Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone()).run().await
+    Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone())
+        .source_checked()
+        .run()
+        .await
 }
 
 /// One attempt: fresh connections, resume from the table's checkpoint.
 async fn attempt(spec: &TaskSpec, opts: &RunOptions) -> SyncResult<()> {
-    match &spec.source {
-        SourceSpec::Postgresql(config) => {
-            let source = PostgresSource::new(&spec.name, config.clone())?;
-            run_table_source(spec, opts, source).await
-        }
-        SourceSpec::Mysql(config) => {
-            let source = MySqlSource::new(&spec.name, config.clone())?;
-            run_table_source(spec, opts, source).await
-        }
-        SourceSpec::Kafka(config) => {
-            let mapping: Arc<dyn ColumnMapping> = Arc::new(rtsync_mapping::compile(&spec.columns)?);
-            let sink = Box::new(DeltaSink::new(&spec.name, spec.sink.clone())?);
-            let source = KafkaSource::new(&spec.name, config.clone())?;
-            let mut task =
-                Task::new(engine_config(spec), source, mapping, sink, opts.metrics.clone(), opts.shutdown.clone());
-            if spec.error_policy == ErrorPolicy::DeadLetter {
-                task = task.with_dead_letter_sink(Box::new(DeltaSink::new(&spec.name, spec.dead_letter_sink())?));
-            }
-            task.run().await
-        }
-    }
+    spec.source.source().run(spec, opts).await
 }
 
 /// Runs until shutdown (Ok) or a definite error. Transient errors are retried with backoff

@@ -27,6 +27,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::catalog::Catalog;
+
+/// How often a catalog write of a run's record is tried, and the first pause between tries.
+const CATALOG_TRIES: u32 = 3;
+const CATALOG_RETRY_DELAY: Duration = Duration::from_millis(50);
 use crate::logs::{self, Route};
 use crate::model::TaskState;
 use crate::{RunOptions, TaskSpec, run_task};
@@ -314,31 +318,48 @@ impl Supervisor {
         self.reason.lock().ok().and_then(|r| r.clone())
     }
 
-    fn end_run(&self, why: Option<StopReason>) {
-        let cat = &self.sched.catalog;
+    async fn end_run(&self, why: Option<StopReason>) {
         // A daemon shutdown (no run end) leaves the run open: it goes on at the next start.
-        if let Some((status, text)) = why.as_ref().and_then(StopReason::run_end)
-            && let Err(e) = cat.end_run(self.req.run_id, status, &text)
-        {
-            tracing::warn!(run = self.req.run_id, error = %e, "ending the run in the catalog failed");
+        if let Some((status, text)) = why.as_ref().and_then(StopReason::run_end) {
+            self.record("the run's end", |c| c.end_run(self.req.run_id, status, &text)).await;
         }
     }
 
+    /// A catalog write the task's record depends on (attempts, run ends, state, last error):
+    /// retried a few times, since SQLite may be busy for a moment, then logged as an error
+    /// that names what the catalog now misses. The task itself goes on either way.
+    async fn record<T>(&self, what: &str, write: impl Fn(&Catalog) -> crate::error::Result<T>) -> Option<T> {
+        let mut delay = CATALOG_RETRY_DELAY;
+        for attempt in 1..=CATALOG_TRIES {
+            match write(&self.sched.catalog) {
+                Ok(v) => return Some(v),
+                Err(e) if attempt < CATALOG_TRIES => {
+                    tracing::warn!(task = %self.req.spec.name, run = self.req.run_id, error = %e, "recording {what} in the catalog failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => {
+                    tracing::error!(task = %self.req.spec.name, run = self.req.run_id, error = %e, "recording {what} in the catalog failed {CATALOG_TRIES} times: `rtsync runs show {}` and `task show` miss it", self.req.run_id);
+                }
+            }
+        }
+        None
+    }
+
     async fn run(mut self) {
-        let cat = self.sched.catalog.clone();
         let app_id = self.req.spec.name.clone();
         let run_id = self.req.run_id;
         let mut backoff = Backoff::default();
         let mut why = self.req.reason.clone();
         loop {
-            let attempt = match cat.insert_attempt(run_id, &why) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(task = %app_id, run = run_id, error = %e, "recording the attempt failed; the run stops");
-                    let _ = cat.end_run(run_id, "failed", &format!("catalog: {e}"));
-                    let _ = cat.set_state(self.req.task_id, TaskState::Failed);
-                    break;
-                }
+            let Some(attempt) = self.record("a new attempt", |c| c.insert_attempt(run_id, &why)).await else {
+                tracing::error!(task = %app_id, run = run_id, "the attempt could not be recorded in the catalog; the run stops");
+                self.record("the run's end", |c| {
+                    c.end_run(run_id, "failed", "the catalog could not record an attempt")
+                })
+                .await;
+                self.record("the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed)).await;
+                break;
             };
             let route = Route { run_id, attempt };
             logs::register(&app_id, route);
@@ -376,17 +397,20 @@ impl Supervisor {
                     span.in_scope(
                         || tracing::info!(task = %app_id, position = %pos, "attempt {attempt} ended: {text}"),
                     );
-                    let _ = cat.end_attempt(run_id, attempt, status, None, None);
-                    self.end_run(requested);
+                    self.record("the attempt's end", |c| c.end_attempt(run_id, attempt, status, None, None)).await;
+                    self.end_run(requested).await;
                     break;
                 }
                 Err(err) => {
                     let report = err.report();
                     let kind = err.kind();
-                    let _ = cat.end_attempt(run_id, attempt, "failed", Some(&report), Some(kind.as_str()));
+                    self.record("the attempt's failure", |c| {
+                        c.end_attempt(run_id, attempt, "failed", Some(&report), Some(kind.as_str()))
+                    })
+                    .await;
                     if requested.is_some() {
                         span.in_scope(|| tracing::warn!(task = %app_id, error = %report, "attempt {attempt} failed while stopping"));
-                        self.end_run(requested);
+                        self.end_run(requested).await;
                         break;
                     }
                     let hint = troubleshooting(kind);
@@ -400,7 +424,7 @@ impl Supervisor {
                             delay.as_secs()
                         );
                         span.in_scope(|| tracing::warn!(task = %app_id, error_kind = %kind, retry_in_ms = delay.as_millis() as u64, "{text}"));
-                        let _ = cat.set_last_error(self.req.task_id, Some(&text));
+                        self.record("the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text))).await;
                         self.slot.set_live(|l| {
                             l.phase = Some("retrying");
                             l.retry_at = Some(Instant::now() + delay);
@@ -410,7 +434,7 @@ impl Supervisor {
                             _ = self.stop_rx.changed() => true,
                         };
                         if stopped || *self.stop_rx.borrow() {
-                            self.end_run(self.requested());
+                            self.end_run(self.requested()).await;
                             break;
                         }
                         why = "retry after a transient error".to_string();
@@ -418,9 +442,9 @@ impl Supervisor {
                     }
                     let text = format!("run {run_id} failed ({kind}) in attempt {attempt}: {report}. Check: {hint}");
                     span.in_scope(|| tracing::error!(task = %app_id, error_kind = %kind, "{text}; the task is stopped until `rtsync task start`"));
-                    let _ = cat.end_run(run_id, "failed", &report);
-                    let _ = cat.set_state(self.req.task_id, TaskState::Failed);
-                    let _ = cat.set_last_error(self.req.task_id, Some(&text));
+                    self.record("the run's failure", |c| c.end_run(run_id, "failed", &report)).await;
+                    self.record("the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed)).await;
+                    self.record("the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text))).await;
                     break;
                 }
             }

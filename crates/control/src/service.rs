@@ -23,9 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rtsync_core::SyncError;
 use rtsync_mapping::ColumnSpec;
-use rtsync_source_kafka::{KafkaOffsets, StartOffset};
 
+use crate::TaskSpec;
 use crate::catalog::Catalog;
+use crate::connectors;
 use crate::datasource;
 use crate::error::{Error, Result};
 use crate::meta;
@@ -33,10 +34,7 @@ use crate::model::*;
 use crate::preview;
 use crate::scheduler::{RunRequest, Scheduler, StopReason};
 use crate::secrets::{self, Secrets};
-use crate::{SourceSpec, TaskSpec};
 
-/// How long `task show` waits for the broker's offsets to compute the lag.
-const LAG_TIMEOUT: Duration = Duration::from_secs(3);
 /// No commit for this long while messages wait: the task is falling behind.
 const BEHIND_AFTER: Duration = Duration::from_secs(15);
 /// Freshness above this is called out.
@@ -146,8 +144,8 @@ impl Control {
             self.catalog.insert_folder(DEFAULT_FOLDER)?;
         }
         if self.catalog.datasource(DEFAULT_LAKEHOUSE)?.is_none() {
-            let props = [(datasource::ROOT.to_string(), lakehouse_root.to_string())].into_iter().collect();
-            self.catalog.insert_datasource(DEFAULT_LAKEHOUSE, DsType::Lakehouse, &props)?;
+            let props = connectors::default_target_props(lakehouse_root);
+            self.catalog.insert_datasource(DEFAULT_LAKEHOUSE, connectors::TARGET_TYPE, &props)?;
         }
         Ok(())
     }
@@ -372,10 +370,8 @@ impl Control {
         let mut cfg = task.draft.clone();
         if let Some(s) = patch.source {
             let ds = self.datasource_full(&s)?;
-            if ds.ds_type == DsType::Lakehouse {
-                return Err(Error::bad_request(format!(
-                    "data source {s:?} is a lakehouse: it can be the target (--sink), not the source"
-                )));
+            if ds.ds_type.connector().is_some_and(|c| !c.is_source()) {
+                connectors::source_of(&ds)?;
             }
             cfg.source = Some(s);
         }
@@ -387,7 +383,7 @@ impl Control {
         }
         if let Some(s) = patch.sink {
             let ds = self.datasource_full(&s)?;
-            datasource::lakehouse_root(&ds)?;
+            connectors::check_target(&ds)?;
             cfg.sink = s;
         }
         if let Some(s) = patch.sink_schema {
@@ -397,7 +393,6 @@ impl Control {
             cfg.sink_table = Some(t);
         }
         if let Some(o) = patch.start_offset {
-            StartOffset::parse(&o).map_err(|e| Error::bad_request(e.report()))?;
             cfg.start_offset = Some(o);
         }
         if patch.clear_columns {
@@ -431,19 +426,8 @@ impl Control {
     fn validate_config(&self, cfg: &TaskConfig) -> Result<()> {
         if let Some(src) = &cfg.source {
             let ds = self.datasource_full(src)?;
-            if ds.ds_type == DsType::Kafka
-                && let Some(ns) = &cfg.source_schema
-                && ns != KAFKA_NAMESPACE
-            {
-                return Err(Error::bad_request(format!(
-                    "--source-schema {ns:?}: Kafka topics live in the namespace {KAFKA_NAMESPACE:?}"
-                )));
-            }
-            if matches!(ds.ds_type.family(), Family::Postgres | Family::Mysql) && !cfg.columns.is_empty() {
-                return Err(Error::bad_request(format!(
-                    "--column: data source {src} is {}, a table source: every source column is mapped to the target as it is (new source columns are added); drop the --column arguments, or add --clear-columns",
-                    ds.ds_type
-                )));
+            if let Some(connector) = ds.ds_type.connector() {
+                connector.check_task(&ds, cfg)?;
             }
         }
         for (field, value) in
@@ -476,40 +460,11 @@ impl Control {
             ))
         })?;
         let sink_table = cfg.effective_sink_table().unwrap_or(table);
-        let source = match src.ds_type.family() {
-            Family::Kafka => {
-                let start = match &cfg.start_offset {
-                    Some(o) => StartOffset::parse(o).map_err(|e| Error::bad_request(e.report()))?,
-                    None => StartOffset::Earliest,
-                };
-                SourceSpec::Kafka(datasource::kafka_config(&src, table, start)?)
-            }
-            Family::Postgres => {
-                if !cfg.columns.is_empty() {
-                    return Err(Error::bad_request(
-                        "a table source maps every source column to the target as it is: remove the --column mappings (`task configure --clear-columns`)",
-                    ));
-                }
-                let schema = cfg.source_schema.as_deref().unwrap_or("public");
-                SourceSpec::Postgresql(datasource::postgres_config(&src, schema, table)?)
-            }
-            Family::Mysql => {
-                if !cfg.columns.is_empty() {
-                    return Err(Error::bad_request(
-                        "a table source maps every source column to the target as it is: remove the --column mappings (`task configure --clear-columns`)",
-                    ));
-                }
-                let database = cfg.source_schema.as_deref().ok_or_else(|| {
-                    Error::bad_request(format!("task {:?}: a MySQL source needs --source-schema DATABASE", task.name))
-                })?;
-                SourceSpec::Mysql(datasource::mysql_config(&src, database, table)?)
-            }
-            _ => return Err(datasource::not_implemented(src.ds_type)),
-        };
+        let source = connectors::source_of(&src)?.source_spec(&src, &task.name, cfg, table)?;
         let spec = TaskSpec {
             name: app_id(&task.name, incarnation),
             source,
-            sink: datasource::lakehouse_config(&sink_ds, &cfg.sink_schema, sink_table)?,
+            sink: connectors::target_config(&sink_ds, &cfg.sink_schema, sink_table)?,
             columns: cfg.columns.clone(),
             error_policy: cfg.error_policy,
             commit_interval: cfg
@@ -539,7 +494,9 @@ impl Control {
     }
 
     fn refuse(&self, task: &Task, err: Error) -> Error {
-        let _ = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message)));
+        if let Err(e) = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message))) {
+            tracing::error!(task = %task.name, error = %e, "recording why the deploy was refused failed");
+        }
         err
     }
 
@@ -695,22 +652,15 @@ impl Control {
         })
     }
 
-    /// Undeploy of a PostgreSQL task: drops its replication slot (and the publication rtsync
-    /// created), so the server stops retaining WAL for it. Returns a note for the message.
+    /// Undeploy: the connector drops what the task made on the source's server (a
+    /// PostgreSQL slot, so the server stops retaining WAL for it). Returns a note for the
+    /// message.
     async fn drop_source_objects(&self, task: &Task) -> String {
         let Some(Ok(Some(v))) = task.deployed_version.map(|v| self.catalog.version(task.id, v)) else {
             return String::new();
         };
         let Ok(spec) = self.build_spec(task, &v.config, task.incarnation) else { return String::new() };
-        let SourceSpec::Postgresql(cfg) = &spec.source else { return String::new() };
-        match rtsync_source_postgres::drop_replication_objects(cfg, &spec.name).await {
-            Ok(_) => format!("; replication slot {} dropped", cfg.slot_name(&spec.name)),
-            Err(e) => format!(
-                "; the replication slot {} could not be dropped ({}): drop it by hand, or the server keeps WAL for it",
-                cfg.slot_name(&spec.name),
-                e.report()
-            ),
-        }
+        spec.source.source().cleanup(&spec.name).await
     }
 
     pub async fn delete_task(&self, name: &str) -> Result<()> {
@@ -746,7 +696,7 @@ impl Control {
         let cfg = deployed.as_ref().map(|v| &v.config).unwrap_or(&task.draft);
         let target = self.catalog.datasource(&cfg.sink)?.and_then(|ds| {
             let table = cfg.effective_sink_table()?;
-            datasource::lakehouse_config(&ds, &cfg.sink_schema, table).ok().map(|c| c.table_location())
+            connectors::target_config(&ds, &cfg.sink_schema, table).ok().map(|c| c.table_location())
         });
         let saved = self.catalog.status(task.id)?.unwrap_or_default();
         let mut status = TaskStatus {
@@ -798,16 +748,11 @@ impl Control {
         Ok(TaskDetail { app_id: task.app_id(), deployed, status, target, task })
     }
 
-    /// Messages on the broker after the task's position (Kafka), when the broker answers fast.
+    /// How far the source is ahead of the task's position, in the source's own unit, when
+    /// its connector can say quickly.
     async fn lag(&self, cfg: &TaskConfig, position: Option<&str>) -> Option<i64> {
         let ds = self.resolved(cfg.source.as_deref()?).ok()?;
-        if ds.ds_type != DsType::Kafka {
-            return None;
-        }
-        let topic = cfg.source_table.as_deref()?;
-        let marks = tokio::time::timeout(LAG_TIMEOUT, meta::high_watermarks(&ds, topic)).await.ok()?.ok()?;
-        let pos: KafkaOffsets = position.unwrap_or("").parse().ok()?;
-        Some(marks.iter().map(|p| (p.high - pos.get(p.partition).unwrap_or(p.low)).max(0)).sum())
+        ds.ds_type.connector()?.lag(&ds, cfg, position).await
     }
 
     /// Names a likely cause when a running task falls behind (the seed's "increasing sync

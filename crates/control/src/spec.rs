@@ -7,10 +7,9 @@ use rtsync_core::{ErrorPolicy, SyncError, SyncResult};
 use rtsync_engine::{DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_ROWS};
 use rtsync_mapping::ColumnSpec;
 use rtsync_sink_lakehouse::LakehouseSinkConfig;
-use rtsync_source_kafka::KafkaSourceConfig;
-use rtsync_source_mysql::MySqlSourceConfig;
-use rtsync_source_postgres::PostgresSourceConfig;
 use serde::{Deserialize, Serialize};
+
+pub use crate::connectors::SourceSpec;
 
 /// One real-time sync task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,26 +31,6 @@ pub struct TaskSpec {
     pub max_buffered_rows: usize,
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: usize,
-}
-
-/// The source, by `type`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SourceSpec {
-    Kafka(KafkaSourceConfig),
-    /// PostgreSQL, Aurora PostgreSQL and PolarDB PostgreSQL (one connector).
-    #[serde(alias = "postgres", alias = "aurora-postgresql", alias = "polardb-postgresql")]
-    Postgresql(PostgresSourceConfig),
-    /// MySQL, Aurora MySQL, PolarDB MySQL and MariaDB (one connector).
-    #[serde(alias = "mariadb", alias = "aurora-mysql", alias = "polardb-mysql")]
-    Mysql(MySqlSourceConfig),
-}
-
-impl SourceSpec {
-    /// CDC sources mirror a table: every source column is mapped, upserts by primary key.
-    pub fn is_table(&self) -> bool {
-        !matches!(self, SourceSpec::Kafka(_))
-    }
 }
 
 fn default_commit_interval() -> Duration {
@@ -100,11 +79,7 @@ impl TaskSpec {
                 self.name
             )));
         }
-        match &self.source {
-            SourceSpec::Kafka(k) => k.validate()?,
-            SourceSpec::Postgresql(p) => p.validate()?,
-            SourceSpec::Mysql(m) => m.validate()?,
-        }
+        self.source.source().validate()?;
         if self.source.is_table() && !self.columns.is_empty() {
             return Err(SyncError::config(
                 "columns: a table source maps every source column to the target as it is; remove [[columns]]",

@@ -24,9 +24,8 @@ use rtsync_core::verify::{CanonRow, TableVerifier, VerifyColumn};
 use rtsync_sink_lakehouse::verify::{Collect, committed_position, scan};
 use serde::{Deserialize, Serialize};
 
-use crate::datasource::sync_err;
+use crate::TaskSpec;
 use crate::error::{Error, Result};
-use crate::{SourceSpec, TaskSpec};
 
 /// Ranges the key space is split into (fewer for a small table: see [`MIN_ROWS_PER_RANGE`]).
 pub const TARGET_RANGES: u64 = 128;
@@ -107,22 +106,9 @@ pub struct Difference {
     pub columns: Vec<String>,
 }
 
-/// The source's verifier: the one place that matches on the source kind.
+/// The source's verifier, from its connector.
 async fn open_verifier(spec: &TaskSpec) -> Result<(Box<dyn TableVerifier>, String)> {
-    match &spec.source {
-        SourceSpec::Kafka(k) => Err(Error::bad_request(format!(
-            "task {:?} reads Kafka topic {:?}: verify compares a source table with its target, and a topic is an append-only log with no table to compare with",
-            spec.name, k.topic
-        ))),
-        SourceSpec::Postgresql(cfg) => {
-            let v = rtsync_source_postgres::verify::verifier(cfg, &spec.name).await.map_err(sync_err)?;
-            Ok((Box::new(v), format!("{}.{}", cfg.schema, cfg.table)))
-        }
-        SourceSpec::Mysql(cfg) => {
-            let v = rtsync_source_mysql::verify::verifier(cfg).await.map_err(sync_err)?;
-            Ok((Box::new(v), format!("{}.{}", cfg.schema, cfg.table)))
-        }
-    }
+    spec.source.source().verifier(spec).await
 }
 
 /// Compares the task's source table with its Delta table (see the module doc).
@@ -133,16 +119,16 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
     let key: Vec<String> = source.key().to_vec();
     let compared: Vec<String> = columns.iter().filter(|c| c.is_compared()).map(|c| c.name.clone()).collect();
 
-    let snapshot_position = source.begin_snapshot().await.map_err(sync_err)?;
-    let count = source.count().await.map_err(sync_err)?;
+    let snapshot_position = source.begin_snapshot().await?;
+    let count = source.count().await?;
     let rows_per_range = count.div_ceil(TARGET_RANGES).max(MIN_ROWS_PER_RANGE);
     // The source sums its ranges in SQL while the target is summed here.
-    let bounds = source.bounds(rows_per_range).await.map_err(sync_err)?;
+    let bounds = source.bounds(rows_per_range).await?;
     let (sums, lake) = tokio::join!(
         source.checksums(rows_per_range),
         scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &Collect::Nothing)
     );
-    let (sums, lake) = (sums.map_err(sync_err)?, lake.map_err(sync_err)?);
+    let (sums, lake) = (sums?, lake?);
     tracing::info!(task = %spec.name, ranges = sums.len(), rows = count, target_rows = lake.rows, version = lake.version, ms = started.elapsed().as_millis() as u64, "verify: checksums");
     let firsts: Vec<&Vec<String>> = sums.iter().map(|r| &r.first_key).collect();
     if firsts.len() != bounds.len() || firsts.iter().zip(&bounds).any(|(a, b)| *a != b) {
@@ -173,12 +159,12 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
             source.rows_in_ranges(rows_per_range, &bounds, &wanted),
             scan(&spec.sink, &spec.name, Some(lake.version), &columns, &key, &bounds, &collect)
         );
-        let (src_rows, lake_rows) = (src_rows.map_err(sync_err)?, lake_rows.map_err(sync_err)?);
+        let (src_rows, lake_rows) = (src_rows?, lake_rows?);
         diffs = compare_rows(&src_rows, &lake_rows.collected, &compared);
         remember(&mut last_source, &src_rows, &diffs);
         tracing::info!(task = %spec.name, differences = diffs.len(), ms = started.elapsed().as_millis() as u64, "verify: first comparison");
     }
-    source.end_snapshot().await.map_err(sync_err)?;
+    source.end_snapshot().await?;
     let initial = diffs.len();
 
     let mut rechecks = 0;
@@ -186,7 +172,7 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
     let mut note = None;
     while !diffs.is_empty() && rechecks < RECHECK_ROUNDS {
         rechecks += 1;
-        let target = source.position().await.map_err(sync_err)?;
+        let target = source.position().await?;
         let caught_up = wait_until_reached(source.as_mut(), spec, &target).await?;
         tracing::info!(task = %spec.name, caught_up, ms = started.elapsed().as_millis() as u64, "verify: waited for the task");
         let keys: Vec<Vec<String>> = diffs.keys().take(MAX_RECHECKED).cloned().collect();
@@ -195,7 +181,7 @@ pub async fn verify(spec: &TaskSpec) -> Result<VerifyReport> {
             source.rows_by_key(&keys),
             scan(&spec.sink, &spec.name, None, &columns, &key, &bounds, &collect)
         );
-        let (src_rows, lake_rows) = (src_rows.map_err(sync_err)?, lake_rows.map_err(sync_err)?);
+        let (src_rows, lake_rows) = (src_rows?, lake_rows?);
         let now = compare_rows(&src_rows, &lake_rows.collected, &compared);
         let unchecked: Vec<_> = diffs.into_iter().skip(MAX_RECHECKED).collect();
         tracing::info!(task = %spec.name, round = rechecks, differences = now.len(), ms = started.elapsed().as_millis() as u64, "verify: re-check");
@@ -277,8 +263,8 @@ async fn wait_until_reached(
 ) -> Result<bool> {
     let deadline = Instant::now() + CATCH_UP_WAIT;
     loop {
-        let committed = committed_position(&spec.sink, &spec.name).await.map_err(sync_err)?;
-        match source.reached(committed.as_ref(), target).await.map_err(sync_err)? {
+        let committed = committed_position(&spec.sink, &spec.name).await?;
+        match source.reached(committed.as_ref(), target).await? {
             Some(true) => return Ok(true),
             None => {
                 // Positions that do not compare: give the task one wait to catch up.

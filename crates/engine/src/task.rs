@@ -72,6 +72,8 @@ pub struct Task<S: Source> {
     dead_letter: Option<Box<dyn Sink>>,
     metrics: Arc<TaskMetrics>,
     shutdown: watch::Receiver<bool>,
+    /// The caller ran the source's pre-flight check already.
+    source_checked: bool,
 }
 
 /// What the loop carries between commits.
@@ -94,7 +96,14 @@ impl<S: Source> Task<S> {
         metrics: Arc<TaskMetrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { config, source, mapping, sink, dead_letter: None, metrics, shutdown }
+        Self { config, source, mapping, sink, dead_letter: None, metrics, shutdown, source_checked: false }
+    }
+
+    /// The caller has run [`Source::check`] on this source already (to describe its table
+    /// before building the sink): the task does not run it a second time.
+    pub fn source_checked(mut self) -> Self {
+        self.source_checked = true;
+        self
     }
 
     /// Routes rejected records to this sink (the `<table>__dlq` table) when the error policy
@@ -138,7 +147,9 @@ impl<S: Source> Task<S> {
             }
         }
 
-        self.source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
+        if !self.source_checked {
+            self.source.check().await.map_err(|e| e.context_prefix("checking the source"))?;
+        }
         self.source.open(resume.clone()).await.map_err(|e| e.context_prefix("opening the source"))?;
         // The table's position is durable: tell the source, so server-side progress (Kafka
         // group offsets, a PostgreSQL slot) catches up even when a killed attempt committed to

@@ -20,6 +20,7 @@
 //! one the sink reloads the table so the in-memory log replay stays short and commit latency
 //! flat over millions of commits.
 
+pub mod browse;
 mod error;
 mod read;
 mod upsert;

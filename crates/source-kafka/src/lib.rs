@@ -26,6 +26,7 @@
 //! authorization, and an offset that the broker no longer has (deleted by retention: messages
 //! were lost before we read them) are definite and name the fix.
 
+pub mod browse;
 mod config;
 mod position;
 mod reader;
