@@ -53,12 +53,10 @@ enum Command {
 
 /// rtsync's own events at info; the delta kernel and DataFusion log every snapshot at info,
 /// which buries them, so those start at warn. `RTSYNC_LOG` replaces the whole filter.
-const DEFAULT_LOG_FILTER: &str =
-    "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,object_store=warn";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(rtsync_control::logs::DEFAULT_FILTER));
     // The attempt-log layer routes a daemon task's events to its attempt's log (a no-op
     // outside `rtsync serve`).
     use tracing_subscriber::prelude::*;
@@ -115,7 +113,7 @@ async fn cmd_demo(root: String, messages: u64, seconds: u64) -> SyncResult<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(rtsync::cli::client_flags_anywhere(std::env::args().collect()));
     let result = match cli.command {
         Command::Run { spec, check, progress } => cmd_run(spec, check, &progress).await,
         Command::Demo { root, messages, seconds } => cmd_demo(root, messages, seconds).await,

@@ -169,6 +169,8 @@ async fn postgres_table_through_the_daemon() {
     d.ok(&["datasource", "create", "shop_pg", "--type", "postgresql", "--set", &format!("url={url}")]);
     let tested = d.ok(&["datasource", "test", "shop_pg", "--object", &format!("{schema}.{table}")]);
     assert!(tested.contains("ready for CDC"), "{tested}");
+    let server = d.ok(&["datasource", "test", "shop_pg"]);
+    assert!(server.contains("connected to PostgreSQL") && server.contains("wal_level logical"), "{server}");
 
     let namespaces = d.json(&["meta", "namespaces", "shop_pg"]);
     let ns = namespaces.as_array().unwrap().iter().find(|n| n["name"] == schema.as_str()).expect("our schema listed");
@@ -254,6 +256,8 @@ async fn mysql_table_through_the_daemon() {
     d.ok(&["datasource", "create", "shop_my", "--type", "mysql", "--set", &format!("url={url}")]);
     let tested = d.ok(&["datasource", "test", "shop_my", "--object", &format!("{db}.{table}")]);
     assert!(tested.contains("ready for CDC"), "{tested}");
+    let server = d.ok(&["datasource", "test", "shop_my"]);
+    assert!(server.contains("binlog settings") && server.contains("replication privileges"), "{server}");
 
     let namespaces = d.json(&["meta", "namespaces", "shop_my"]);
     let ns = namespaces.as_array().unwrap().iter().find(|n| n["name"] == db.as_str()).expect("our database listed");

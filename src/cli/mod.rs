@@ -30,6 +30,41 @@ pub enum Format {
     Json,
 }
 
+/// The client flags, which every daemon command takes.
+const CLIENT_FLAGS: [&str; 3] = ["--server", "--token", "--format"];
+
+/// Lets the client flags come before the command too: `rtsync --server URL task list` is
+/// read as `rtsync task --server URL list` (clap takes them after the command group).
+pub fn client_flags_anywhere(args: Vec<String>) -> Vec<String> {
+    let mut moved = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    let program = it.next();
+    let mut it = it.peekable();
+    while let Some(arg) = it.next() {
+        let name = arg.split('=').next().unwrap_or("");
+        if !rest.is_empty() || !CLIENT_FLAGS.contains(&name) {
+            rest.push(arg);
+            continue;
+        }
+        let takes_value = !arg.contains('=');
+        moved.push(arg);
+        if takes_value && let Some(value) = it.next() {
+            moved.push(value);
+        }
+    }
+    let mut out: Vec<String> = program.into_iter().collect();
+    if rest.is_empty() {
+        out.extend(moved);
+        return out;
+    }
+    let mut rest = rest.into_iter();
+    out.extend(rest.next());
+    out.extend(moved);
+    out.extend(rest);
+    out
+}
+
 /// How to reach the daemon and how to print; accepted after any subcommand.
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
@@ -841,4 +876,25 @@ async fn attempts(c: &ClientArgs, cmd: AttemptsCmd) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_flags_anywhere;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn client_flags_may_come_before_the_command() {
+        assert_eq!(
+            client_flags_anywhere(args("rtsync --server http://h:1 --format=json task list")),
+            args("rtsync task --server http://h:1 --format=json list")
+        );
+        assert_eq!(client_flags_anywhere(args("rtsync --token t task list")), args("rtsync task --token t list"));
+        for unchanged in ["rtsync task list --server http://h:1", "rtsync run spec.toml", "rtsync --version"] {
+            assert_eq!(client_flags_anywhere(args(unchanged)), args(unchanged));
+        }
+    }
 }

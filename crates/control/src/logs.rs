@@ -24,7 +24,6 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -66,13 +65,20 @@ fn router() -> &'static Router {
     })
 }
 
+/// Log directives for rtsync's own INFO and the libraries' warnings, without the libraries'
+/// noise on a healthy path: delta-kernel's ERROR event for the "no files in log segment" it
+/// returns (and deltalake handles) when a table does not exist yet, and deltalake's WARN on
+/// every commit that it keeps no statistics for a binary column. Errors that matter reach
+/// rtsync as results and are logged by it.
+pub const DEFAULT_FILTER: &str = "info,buoyant_kernel=warn,buoyant_kernel::snapshot=off,delta_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error,datafusion=warn,object_store=warn";
+
 /// The layer to install in the process's subscriber (a no-op until [`start_writer`]).
-/// It sees INFO and above, whatever the console filter says.
+/// It sees [`DEFAULT_FILTER`], whatever the console filter says.
 pub fn layer<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    AttemptLogLayer.with_filter(LevelFilter::INFO)
+    AttemptLogLayer.with_filter(tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
 }
 
 /// Starts the writer thread appending to the catalog at `db`. Called once by the daemon.

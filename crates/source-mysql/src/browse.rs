@@ -16,6 +16,22 @@ use crate::preflight::ServerInfo;
 use crate::schema::{self, ColumnSpec};
 use crate::snapshot::{self, ChunkReader};
 
+/// Checks what streaming needs of the server, without a table: the connection and
+/// credentials, the binlog settings (on, ROW, FULL row image) and the binlog privileges.
+/// Returns the server's version text. A table's check (the source's `check`) adds the table,
+/// its key, its character sets and SELECT on it.
+pub async fn check_server(cfg: &MySqlSourceConfig) -> SyncResult<String> {
+    let opts = cfg.opts()?;
+    let mut conn = snapshot::connect(&opts, cfg).await?;
+    let info = ServerInfo::read(&mut conn).await?;
+    crate::preflight::ensure_log_bin_on(&info)?;
+    crate::preflight::ensure_row_binlog_format(&info)?;
+    crate::preflight::ensure_full_row_image(&info)?;
+    crate::preflight::ensure_binlog_privileges(&mut conn, &info).await?;
+    let _ = conn.disconnect().await;
+    Ok(format!("{} {}", info.flavor.name(), info.flavor.version_string))
+}
+
 /// Databases the server owns.
 const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
 

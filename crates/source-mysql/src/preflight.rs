@@ -146,18 +146,7 @@ pub async fn ensure_replication_privileges(
     info: &ServerInfo,
     cfg: &MySqlSourceConfig,
 ) -> SyncResult<()> {
-    let monitor =
-        if info.flavor.mariadb && info.flavor.version >= (10, 5, 2) { "BINLOG MONITOR" } else { "REPLICATION CLIENT" };
-    if let Err(e) = conn.query_drop(info.flavor.binlog_status_sql()).await {
-        return Err(match server_code(&e) {
-            Some(1227 | 1044 | 1045) => SyncError::with_source(
-                rtsync_core::ErrorKind::Source,
-                format!("the user may not read the binlog position; GRANT {monitor} ON *.* TO the rtsync user"),
-                e,
-            ),
-            _ => my_err("reading the binlog position", e),
-        });
-    }
+    ensure_binlog_position_readable(conn, info).await?;
     let table = format!("{}.{}", crate::schema::quote_ident(&cfg.schema), crate::schema::quote_ident(&cfg.table));
     if let Err(e) = conn.query_drop(format!("SELECT 1 FROM {table} LIMIT 0")).await {
         return Err(match server_code(&e) {
@@ -172,6 +161,36 @@ pub async fn ensure_replication_privileges(
             _ => my_err(format!("reading {}.{}", cfg.schema, cfg.table), e),
         });
     }
+    ensure_binlog_stream_grant(conn, info).await
+}
+
+/// The binlog privileges without a table: reading the position and streaming.
+pub async fn ensure_binlog_privileges(conn: &mut Conn, info: &ServerInfo) -> SyncResult<()> {
+    ensure_binlog_position_readable(conn, info).await?;
+    ensure_binlog_stream_grant(conn, info).await
+}
+
+fn monitor_privilege(info: &ServerInfo) -> &'static str {
+    if info.flavor.mariadb && info.flavor.version >= (10, 5, 2) { "BINLOG MONITOR" } else { "REPLICATION CLIENT" }
+}
+
+async fn ensure_binlog_position_readable(conn: &mut Conn, info: &ServerInfo) -> SyncResult<()> {
+    let monitor = monitor_privilege(info);
+    if let Err(e) = conn.query_drop(info.flavor.binlog_status_sql()).await {
+        return Err(match server_code(&e) {
+            Some(1227 | 1044 | 1045) => SyncError::with_source(
+                rtsync_core::ErrorKind::Source,
+                format!("the user may not read the binlog position; GRANT {monitor} ON *.* TO the rtsync user"),
+                e,
+            ),
+            _ => my_err("reading the binlog position", e),
+        });
+    }
+    Ok(())
+}
+
+async fn ensure_binlog_stream_grant(conn: &mut Conn, info: &ServerInfo) -> SyncResult<()> {
+    let monitor = monitor_privilege(info);
     let grants: Vec<Row> = conn.query("SHOW GRANTS").await.map_err(|e| my_err("reading the user's grants", e))?;
     let grants: Vec<String> = grants
         .into_iter()

@@ -54,6 +54,19 @@ async fn connect(cfg: &PostgresSourceConfig) -> SyncResult<tokio_postgres::Clien
     catalog::connect(&cfg.connection()?).await
 }
 
+/// Checks what streaming needs of the server, without a table: the connection and
+/// credentials, `wal_level = logical` and the replication privilege. Returns the server's
+/// version. A table's check (the source's `check`) adds the table, its key or replica
+/// identity, and the replication slot.
+pub async fn check_server(cfg: &PostgresSourceConfig) -> SyncResult<String> {
+    let client = connect(cfg).await?;
+    catalog::ensure_wal_level_logical(&client).await?;
+    catalog::ensure_replication_privilege(&client).await?;
+    let row = client.query_one("SELECT version()", &[]).await.map_err(|e| pg_error(e, "reading the version"))?;
+    let version: String = row.get(0);
+    Ok(version.split(" on ").next().unwrap_or(&version).to_string())
+}
+
 /// The database's user schemas with how many tables each holds.
 pub async fn list_schemas(cfg: &PostgresSourceConfig) -> SyncResult<Vec<SchemaSummary>> {
     let client = connect(cfg).await?;

@@ -47,10 +47,14 @@ impl Connector for MySql {
     }
 
     async fn test(&self, ds: &DataSource, object: Option<&str>) -> Result<String> {
-        let Some((database, table)) = object.and_then(|o| o.split_once('.')) else {
-            return Err(Error::bad_request(
-                "the MySQL check runs against a table: add --object DATABASE.TABLE (it checks the connection, credentials, binlog settings, privileges and the table)",
+        let Some(object) = object else {
+            let server = browse::check_server(&config(ds, "", "")).await?;
+            return Ok(format!(
+                "connected to {server}: credentials, the binlog settings (on, ROW, FULL row image) and the replication privileges are ready; add --object DATABASE.TABLE to check a table too (it exists, its key, SELECT on it)"
             ));
+        };
+        let Some((database, table)) = object.split_once('.') else {
+            return Err(Error::bad_request(format!("--object {object:?}: name the table as DATABASE.TABLE")));
         };
         checked(MySqlSource::new(format!("test-{}", ds.name), config(ds, database, table))?).await?;
         Ok(format!("connected to MySQL; table {database}.{table} is ready for CDC (binlog, privileges)"))

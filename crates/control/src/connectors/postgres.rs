@@ -54,8 +54,9 @@ impl Connector for Postgres {
 
     async fn test(&self, ds: &DataSource, object: Option<&str>) -> Result<String> {
         let Some(object) = object else {
-            return Err(Error::bad_request(
-                "the PostgreSQL check runs against a table: add --object SCHEMA.TABLE (it checks the connection, credentials, wal_level, replication privilege, the table and its key)",
+            let version = browse::check_server(&config(ds, DEFAULT_SCHEMA, "")).await?;
+            return Ok(format!(
+                "connected to {version}: credentials, wal_level logical and the replication privilege are ready; add --object SCHEMA.TABLE to check a table too (it exists, its key or replica identity)"
             ));
         };
         let (schema, table) = split_table(object);
