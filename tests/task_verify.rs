@@ -1,4 +1,4 @@
-//! `rtsync task verify` against the real PostgreSQL and MariaDB, through the daemon: a table
+//! `rtsync task verify` against the real PostgreSQL, MariaDB and Oracle MySQL, through the daemon: a table
 //! with a column of every common type is synced; verify reports it equal while the source keeps
 //! taking writes (so the first comparison sees lag the re-check must clear); then the Delta
 //! table is edited behind rtsync's back by an independent writer (Python `deltalake`): one
@@ -202,13 +202,11 @@ async fn postgres_verify_finds_rows_changed_behind_rtsyncs_back() {
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_verify_finds_rows_changed_behind_rtsyncs_back() {
-    let url =
-        std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
-    let pool = mysql_async::Pool::new(
-        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap()).prefer_socket(false),
-    );
+per_mysql_server!(async mysql_verify_finds_rows_changed_behind_rtsyncs_back);
+
+async fn mysql_verify_finds_rows_changed_behind_rtsyncs_back(server: MySqlServer) {
+    let url = server.url();
+    let pool = server.pool();
     let mut conn = pool.get_conn().await.unwrap();
     let db = unique("verify").to_lowercase();
     let table = "items";
