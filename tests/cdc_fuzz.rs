@@ -270,7 +270,7 @@ async fn fuzz(source: Source) {
         Source::Mysql(server) => {
             let url = server.url();
             let offset = 15 * chance.range(-48, 52);
-            let compress = !server.is_mariadb() && chance.range(0, 2) == 1;
+            let compress = !server.is_mariadb() && chance.chance(0.5);
             eprintln!(
                 "cdc fuzz {}: session time zone {offset:+} min, compressed binlog transactions: {compress}",
                 source.name()
