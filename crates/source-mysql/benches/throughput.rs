@@ -86,7 +86,7 @@ async fn main() {
         };
         conn.query_drop(format!(
             "INSERT INTO {db}.t {with}SELECT seq, seq % 1000, seq * 7, CONCAT('customer-', seq), (seq % 100000) / 100, seq / 3, \
-             TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND, seq % 2, MD5(seq), DATE '2024-01-01' + INTERVAL (seq % 365) DAY \
+             TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND, seq % 2, LEFT(SHA2(seq, 256), 32), DATE '2024-01-01' + INTERVAL (seq % 365) DAY \
              FROM {rows}"
         ))
         .await
@@ -133,7 +133,12 @@ async fn main() {
     let tool = std::env::var("RTSYNC_BENCH_BINLOG_CMD").unwrap_or_else(|_| "mariadb-binlog".to_owned());
     let mut tool = tool.split_whitespace();
     let program = tool.next().unwrap_or("mariadb-binlog").to_owned();
-    let name = program.rsplit('/').next().unwrap_or("").to_owned();
+    let name = std::iter::once(program.as_str())
+        .chain(tool.clone())
+        .find(|t| t.ends_with("binlog"))
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or("the binlog client")
+        .to_owned();
     let started = Instant::now();
     let status = std::process::Command::new(&program)
         .args(tool)
