@@ -533,3 +533,56 @@ async fn generated_and_invisible_columns_round_trip(server: MySqlServer) {
     cells::stop_and_verify(&target, &mut child, &log, &expected, &EXTRA_DELTA_TYPES, &[]).await;
     conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }
+
+/// Oracle MySQL gives a table created without a primary key an invisible one
+/// (`sql_generate_invisible_primary_key=ON`: `my_row_id BIGINT UNSIGNED AUTO_INCREMENT INVISIBLE`);
+/// it keys the target like any other. MariaDB has no such setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_invisible_primary_key_keys_the_target_oracle_mysql() {
+    let server = MySqlServer::OracleMySql;
+    let mut conn = server.connect().await;
+    let db = unique("mygipk").to_lowercase();
+    let table = "nokey";
+    let t = format!("{db}.{table}");
+    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    conn.query_drop("SET SESSION sql_generate_invisible_primary_key = ON").await.unwrap();
+    conn.query_drop(format!("CREATE TABLE {t} (name VARCHAR(20), n INT)")).await.unwrap();
+    conn.query_drop(format!("INSERT INTO {t} (name, n) VALUES ('a', 1), ('b', 2)")).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"", server.url());
+    let CdcTask { spec, log, target } =
+        cdc_task(dir.path(), &unique("mygipk"), r#"commit_interval = "300ms""#, &source, table);
+    let mut child = Running(spawn_run(&spec, &log));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(wait_count(&target, "true", 2, Duration::from_secs(120)).await, 2, "snapshot; log:\n{}", log_text());
+    for sql in [
+        format!("UPDATE {t} SET n = 20 WHERE name = 'b'"),
+        format!("DELETE FROM {t} WHERE name = 'a'"),
+        format!("INSERT INTO {t} (name, n) VALUES ('c', 3)"),
+    ] {
+        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // The insert is the last change: once it is in the table, so is everything before it.
+    let n = wait_count(&target, "n = 3", 1, Duration::from_secs(60)).await;
+    assert_eq!(n, 1, "the changes arrived; log:\n{}", log_text());
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(60));
+    assert!(status.success(), "rtsync exited with {status}:\n{}", log_text());
+
+    let read = cells::read_delta(&target, "my_row_id");
+    assert_eq!(
+        read["schema"],
+        serde_json::json!({"my_row_id": "decimal(20,0)", "name": "string", "n": "integer"}),
+        "the generated key is a column of the target"
+    );
+    assert_eq!(
+        read["rows"],
+        serde_json::json!({
+            "2": {"my_row_id": "2", "name": "b", "n": "20"},
+            "3": {"my_row_id": "3", "name": "c", "n": "3"},
+        }),
+        "rows by their generated key"
+    );
+    conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
