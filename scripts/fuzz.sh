@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The differential CDC fuzzer (tests/cdc_fuzz.rs) for a long soak: N rounds of random workload,
 # SIGKILLs and source-vs-Delta comparison per source. CI runs a few rounds as part of
-# scripts/test.sh; this runs as many as asked. Starts PostgreSQL and MariaDB if they are not
-# running (and leaves them running).
+# scripts/test.sh; this runs as many as asked. Starts PostgreSQL, MariaDB and Oracle MySQL if
+# they are not running (and leaves them running).
 #
-# usage: scripts/fuzz.sh [--rounds N] [--seed S] [--source postgres|mysql] [--no-key-changes]
+# usage: scripts/fuzz.sh [--rounds N] [--seed S] [--source postgres|mysql|mariadb|oracle_mysql] [--no-key-changes]
 #   --rounds N          rounds per source (default 100)
 #   --seed S            replay a seed (default: a random one, printed)
-#   --source S          only this source (default: both, one after the other)
+#   --source S          only this source (default: all, one after the other; mysql: both
+#                       MySQL-family servers)
 #   --no-key-changes    no primary-key changes (isolates other failures from key-change ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +30,12 @@ done
 case "$source" in
     "") filter="" ;;
     postgres|mysql) filter="${source}_" ;;
-    *) echo "fuzz.sh: --source is postgres or mysql" >&2; exit 2 ;;
+    mariadb|oracle_mysql) filter="mysql_random_workload_through_kills::$source" ;;
+    *) echo "fuzz.sh: --source is postgres, mysql, mariadb or oracle_mysql" >&2; exit 2 ;;
 esac
 
 scripts/services.sh install venv
-scripts/services.sh start postgres mariadb
+scripts/services.sh start postgres mariadb mysql
 eval "$(scripts/services.sh env)"
 
 export RTSYNC_FUZZ_ROUNDS="$rounds"

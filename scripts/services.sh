@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Local test services for rtsync: a Kafka-protocol broker (tansu), PostgreSQL,
-# MariaDB, a Python venv used by tests as an independent Delta reader and
+# MariaDB, Oracle MySQL (Debian unstable's build, unpacked privately), a Python venv used by tests as an independent Delta reader and
 # Kafka producer, and Node.js + jsdom with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
 # under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
 #
-#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|all]...  (default: kafka venv ui)
-#   scripts/services.sh start   [kafka|postgres|mariadb|all]...       (default: all)
-#   scripts/services.sh stop    [kafka|postgres|mariadb|all]...       (default: all)
+#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|all]...  (default: kafka venv ui)
+#   scripts/services.sh start   [kafka|postgres|mariadb|mysql|all]...       (default: all)
+#   scripts/services.sh stop    [kafka|postgres|mariadb|mysql|all]...       (default: all)
 #   scripts/services.sh status
 #   scripts/services.sh env      # eval "$(scripts/services.sh env)"
 #
@@ -24,6 +24,7 @@ UI_DIR="$SERVICES_DIR/ui"     # node_modules for tests/ui (jsdom)
 KAFKA_PORT="${RTSYNC_KAFKA_PORT:-19092}"
 PG_PORT="${RTSYNC_PG_PORT:-15432}"
 MARIADB_PORT="${RTSYNC_MARIADB_PORT:-13306}"
+MYSQL_PORT="${RTSYNC_MYSQL_PORT:-13307}"
 START_TIMEOUT="${RTSYNC_START_TIMEOUT:-30}"
 BOOTSTRAP_PYTHON="${RTSYNC_BOOTSTRAP_PYTHON:-python3}"
 
@@ -45,8 +46,13 @@ DB_NAME="rtsync"
 
 PG_DIR="$SERVICES_DIR/pg"
 MARIADB_DIR="$SERVICES_DIR/mariadb"
+MYSQL_DIR="$SERVICES_DIR/mysql"
 
-ALL_SERVICES=(kafka postgres mariadb)
+# Oracle MySQL: Debian's own build of it, taken from this suite of the system's Debian source.
+MYSQL_SUITE="${RTSYNC_MYSQL_SUITE:-sid}"
+MYSQL_PACKAGES=(mysql-server-core mysql-client-core)
+
+ALL_SERVICES=(kafka postgres mariadb mysql)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -609,6 +615,258 @@ status_mariadb() {
 mariadb_url() { printf 'mysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$MARIADB_PORT" "$DB_NAME"; }
 
 # ---------------------------------------------------------------------------
+# mysql (Oracle MySQL: Debian's mysql-server-core from the unstable suite, unpacked privately)
+# ---------------------------------------------------------------------------
+# Debian 12 has no MySQL 8+, but Debian's unstable suite carries Oracle MySQL 9.x. Nothing is
+# installed into the system: apt downloads the packages and their library closure with a
+# private state directory (its own lists, cache and status), `dpkg-deb -x` unpacks them into
+# $MYSQL_DIR/root, and every binary runs through that tree's own dynamic loader, so the
+# unstable libc and libraries never meet the system's.
+MYSQL_ROOT="$MYSQL_DIR/root"
+MYSQL_DATA="$MYSQL_DIR/data"
+MYSQL_CNF="$MYSQL_DIR/my.cnf"
+MYSQL_LOG="$LOG_DIR/mysql.log"
+MYSQL_INSTALL_LOG="$LOG_DIR/mysql-install.log"
+MYSQL_SOCK="$(socket_dir "$MYSQL_DIR/run" mysql)/mysqld.sock"
+
+# The multiarch directory and the loader's name inside the unpacked tree.
+mysql_arch() {
+    case "$(uname -m)" in
+        x86_64) printf 'x86_64-linux-gnu ld-linux-x86-64.so.2\n' ;;
+        aarch64) printf 'aarch64-linux-gnu ld-linux-aarch64.so.1\n' ;;
+        *) die "mysql: no Debian multiarch mapping for $(uname -m)" ;;
+    esac
+}
+
+# mysql_run PATH-IN-TREE ARG...: run a binary of the unpacked tree through its own loader.
+mysql_run() {
+    local triplet loader bin="$1"
+    shift
+    read -r triplet loader <<<"$(mysql_arch)"
+    "$MYSQL_ROOT/usr/lib/$triplet/$loader" --library-path "$MYSQL_ROOT/usr/lib/$triplet" "$MYSQL_ROOT/$bin" "$@"
+}
+
+mysql_installed() {
+    [[ -x "$MYSQL_ROOT/usr/sbin/mysqld" && -x "$MYSQL_ROOT/usr/bin/mysql" ]] &&
+        mysql_run usr/sbin/mysqld --version >/dev/null 2>&1
+}
+
+mysql_version() { mysql_run usr/sbin/mysqld --version 2>/dev/null | sed -n 's/.*Ver \([^ ]*\).*/\1/p'; }
+
+# "URI SIGNED-BY" of the system's own Debian archive (the entry for this release's codename),
+# read from /etc/apt/sources.list.d/*.sources (deb822) or the one-line sources lists.
+debian_archive() {
+    local codename
+    codename="$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}")"
+    [[ -n "$codename" ]] || die "mysql: /etc/os-release names no VERSION_CODENAME; is this Debian?"
+    local found="" f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        found="$(awk -v want="$codename" '
+            function flush() {
+                if (!done && enabled != "no" && (" " types " ") ~ / deb / && (" " suites " ") ~ (" " want " ")) {
+                    split(uris, u, " "); print u[1], (signed == "" ? "-" : signed); done = 1
+                }
+                types = uris = suites = signed = ""; enabled = "yes"
+            }
+            BEGIN { enabled = "yes" }
+            /^[[:space:]]*#/ { next }
+            /^[[:space:]]*$/ { flush(); next }
+            /^[^[:space:]]+:/ {
+                key = tolower(substr($0, 1, index($0, ":") - 1)); val = substr($0, index($0, ":") + 1)
+                gsub(/^[[:space:]]+|[[:space:]]+$/, "", val)
+                if (key == "types") types = val; else if (key == "uris") uris = val
+                else if (key == "suites") suites = val; else if (key == "enabled") enabled = tolower(val)
+                else if (key == "signed-by" && val ~ /^\//) signed = val
+            }
+            END { flush() }' "$f")"
+        [[ -n "$found" ]] && break
+    done
+    if [[ -z "$found" ]]; then
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [[ -r "$f" ]] || continue
+            found="$(awk -v want="$codename" '
+                $1 != "deb" { next }
+                {
+                    signed = "-"; i = 2
+                    if ($2 ~ /^\[/) {
+                        for (; i <= NF; i++) {
+                            if ($i ~ /^\[?signed-by=/) { s = $i; sub(/^\[?signed-by=/, "", s); sub(/\]$/, "", s); signed = s }
+                            if ($i ~ /\]$/) { i++; break }
+                        }
+                    }
+                    if ($(i + 1) == want) { print $i, signed; exit }
+                }' "$f")"
+            [[ -n "$found" ]] && break
+        done
+    fi
+    [[ -n "$found" ]] ||
+        die "mysql: no Debian archive for '$codename' in /etc/apt/sources.list or /etc/apt/sources.list.d; Oracle MySQL is taken from that archive's '$MYSQL_SUITE' suite"
+    printf '%s\n' "$found"
+}
+
+install_mysql() {
+    if mysql_installed; then
+        log "mysql: found MySQL $(mysql_version) in $MYSQL_ROOT"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 ||
+        die "mysql: needs apt-get and dpkg-deb (Debian) to fetch Debian's Oracle MySQL build"
+    local uri signed
+    read -r uri signed <<<"$(debian_archive)"
+    local work="$MYSQL_DIR/apt"
+    rm -rf "$work" "$MYSQL_ROOT.new"
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/sources.list.d" "$work/debs" "$LOG_DIR"
+    local opts=""
+    [[ "$signed" != - ]] && opts="[signed-by=$signed] "
+    printf 'deb %s%s %s main\n' "$opts" "$uri" "$MYSQL_SUITE" >"$work/sources.list"
+    # perl is declared installed: mysqld needs none (only helper scripts do), and the closure
+    # must not drag an interpreter in.
+    printf 'Package: perl\nStatus: install ok installed\nArchitecture: %s\nMulti-Arch: allowed\nVersion: 1:99\nDescription: stand-in\n\n' \
+        "$(dpkg --print-architecture)" >"$work/status"
+    local apt_opts=(
+        -o "Dir::State=$work" -o "Dir::State::Lists=$work/lists" -o "Dir::State::status=$work/status"
+        -o "Dir::Cache=$work/cache" -o "Dir::Etc::sourcelist=$work/sources.list"
+        -o "Dir::Etc::sourceparts=$work/sources.list.d" -o "Acquire::Languages=none"
+        -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+    )
+    # As root apt would hand the download to the _apt user, who cannot write here.
+    is_root && apt_opts+=(-o "APT::Sandbox::User=root")
+    local started=$SECONDS
+    log "mysql: reading the package index of Debian's '$MYSQL_SUITE' suite from $uri (private apt state in $work)"
+    apt-get "${apt_opts[@]}" update >>"$MYSQL_INSTALL_LOG" 2>&1 || {
+        tail -n 20 "$MYSQL_INSTALL_LOG" >&2
+        die "mysql: apt-get update of the '$MYSQL_SUITE' suite at $uri failed (log: $MYSQL_INSTALL_LOG)"
+    }
+    local p
+    for p in "${MYSQL_PACKAGES[@]}"; do
+        apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1 ||
+            die "mysql: Debian's '$MYSQL_SUITE' suite at $uri no longer serves the package $p (Oracle MySQL); set RTSYNC_MYSQL_SUITE to a suite that has it"
+    done
+    # The packages and their library closure, as apt resolves it against an empty system.
+    local closure
+    closure="$(apt-get "${apt_opts[@]}" install --simulate --no-install-recommends "${MYSQL_PACKAGES[@]}" 2>>"$MYSQL_INSTALL_LOG" |
+        awk '/^Inst /{print $2}')"
+    [[ -n "$closure" ]] || die "mysql: apt could not resolve ${MYSQL_PACKAGES[*]} in '$MYSQL_SUITE' (log: $MYSQL_INSTALL_LOG)"
+    log "mysql: downloading $(wc -w <<<"$closure") packages: $(tr '\n' ' ' <<<"$closure")"
+    # shellcheck disable=SC2086
+    (cd "$work/debs" && apt-get "${apt_opts[@]}" download $closure) >>"$MYSQL_INSTALL_LOG" 2>&1 || {
+        tail -n 20 "$MYSQL_INSTALL_LOG" >&2
+        die "mysql: apt-get download from the '$MYSQL_SUITE' suite failed (log: $MYSQL_INSTALL_LOG)"
+    }
+    local deb
+    for deb in "$work"/debs/*.deb; do
+        dpkg-deb -x "$deb" "$MYSQL_ROOT.new" || die "mysql: dpkg-deb -x $deb failed"
+    done
+    rm -rf "$MYSQL_ROOT"
+    mv "$MYSQL_ROOT.new" "$MYSQL_ROOT"
+    rm -rf "$work"
+    # Every library of the binaries must come from the tree, none from the system.
+    local triplet loader bin missing
+    read -r triplet loader <<<"$(mysql_arch)"
+    for bin in usr/sbin/mysqld usr/bin/mysql usr/bin/mysqlbinlog; do
+        missing="$("$MYSQL_ROOT/usr/lib/$triplet/$loader" --library-path "$MYSQL_ROOT/usr/lib/$triplet" \
+            --list "$MYSQL_ROOT/$bin" 2>&1 |
+            grep -v -e "$MYSQL_ROOT" -e 'linux-vdso' || true)"
+        [[ -z "$missing" ]] || die "mysql: $bin needs libraries the unpacked closure lacks: $missing"
+    done
+    mysql_installed || die "mysql: unpacked into $MYSQL_ROOT, but mysqld --version fails"
+    log "mysql: MySQL $(mysql_version) unpacked into $MYSQL_ROOT in $((SECONDS - started))s"
+}
+
+write_mysql_cnf() {
+    mkdir -p "$MYSQL_DIR/binlog" "$(dirname "$MYSQL_SOCK")"
+    cat >"$MYSQL_CNF" <<CNF
+# Generated by scripts/services.sh; rewritten on every start.
+[mysqld]
+basedir = $MYSQL_ROOT/usr
+lc-messages-dir = $MYSQL_ROOT/usr/share/mysql
+character-sets-dir = $MYSQL_ROOT/usr/share/mysql/charsets
+plugin-dir = $MYSQL_ROOT/usr/lib/mysql/plugin
+datadir = $MYSQL_DATA
+socket = $MYSQL_SOCK
+pid-file = $MYSQL_DIR/mysqld.pid
+bind-address = 127.0.0.1
+# The X protocol would listen on 33060 on every interface.
+mysqlx = OFF
+skip-name-resolve
+# Without it mysqld aborts: the compiled-in directory does not exist here.
+secure-file-priv =
+log_bin = $MYSQL_DIR/binlog/mysql-bin
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+server_id = 1
+gtid_mode = ON
+enforce_gtid_consistency = ON
+character-set-server = utf8mb4
+innodb_buffer_pool_size = 128M
+innodb_flush_log_at_trx_commit = 2
+sync_binlog = 0
+# TLS with the test CA of ensure_pg_tls (user ${DB_USER}_tls must use it).
+ssl_cert = $PG_DIR/tls/server.crt
+ssl_key = $PG_DIR/tls/server.key
+ssl_ca = $PG_DIR/tls/ca.pem
+CNF
+}
+
+init_mysql() {
+    [[ -d "$MYSQL_DATA/mysql" ]] && return 0
+    log "mysql: mysqld --initialize-insecure into $MYSQL_DATA"
+    rm -rf "$MYSQL_DATA"
+    # shellcheck disable=SC2046
+    mysql_run usr/sbin/mysqld --defaults-file="$MYSQL_CNF" $(mariadb_user_args) --initialize-insecure \
+        --log-error="$MYSQL_LOG" >>"$MYSQL_LOG" 2>&1 || {
+        tail -n 40 "$MYSQL_LOG" >&2
+        die "mysql: mysqld --initialize-insecure failed"
+    }
+}
+
+start_mysql() {
+    if running mysql sbin/mysqld; then
+        log "mysql: already running (pid $(read_pid mysql)) on 127.0.0.1:$MYSQL_PORT"
+        return 0
+    fi
+    install_mysql
+    mkdir -p "$LOG_DIR"
+    ensure_pg_tls
+    write_mysql_cnf
+    init_mysql
+    ensure_port_free mysql "$MYSQL_PORT"
+    local triplet loader
+    read -r triplet loader <<<"$(mysql_arch)"
+    # shellcheck disable=SC2046
+    spawn mysql "$MYSQL_LOG" "$MYSQL_ROOT/usr/lib/$triplet/$loader" --library-path "$MYSQL_ROOT/usr/lib/$triplet" \
+        "$MYSQL_ROOT/usr/sbin/mysqld" --defaults-file="$MYSQL_CNF" $(mariadb_user_args) \
+        --port="$MYSQL_PORT" --log-error="$MYSQL_LOG"
+    wait_port mysql "$MYSQL_PORT" "$MYSQL_LOG" sbin/mysqld || die "mysql: failed to start"
+    # Users rtsync/rtsync (caching_sha2_password, MySQL's default) with all privileges,
+    # database rtsync (idempotent).
+    mysql_run usr/bin/mysql --no-defaults --protocol=socket --socket="$MYSQL_SOCK" -uroot <<SQL || die "mysql: creating user $DB_USER failed"
+SET SESSION sql_log_bin = 0;
+CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED WITH caching_sha2_password BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS '${DB_USER}_tls'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_PASSWORD' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON *.* TO '${DB_USER}_tls'@'%';
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+SQL
+    log "mysql: MySQL $(mysql_version) running (pid $(read_pid mysql)), $(mysql_url)"
+}
+
+stop_mysql() { stop_pid mysql sbin/mysqld TERM; }
+
+status_mysql() {
+    if running mysql sbin/mysqld; then
+        echo "mysql:    running  pid $(read_pid mysql)  127.0.0.1:$MYSQL_PORT  MySQL $(mysql_version)  log $MYSQL_LOG"
+    else
+        echo "mysql:    stopped$(mysql_installed || echo '  (not installed)')"
+    fi
+}
+
+mysql_url() { printf 'mysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$MYSQL_PORT" "$DB_NAME"; }
+
+# ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
 # expand_services DEFAULT... -- ARG...: "all" and no args expand.
@@ -625,10 +883,9 @@ expand() {
     for a in "${args[@]}"; do
         case "$a" in
             all) _out+=("${defaults[@]}") ;;
-            kafka | postgres | mariadb | venv | ui) _out+=("$a") ;;
+            kafka | postgres | mariadb | mysql | venv | ui) _out+=("$a") ;;
             pg | postgresql) _out+=(postgres) ;;
-            mysql) _out+=(mariadb) ;;
-            *) die "unknown service '$a' (kafka, postgres, mariadb, venv, ui, all)" ;;
+            *) die "unknown service '$a' (kafka, postgres, mariadb, mysql, venv, ui, all)" ;;
         esac
     done
 }
@@ -637,7 +894,7 @@ cmd_install() {
     local svcs s
     if (($#)); then
         # "install all" installs everything, including the Debian packages.
-        expand svcs kafka venv ui postgres mariadb -- "$@"
+        expand svcs kafka venv ui postgres mariadb mysql -- "$@"
     else
         expand svcs kafka venv ui --
     fi
@@ -668,6 +925,7 @@ cmd_status() {
     status_kafka
     status_postgres
     status_mariadb
+    status_mysql
     if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
     if ui_ok; then echo "ui:       ok  $UI_DIR"; else echo "ui:       missing (run: $0 install ui)"; fi
 }
@@ -680,6 +938,7 @@ cmd_env() {
     printf 'export RTSYNC_PG_CA=%q\n' "$PG_DIR/tls/ca.pem"
     printf 'export RTSYNC_TEST_CA=%q\n' "$PG_DIR/tls/ca.pem"
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
+    printf 'export RTSYNC_MYSQL_URL=%q\n' "$(mysql_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
 }
 

@@ -9,7 +9,7 @@ scripts/build-deps.sh
 
 scripts/services.sh install
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
-scripts/services.sh start kafka postgres mariadb
+scripts/services.sh start kafka postgres mariadb mysql
 eval "$(scripts/services.sh env)"
 
 cargo test --workspace --no-fail-fast "$@"

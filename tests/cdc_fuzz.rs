@@ -1,5 +1,5 @@
-//! The differential CDC fuzzer: a seeded random workload on a PostgreSQL and on a MariaDB table
-//! with every interesting type, mirrored by `rtsync run` that is SIGKILLed and restarted at
+//! The differential CDC fuzzer: a seeded random workload on a PostgreSQL, a MariaDB and an Oracle
+//! MySQL table with every interesting type, mirrored by `rtsync run` that is SIGKILLed and restarted at
 //! random points; after each round the source table (read with its SQL client) and the Delta
 //! table (read with the independent Python reader, `tests/common/delta_cells.py`) must be equal
 //! value by value.
@@ -20,6 +20,9 @@
 //! deleted keys) and is killed while it does. Each round ends by upserting a
 //! sentinel row (`id = 0`) with a new mark; once the target shows the mark, everything before it
 //! has been committed, and the two tables are compared.
+//!
+//! On Oracle MySQL the seed also decides whether the writer's transactions are zstd-compressed
+//! in the binlog (`binlog_transaction_compression`).
 //!
 //! Environment: `RTSYNC_FUZZ_SEED` (random otherwise; always printed), `RTSYNC_FUZZ_ROUNDS`
 //! (default [`CI_ROUNDS`]), `RTSYNC_FUZZ_NO_KEY_CHANGES=1` (no primary-key changes, to isolate
@@ -47,6 +50,7 @@ use rtsync_core::arrow::array::AsArray;
 use rtsync_core::arrow::datatypes::Int64Type;
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
 
+use common::MySqlServer;
 use sources::{Db, INITIAL_COLUMNS};
 use workload::{Applied, Generator, History, Options, Rng, Step};
 
@@ -62,14 +66,16 @@ const CONVERGE: Duration = Duration::from_secs(120);
 #[derive(Clone, Copy, PartialEq)]
 enum Source {
     Postgres,
-    Mysql,
+    Mysql(MySqlServer),
 }
 
 impl Source {
+    /// As `scripts/fuzz.sh --source` takes it.
     fn name(self) -> &'static str {
         match self {
             Source::Postgres => "postgres",
-            Source::Mysql => "mysql",
+            Source::Mysql(MySqlServer::MariaDb) => "mariadb",
+            Source::Mysql(MySqlServer::OracleMySql) => "oracle_mysql",
         }
     }
 }
@@ -233,7 +239,7 @@ async fn fuzz(source: Source) {
     let started = Instant::now();
     let columns = match source {
         Source::Postgres => sources::postgres_columns(),
-        Source::Mysql => sources::mysql_columns(),
+        Source::Mysql(_) => sources::mysql_columns(),
     };
     eprintln!(
         "cdc fuzz {}: seed {} rounds {} key changes {}; replay: {}",
@@ -247,7 +253,7 @@ async fn fuzz(source: Source) {
         settings.seed,
         columns.clone(),
         INITIAL_COLUMNS,
-        Options { key_changes: settings.key_changes, ddl_alone: source == Source::Mysql },
+        Options { key_changes: settings.key_changes, ddl_alone: matches!(source, Source::Mysql(_)) },
     );
     let mut chance = generator.rng.fork();
     let add_column_round = generator.rng.range(1, settings.rounds as i64) as usize;
@@ -261,11 +267,15 @@ async fn fuzz(source: Source) {
             );
             (Db::postgres(&url).await, name.clone(), spec, None)
         }
-        Source::Mysql => {
-            let url = std::env::var("RTSYNC_MARIADB_URL")
-                .expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
+        Source::Mysql(server) => {
+            let url = server.url();
             let offset = 15 * chance.range(-48, 52);
-            let mut db = Db::mysql(&url, offset).await;
+            let compress = !server.is_mariadb() && chance.chance(0.5);
+            eprintln!(
+                "cdc fuzz {}: session time zone {offset:+} min, compressed binlog transactions: {compress}",
+                source.name()
+            );
+            let mut db = Db::mysql(&url, offset, compress).await;
             db.batch(&format!("CREATE DATABASE {name}")).await.unwrap();
             let spec = format!(
                 "type = \"mysql\"\nurl = \"{url}\"\nschema = \"{name}\"\ntable = \"fuzz\"\nsnapshot_chunk_rows = 20\nidle_position_secs = 2"
@@ -471,7 +481,8 @@ async fn postgres_random_workload_through_kills() {
     fuzz(Source::Postgres).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_random_workload_through_kills() {
-    fuzz(Source::Mysql).await;
+per_mysql_server!(async mysql_random_workload_through_kills);
+
+async fn mysql_random_workload_through_kills(server: MySqlServer) {
+    fuzz(Source::Mysql(server)).await;
 }

@@ -232,12 +232,11 @@ async fn postgres_table_through_the_daemon() {
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_table_through_the_daemon() {
-    let url =
-        std::env::var("RTSYNC_MARIADB_URL").expect("RTSYNC_MARIADB_URL is not set: run the README's test command");
-    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap()).prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+per_mysql_server!(async mysql_table_through_the_daemon);
+
+async fn mysql_table_through_the_daemon(server: MySqlServer) {
+    let url = server.url();
+    let mut conn = server.connect().await;
     let db = unique("dcdc").to_lowercase();
     let table = "items";
     conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
@@ -279,9 +278,7 @@ async fn mysql_table_through_the_daemon() {
     create_and_deploy(&d, &task, "shop_my", &db, table);
     let root = dir.path().join("data").join("lakehouse");
     let target = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", table);
-    let reader = mysql_async::Pool::new(
-        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap()).prefer_socket(false),
-    );
+    let reader = server.pool();
     let select = format!("SELECT id, name, qty FROM {db}.{table}");
     let source = || {
         let reader = reader.clone();

@@ -1,8 +1,12 @@
 //! Every MySQL/MariaDB column type rtsync supports, through `rtsync run` into Delta and read back
 //! with the independent Python `deltalake` reader, cell by cell against values written here by
-//! hand. Rows go through both paths: the snapshot (inserted before the task starts) and the ROW
-//! binlog (inserted while it streams), then updates (one to NULLs), a primary-key change and
-//! deletes.
+//! hand, on each MySQL-family server (MariaDB 10.11 and Oracle MySQL 9.7). Rows go through both
+//! paths: the snapshot (inserted before the task starts) and the ROW binlog (inserted while it
+//! streams), then updates (one to NULLs), a primary-key change and deletes. On Oracle MySQL the
+//! streamed transactions are zstd-compressed (`binlog_transaction_compression=ON`).
+//!
+//! Then what the servers add around the types: invisible columns, VIRTUAL and STORED generated
+//! columns, and on Oracle MySQL a generated invisible primary key (`sql_generate_invisible_primary_key`).
 //!
 //! Values Delta cannot hold follow the documented mapping (README "Syncing a database table"):
 //! bigint unsigned is decimal(20,0), decimal with p > 38 its exact text, time signed
@@ -18,18 +22,8 @@ use std::time::Duration;
 
 use cells::{Expected, Running, wait_count};
 use common::*;
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
-
-fn mysql_url() -> String {
-    std::env::var("RTSYNC_MARIADB_URL")
-        .unwrap_or_else(|_| panic!("RTSYNC_MARIADB_URL is not set: run the README's test command"))
-}
-
-async fn connect() -> Conn {
-    let opts = OptsBuilder::from_opts(Opts::from_url(&mysql_url()).expect("mysql:// URL")).prefer_socket(false);
-    Conn::new(opts).await.expect("connect to MariaDB")
-}
 
 const TABLE_DDL: &str = "CREATE TABLE {t} (
         id INT PRIMARY KEY,
@@ -330,23 +324,65 @@ async fn insert_zero_dates(conn: &mut Conn, table: &str, id: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
-    let mut conn = connect().await;
+/// MySQL's DECIMAL scale stops at 30 (MariaDB's at 38): there the two widest-scale columns are
+/// (38,30) and (65,30), and hold the values written to them rounded to 30 digits.
+fn table_ddl(server: MySqlServer, t: &str) -> String {
+    let ddl = TABLE_DDL.replace("{t}", t);
+    if server.is_mariadb() {
+        return ddl;
+    }
+    ddl.replace("d3838 DECIMAL(38,38)", "d3838 DECIMAL(38,30)").replace("d6538 DECIMAL(65,38)", "d6538 DECIMAL(65,30)")
+}
+
+fn delta_types(server: MySqlServer) -> Vec<(&'static str, &'static str)> {
+    DELTA_TYPES
+        .iter()
+        .map(|&(c, ty)| if c == "d3838" && !server.is_mariadb() { (c, "decimal(38,30)") } else { (c, ty) })
+        .collect()
+}
+
+/// MySQL's TIME(6) ends at 838:59:59.000000 (MariaDB's at .999999): ROW_A's and ROW_B's
+/// extremes there.
+fn row_values(server: MySqlServer, row: &str) -> String {
+    if server.is_mariadb() {
+        return row.to_owned();
+    }
+    row.replace("'838:59:59.999999'", "'838:59:59.000000'").replace("'-838:59:59.999999'", "'-838:59:59.000000'")
+}
+
+/// What differs on Oracle MySQL, by row: the (38,30) and (65,30) values (ROW_A's rounded up,
+/// ROW_B's tiny negatives rounded to zero, then the rows' updates) and the TIME(6) extremes.
+const MYSQL_LIMITS: &[(i64, &[(&str, &str)])] = &[
+    (1, &[("d3838", "1.000000000000000000000000000000"), ("d6538", MYSQL_D6538_A), ("tm6", "3020399000000")]),
+    (11, &[("d3838", "1.000000000000000000000000000000"), ("d6538", MYSQL_D6538_A), ("tm6", "3020399000000")]),
+    (2, &[("d3838", "0.500000000000000000000000000000"), ("d6538", MYSQL_ZERO_30), ("tm6", "-3020399000000")]),
+    (12, &[("d3838", MYSQL_ZERO_30), ("d6538", "1.500000000000000000000000000000"), ("tm6", "-3020399000000")]),
+    (33, &[("d3838", MYSQL_ZERO_30)]),
+];
+const MYSQL_ZERO_30: &str = "0.000000000000000000000000000000";
+const MYSQL_D6538_A: &str = "1000000000000000000000000000.000000000000000000000000000000";
+
+/// MySQL stores JSON parsed and prints it back with its keys ordered (shorter first), MariaDB
+/// keeps the text: ROW_C's document as Oracle MySQL shows it.
+const EXPECT_C_JSON_MYSQL: &str = r#"{"s": "tab\tquote\"", "nested": {"x": [1.5, -2, 1e100]}}"#;
+
+per_mysql_server!(async every_type_round_trips_through_snapshot_and_binlog_into_delta);
+
+async fn every_type_round_trips_through_snapshot_and_binlog_into_delta(server: MySqlServer) {
+    let mut conn = server.connect().await;
     let db = unique("mytypes").to_lowercase();
     let table = "types";
     let t = format!("{db}.{table}");
     let cols = COLUMNS[1..].join(", ");
     conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
-    conn.query_drop(TABLE_DDL.replace("{t}", &t)).await.unwrap();
+    conn.query_drop(table_ddl(server, &t)).await.unwrap();
+    let (a, b) = (row_values(server, ROW_A), row_values(server, ROW_B));
     conn.query_drop("SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES'").await.unwrap();
     // Through the snapshot: the value rows, zero dates, a row of NULLs but one timestamp written
     // in another time zone, a row to delete.
-    conn.query_drop(format!(
-        "INSERT INTO {t} (id, {cols}) VALUES (1, {ROW_A}), (2, {ROW_B}), (3, {ROW_C}), (7, {ROW_A})"
-    ))
-    .await
-    .unwrap();
+    conn.query_drop(format!("INSERT INTO {t} (id, {cols}) VALUES (1, {a}), (2, {b}), (3, {ROW_C}), (7, {a})"))
+        .await
+        .unwrap();
     insert_zero_dates(&mut conn, &t, 4).await;
     conn.query_drop("SET time_zone = '+05:30'").await.unwrap();
     conn.query_drop(format!("INSERT INTO {t} (id, ts3) VALUES (5, '2024-02-29 18:04:56.789')")).await.unwrap();
@@ -356,7 +392,7 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
     let name = unique("mytypes");
     let source = format!(
         "type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 2",
-        mysql_url()
+        server.url()
     );
     let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, table);
     let mut child = Running(spawn_run(&spec, &log));
@@ -365,11 +401,12 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
     // Once the snapshot is in the table, everything after comes from the binlog.
     let n = wait_count(&target, "true", 6, Duration::from_secs(120)).await;
     assert_eq!(n, 6, "the snapshot arrived; log:\n{}", log_text());
-    conn.query_drop(format!(
-        "INSERT INTO {t} (id, {cols}) VALUES (11, {ROW_A}), (12, {ROW_B}), (13, {ROW_C}), (17, {ROW_C})"
-    ))
-    .await
-    .unwrap();
+    if !server.is_mariadb() {
+        conn.query_drop("SET SESSION binlog_transaction_compression = ON").await.unwrap();
+    }
+    conn.query_drop(format!("INSERT INTO {t} (id, {cols}) VALUES (11, {a}), (12, {b}), (13, {ROW_C}), (17, {ROW_C})"))
+        .await
+        .unwrap();
     insert_zero_dates(&mut conn, &t, 14).await;
     conn.query_drop(format!("INSERT INTO {t} (id) VALUES (15)")).await.unwrap();
     let n = wait_count(&target, "id > 10", 6, Duration::from_secs(60)).await;
@@ -395,6 +432,7 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
         conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    let c_json: &[(&str, &str)] = if server.is_mariadb() { &[] } else { &[("js", EXPECT_C_JSON_MYSQL)] };
     let expected = [
         Expected::nulls(&COLUMNS, 1).with(EXPECT_A),
         Expected::nulls(&COLUMNS, 2).with(EXPECT_B).with(&[
@@ -418,9 +456,13 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
         Expected::nulls(&COLUMNS, 13),
         Expected::nulls(&COLUMNS, 14).with(EXPECT_D),
         Expected::nulls(&COLUMNS, 15),
-        Expected::nulls(&COLUMNS, 33).with(EXPECT_C),
+        Expected::nulls(&COLUMNS, 33).with(EXPECT_C).with(c_json),
         Expected::nulls(&COLUMNS, 99),
-    ];
+    ]
+    .map(|e| match MYSQL_LIMITS.iter().find(|(id, _)| *id == e.id()) {
+        Some((_, cells)) if !server.is_mariadb() => e.with(cells),
+        _ => e,
+    });
 
     // Converged, stopped, then every type and cell through the independent reader.
     cells::stop_and_verify(
@@ -428,12 +470,119 @@ async fn every_type_round_trips_through_snapshot_and_binlog_into_delta() {
         &mut child,
         &log,
         &expected,
-        &DELTA_TYPES,
+        &delta_types(server),
         &[
             ("ts6", "timestamp[us, tz=UTC]", "timestamp is an instant in UTC"),
             ("dt6", "timestamp[us]", "datetime has no time zone"),
         ],
     )
     .await;
+    conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+const EXTRA_COLUMNS: [&str; 5] = ["id", "a", "v", "s", "h"];
+
+const EXTRA_DELTA_TYPES: [(&str, &str); 5] =
+    [("id", "integer"), ("a", "integer"), ("v", "integer"), ("s", "string"), ("h", "string")];
+
+per_mysql_server!(async generated_and_invisible_columns_round_trip);
+
+/// A VIRTUAL and a STORED generated column and an INVISIBLE one (which `SELECT *` leaves out)
+/// arrive like any other column, through the snapshot and the binlog.
+async fn generated_and_invisible_columns_round_trip(server: MySqlServer) {
+    let mut conn = server.connect().await;
+    let db = unique("myextras").to_lowercase();
+    let table = "extras";
+    let t = format!("{db}.{table}");
+    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    conn.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, a INT, v INT AS (a * 2) VIRTUAL, \
+         s VARCHAR(20) AS (CONCAT('s', a)) STORED, h VARCHAR(10) INVISIBLE) CHARACTER SET utf8mb4"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop(format!("INSERT INTO {t} (id, a, h) VALUES (1, 5, 'h1'), (2, NULL, NULL), (4, 8, 'h4')"))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("myextras");
+    let source = format!("type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"", server.url());
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, table);
+    let mut child = Running(spawn_run(&spec, &log));
+    let n = wait_count(&target, "true", 3, Duration::from_secs(120)).await;
+    assert_eq!(n, 3, "the snapshot arrived; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    if !server.is_mariadb() {
+        conn.query_drop("SET SESSION binlog_transaction_compression = ON").await.unwrap();
+    }
+    for sql in [
+        format!("INSERT INTO {t} (id, a, h) VALUES (3, 7, 'h3')"),
+        format!("UPDATE {t} SET a = 6 WHERE id = 1"),
+        format!("UPDATE {t} SET h = 'h2' WHERE id = 2"),
+        format!("DELETE FROM {t} WHERE id = 4"),
+        format!("INSERT INTO {t} (id) VALUES (99)"),
+    ] {
+        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let expected = [
+        Expected::nulls(&EXTRA_COLUMNS, 1).with(&[("a", "6"), ("v", "12"), ("s", "s6"), ("h", "h1")]),
+        Expected::nulls(&EXTRA_COLUMNS, 2).with(&[("h", "h2")]),
+        Expected::nulls(&EXTRA_COLUMNS, 3).with(&[("a", "7"), ("v", "14"), ("s", "s7"), ("h", "h3")]),
+        Expected::nulls(&EXTRA_COLUMNS, 99),
+    ];
+    cells::stop_and_verify(&target, &mut child, &log, &expected, &EXTRA_DELTA_TYPES, &[]).await;
+    conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+/// Oracle MySQL gives a table created without a primary key an invisible one
+/// (`sql_generate_invisible_primary_key=ON`: `my_row_id BIGINT UNSIGNED AUTO_INCREMENT INVISIBLE`);
+/// it keys the target like any other. MariaDB has no such setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_invisible_primary_key_keys_the_target_oracle_mysql() {
+    let server = MySqlServer::OracleMySql;
+    let mut conn = server.connect().await;
+    let db = unique("mygipk").to_lowercase();
+    let table = "nokey";
+    let t = format!("{db}.{table}");
+    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    conn.query_drop("SET SESSION sql_generate_invisible_primary_key = ON").await.unwrap();
+    conn.query_drop(format!("CREATE TABLE {t} (name VARCHAR(20), n INT)")).await.unwrap();
+    conn.query_drop(format!("INSERT INTO {t} (name, n) VALUES ('a', 1), ('b', 2)")).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("type = \"mysql\"\nurl = \"{}\"\nschema = \"{db}\"\ntable = \"{table}\"", server.url());
+    let CdcTask { spec, log, target } =
+        cdc_task(dir.path(), &unique("mygipk"), r#"commit_interval = "300ms""#, &source, table);
+    let mut child = Running(spawn_run(&spec, &log));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(wait_count(&target, "true", 2, Duration::from_secs(120)).await, 2, "snapshot; log:\n{}", log_text());
+    for sql in [
+        format!("UPDATE {t} SET n = 20 WHERE name = 'b'"),
+        format!("DELETE FROM {t} WHERE name = 'a'"),
+        format!("INSERT INTO {t} (name, n) VALUES ('c', 3)"),
+    ] {
+        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // The insert is the last change: once it is in the table, so is everything before it.
+    let n = wait_count(&target, "n = 3", 1, Duration::from_secs(60)).await;
+    assert_eq!(n, 1, "the changes arrived; log:\n{}", log_text());
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(60));
+    assert!(status.success(), "rtsync exited with {status}:\n{}", log_text());
+
+    let read = cells::read_delta(&target, "my_row_id");
+    assert_eq!(
+        read["schema"],
+        serde_json::json!({"my_row_id": "decimal(20,0)", "name": "string", "n": "integer"}),
+        "the generated key is a column of the target"
+    );
+    assert_eq!(
+        read["rows"],
+        serde_json::json!({
+            "2": {"my_row_id": "2", "name": "b", "n": "20"},
+            "3": {"my_row_id": "3", "name": "c", "n": "3"},
+        }),
+        "rows by their generated key"
+    );
     conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }

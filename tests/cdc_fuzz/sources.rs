@@ -40,7 +40,7 @@ pub fn postgres_columns() -> Vec<Column> {
     ]
 }
 
-/// The fuzzed MariaDB/MySQL table, within the ranges its types hold.
+/// The fuzzed MariaDB/Oracle MySQL table, within the ranges its types hold.
 pub fn mysql_columns() -> Vec<Column> {
     let (min, max) = (year_start_micros(1000), year_start_micros(9999) - 1);
     // TIMESTAMP holds 1970-01-01 00:00:01 … 2038-01-19 03:14:07 UTC
@@ -95,15 +95,19 @@ impl Db {
         Db::Postgres(client)
     }
 
-    /// `offset_min`: the writer's session time zone, so TIMESTAMP literals are local to it.
-    pub async fn mysql(url: &str, offset_min: i64) -> Db {
+    /// `offset_min`: the writer's session time zone, so TIMESTAMP literals are local to it;
+    /// `compress`: Oracle MySQL writes the session's transactions zstd-compressed.
+    pub async fn mysql(url: &str, offset_min: i64, compress: bool) -> Db {
         let opts = OptsBuilder::from_opts(Opts::from_url(url).expect("mysql:// URL")).prefer_socket(false);
-        let mut conn = Conn::new(opts).await.expect("connect to MariaDB");
-        let settings = [
+        let mut conn = Conn::new(opts).await.expect("connect to the MySQL-family server");
+        let mut settings = vec![
             "SET NAMES utf8mb4".to_string(),
             "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
             format!("SET SESSION time_zone = '{}'", offset_text(offset_min)),
         ];
+        if compress {
+            settings.push("SET SESSION binlog_transaction_compression = ON".to_string());
+        }
         for sql in settings {
             conn.query_drop(sql).await.expect("session settings");
         }

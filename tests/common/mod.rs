@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod mysql;
+pub use mysql::MySqlServer;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -11,7 +11,12 @@
 //! everything else. Every part is cast to `BINARY` before hashing, so the row's bytes do not
 //! depend on collations. `float`/`double` are not compared: SQL cannot show a double's exact
 //! bits, and its decimal text is not the target's value. A row's hash is
-//! `CONV(SUBSTRING(MD5(row), 1, 16), 16, 10)`; `SUM` over it is an exact DECIMAL.
+//! `CONV(SUBSTRING(MD5(row), 1, 16), 16, 10)`; `SUM` over it is an exact DECIMAL. Servers without
+//! `MD5()` (Oracle MySQL 9.7 has none) send each row's canonical texts instead, hashed here
+//! exactly as the target's rows are ([`rtsync_core::verify::hash_values`]): the same ranges and
+//! sums, at the cost of the table crossing the network once per pass.
+//!
+//! Rows are read through an explicit column list, never `t.*`, which leaves out INVISIBLE columns.
 //!
 //! The position is the binlog file, offset and GTIDs after the snapshot started; a task has
 //! reached it once its committed GTIDs contain those (or, without GTIDs, its binlog
@@ -20,11 +25,11 @@
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
-use rtsync_core::verify::{CanonRow, RangeChecksum, TableVerifier, VerifyColumn, sum_mod_2_64};
+use rtsync_core::verify::{CanonRow, RangeChecksum, TableVerifier, VerifyColumn, hash_values, sum_mod_2_64};
 use rtsync_core::{SyncError, SyncResult};
 
 use crate::config::MySqlSourceConfig;
-use crate::error::my_err;
+use crate::error::{my_err, server_code};
 use crate::position::MySqlPosition;
 use crate::preflight::ServerInfo;
 use crate::schema::{self, ColumnKind, ColumnSpec, quote_ident};
@@ -39,6 +44,22 @@ pub struct MySqlVerifier {
     values: Vec<String>,
     keys: Vec<String>,
     order: String,
+    /// Every column of the table, quoted (INVISIBLE ones included).
+    all_columns: String,
+    /// The server computes row hashes (`MD5()` exists); otherwise they are computed here.
+    server_hash: bool,
+}
+
+/// Error 1305: the function does not exist.
+const ER_SP_DOES_NOT_EXIST: u16 = 1305;
+
+/// Whether the server has `MD5()` (MySQL 9.7 removed it).
+async fn server_has_md5(conn: &mut Conn) -> SyncResult<bool> {
+    match conn.query_drop("SELECT MD5('')").await {
+        Ok(()) => Ok(true),
+        Err(e) if server_code(&e) == Some(ER_SP_DOES_NOT_EXIST) || server_code(&e) == Some(1046) => Ok(false),
+        Err(e) => Err(my_err("checking for MD5()", e)),
+    }
 }
 
 /// Opens a verifier on the task's table (one ordinary connection; no binlog client).
@@ -79,6 +100,11 @@ pub async fn verifier(cfg: &MySqlSourceConfig) -> SyncResult<MySqlVerifier> {
         });
         keys.push(expr);
     }
+    let all_columns = schema.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let server_hash = server_has_md5(&mut conn).await?;
+    if !server_hash {
+        tracing::info!(table = %table, "the server has no MD5(): verify hashes the rows' canonical texts on the client");
+    }
     Ok(MySqlVerifier {
         conn,
         info,
@@ -88,6 +114,8 @@ pub async fn verifier(cfg: &MySqlSourceConfig) -> SyncResult<MySqlVerifier> {
         values,
         keys,
         order: order.join(", "),
+        all_columns,
+        server_hash,
     })
 }
 
@@ -152,6 +180,41 @@ impl MySqlVerifier {
             .collect()
     }
 
+    /// [`TableVerifier::checksums`] for servers without `MD5()`: every row's canonical texts, in
+    /// key order, hashed and summed per range here.
+    async fn client_checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {
+        let step = rows_per_range.max(1);
+        let sql = format!(
+            "SELECT {keys}{vals} FROM {table} ORDER BY {order}",
+            keys = self.keys.join(", "),
+            vals = self.values.iter().map(|v| format!(", {v}")).collect::<String>(),
+            table = self.table,
+            order = self.order,
+        );
+        let doing = || format!("reading the rows of {} to checksum them", self.table);
+        let nk = self.keys.len();
+        let mut result = self.conn.query_iter(sql).await.map_err(|e| my_err(doing(), e))?;
+        let mut out: Vec<RangeChecksum> = Vec::new();
+        let mut n = 0u64;
+        let mut values: Vec<Option<String>> = Vec::with_capacity(self.values.len());
+        while let Some(row) = result.next().await.map_err(|e| my_err(doing(), e))? {
+            if n.is_multiple_of(step) {
+                let first_key = (0..nk).map(|i| Ok(text(&row, i)?.unwrap_or_default())).collect::<SyncResult<_>>()?;
+                out.push(RangeChecksum { rows: 0, sum: 0, first_key });
+            }
+            values.clear();
+            for i in nk..row.len() {
+                values.push(text(&row, i)?);
+            }
+            if let Some(range) = out.last_mut() {
+                range.rows += 1;
+                range.sum = range.sum.wrapping_add(hash_values(&values));
+            }
+            n += 1;
+        }
+        Ok(out)
+    }
+
     async fn current(&mut self) -> SyncResult<serde_json::Value> {
         let p = snapshot::current_position(&mut self.conn, &self.info.flavor, Some(&self.info)).await?;
         serde_json::to_value(p).map_err(|e| SyncError::internal(format!("serializing a position: {e}")))
@@ -202,6 +265,9 @@ impl TableVerifier for MySqlVerifier {
     }
 
     async fn checksums(&mut self, rows_per_range: u64) -> SyncResult<Vec<RangeChecksum>> {
+        if !self.server_hash {
+            return self.client_checksums(rows_per_range).await;
+        }
         let step = rows_per_range.max(1);
         let firsts: String =
             (0..self.keys.len()).map(|i| format!(", MAX(CASE WHEN rn % {step} = 0 THEN k{i} END)")).collect();
@@ -246,11 +312,12 @@ impl TableVerifier for MySqlVerifier {
         let step = rows_per_range.max(1);
         let list = ranges.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT {keys}{vals} FROM (SELECT ROW_NUMBER() OVER (ORDER BY {order}) - 1 AS __rtsync_rn, t.* FROM {table} t) s \
+            "SELECT {keys}{vals} FROM (SELECT ROW_NUMBER() OVER (ORDER BY {order}) - 1 AS __rtsync_rn, {all} FROM {table}) s \
              WHERE __rtsync_rn DIV {step} IN ({list})",
             keys = self.keys.join(", "),
             vals = self.values.iter().map(|v| format!(", {v}")).collect::<String>(),
             order = self.order,
+            all = self.all_columns,
             table = self.table,
         );
         let rows: Vec<Row> = self

@@ -1,5 +1,6 @@
-//! Against the real MariaDB of `scripts/services.sh` (RTSYNC_MARIADB_URL). Each test has its
-//! own database and replica server id, so they run in parallel.
+//! Against each real MySQL-family server of `scripts/services.sh` (MariaDB, RTSYNC_MARIADB_URL;
+//! Oracle MySQL, RTSYNC_MYSQL_URL), one test per server (`…::mariadb`, `…::oracle_mysql`).
+//! Each test has its own database and replica server id, so they run in parallel.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,9 +20,10 @@ fn snapshot_done(batches: &[rtsync_core::ChangeBatch<MySqlPosition>]) -> bool {
     batches.last().is_some_and(|b| !b.end.is_snapshot())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inserts_updates_deletes_and_key_changes() {
-    let mut db = TestDb::new("crud").await;
+per_mysql_server!(async inserts_updates_deletes_and_key_changes);
+
+async fn inserts_updates_deletes_and_key_changes(server: MySqlServer) {
+    let mut db = TestDb::new(server, "crud").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))").await;
     db.exec("INSERT INTO t VALUES (1, 'one')").await;
     let mut src = open("crud", db.config("t"), None).await;
@@ -66,7 +68,7 @@ async fn inserts_updates_deletes_and_key_changes() {
     for b in &batches {
         assert!(!b.end.is_snapshot());
         assert!(b.end.covers(&last), "{} should cover {}", b.end, last);
-        assert!(!b.end.gtids.is_empty(), "MariaDB positions carry GTIDs: {}", b.end);
+        assert!(!b.end.gtids.is_empty(), "positions carry GTIDs (MariaDB always, MySQL with gtid_mode=ON): {}", b.end);
         last = b.end.clone();
     }
     // Stream rows carry their commit time.
@@ -75,11 +77,12 @@ async fn inserts_updates_deletes_and_key_changes() {
     db.drop_db().await;
 }
 
+per_mysql_server!(async every_type_round_trips_through_snapshot_and_binlog);
+
 /// Every supported type, copied by the snapshot (row 1) and streamed (row 2): both paths
 /// must yield the same values, and those values must be the ones inserted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_round_trips_through_snapshot_and_binlog() {
-    let mut db = TestDb::new("types").await;
+async fn every_type_round_trips_through_snapshot_and_binlog(server: MySqlServer) {
+    let mut db = TestDb::new(server, "types").await;
     db.exec("SET time_zone = '+00:00', sql_mode = ''").await;
     db.exec(
         "CREATE TABLE types (
@@ -194,25 +197,31 @@ async fn every_type_round_trips_through_snapshot_and_binlog() {
     db.drop_db().await;
 }
 
+per_mysql_server!(async snapshot_while_writes_continue_converges);
+
 /// The copy runs while writers insert, update and delete; afterwards the mirror of the
 /// batches equals the table, for each way of tying the snapshot to the binlog.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_while_writes_continue_converges() {
-    for (name, locking) in [
-        ("snapc", SnapshotLocking::ConsistentSnapshot),
-        ("snapl", SnapshotLocking::LockTable),
-        ("snapn", SnapshotLocking::None),
-    ] {
-        let mut db = TestDb::new(name).await;
+async fn snapshot_while_writes_continue_converges(server: MySqlServer) {
+    let methods: &[(&str, SnapshotLocking)] = if server.is_mariadb() {
+        &[
+            ("snapc", SnapshotLocking::ConsistentSnapshot),
+            ("snapl", SnapshotLocking::LockTable),
+            ("snapn", SnapshotLocking::None),
+        ]
+    } else {
+        // MySQL has no binlog position of a consistent snapshot (binlog_snapshot_file).
+        &[("snapl", SnapshotLocking::LockTable), ("snapn", SnapshotLocking::None)]
+    };
+    for &(name, locking) in methods {
+        let mut db = TestDb::new(server, name).await;
         db.exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), n INT)").await;
-        db.exec("INSERT INTO t (id, v, n) SELECT seq, CONCAT('row-', seq), 0 FROM seq_1_to_20000").await;
+        db.exec(&format!("INSERT INTO t (id, v, n) SELECT seq, CONCAT('row-', seq), 0 FROM {}", db.seq(20000))).await;
         let mut cfg = db.config("t");
         cfg.snapshot_locking = locking;
         cfg.snapshot_chunk_rows = 1000;
         let mut src = open(name, cfg, None).await;
 
-        let mut writer = TestDb { name: db.name.clone(), conn: conn().await };
-        writer.exec(&format!("USE `{}`", db.name)).await;
+        let mut writer = db.other().await;
         let writes = tokio::spawn(async move {
             for k in 0..200 {
                 let id = 1 + (k * 97) % 20000;
@@ -247,9 +256,10 @@ async fn snapshot_while_writes_continue_converges() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binlog_rotation_mid_stream() {
-    let mut db = TestDb::new("rotate").await;
+per_mysql_server!(async binlog_rotation_mid_stream);
+
+async fn binlog_rotation_mid_stream(server: MySqlServer) {
+    let mut db = TestDb::new(server, "rotate").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     let mut cfg = db.config("t");
     cfg.snapshot_mode = SnapshotMode::Never;
@@ -271,12 +281,13 @@ async fn binlog_rotation_mid_stream() {
     db.drop_db().await;
 }
 
+per_mysql_server!(async resume_from_a_position_mid_stream);
+
 /// Stop after a batch, restart from its position: nothing lost, nothing twice — by GTID and
 /// by file + offset.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_from_a_position_mid_stream() {
+async fn resume_from_a_position_mid_stream(server: MySqlServer) {
     for (name, resume_by) in [("resg", ResumeBy::Gtid), ("resf", ResumeBy::FilePosition)] {
-        let mut db = TestDb::new(name).await;
+        let mut db = TestDb::new(server, name).await;
         db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
         let mut cfg = db.config("t");
         cfg.resume_by = resume_by;
@@ -316,13 +327,15 @@ async fn resume_from_a_position_mid_stream() {
     }
 }
 
+per_mysql_server!(async resume_mid_snapshot_converges);
+
 /// A crash after some snapshot chunks: the next attempt copies only the keys after the last
 /// committed chunk, streams from the original position, and the mirror converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_mid_snapshot_converges() {
-    let mut db = TestDb::new("midsnap").await;
+async fn resume_mid_snapshot_converges(server: MySqlServer) {
+    let mut db = TestDb::new(server, "midsnap").await;
     db.exec("CREATE TABLE t (a INT, b VARCHAR(10), v VARCHAR(20), PRIMARY KEY (a, b))").await;
-    db.exec("INSERT INTO t SELECT seq DIV 3, CONCAT('k', seq MOD 3), CONCAT('v', seq) FROM seq_1_to_3000").await;
+    db.exec(&format!("INSERT INTO t SELECT seq DIV 3, CONCAT('k', seq MOD 3), CONCAT('v', seq) FROM {}", db.seq(3000)))
+        .await;
     let mut cfg = db.config("t");
     cfg.snapshot_chunk_rows = 200;
     let mut src = open("midsnap", cfg.clone(), None).await;
@@ -388,10 +401,11 @@ fn mirror_apply_composite(mirror: &mut Mirror, batches: &[rtsync_core::ChangeBat
     }
 }
 
+per_mysql_server!(async added_column_appears_in_later_batches);
+
 /// ALTER TABLE ADD COLUMN mid-stream: later batches carry the new column.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn added_column_appears_in_later_batches() {
-    let mut db = TestDb::new("ddl").await;
+async fn added_column_appears_in_later_batches(server: MySqlServer) {
+    let mut db = TestDb::new(server, "ddl").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     let mut src = open("ddl", db.config("t"), None).await;
     read_until(&mut src, WAIT, snapshot_done).await;
@@ -411,9 +425,10 @@ async fn added_column_appears_in_later_batches() {
     db.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preflight_names_the_problem() {
-    let mut db = TestDb::new("preflight").await;
+per_mysql_server!(async preflight_names_the_problem);
+
+async fn preflight_names_the_problem(server: MySqlServer) {
+    let mut db = TestDb::new(server, "preflight").await;
     db.exec("CREATE TABLE nokey (v INT)").await;
     let mut src = MySqlSource::new("preflight", db.config("missing")).unwrap();
     let err = src.check().await.unwrap_err();
@@ -429,10 +444,11 @@ async fn preflight_names_the_problem() {
     db.drop_db().await;
 }
 
+per_mysql_server!(async transactions_are_never_split_across_positions);
+
 /// A big transaction arrives whole; an idle task still reports its moving position.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_are_never_split_across_positions() {
-    let mut db = TestDb::new("bigtxn").await;
+async fn transactions_are_never_split_across_positions(server: MySqlServer) {
+    let mut db = TestDb::new(server, "bigtxn").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     db.exec("CREATE TABLE other (id INT PRIMARY KEY)").await;
     let mut cfg = db.config("t");
@@ -441,7 +457,7 @@ async fn transactions_are_never_split_across_positions() {
     let mut src = open("bigtxn", cfg, None).await;
     let snap = read_until(&mut src, WAIT, snapshot_done).await;
     let start = snap.last().unwrap().end.clone();
-    db.exec("INSERT INTO t SELECT seq, seq FROM seq_1_to_150").await;
+    db.exec(&format!("INSERT INTO t SELECT seq, seq FROM {}", db.seq(150))).await;
     let batches = read_until(&mut src, WAIT, |b| count_rows(b) >= 150).await;
     // 150 rows < 2 × max_batch_rows: one transaction, one batch.
     let with_rows: Vec<_> = batches.iter().filter(|b| b.rows.num_rows() > 0).collect();

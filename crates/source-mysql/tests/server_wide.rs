@@ -1,6 +1,6 @@
-//! Tests that change the whole MariaDB server (global binlog compression, purging binlogs,
-//! a restart). Cargo runs test binaries one after another, and a lock serializes these, so
-//! they never disturb other tests.
+//! Tests that change a whole server (MariaDB's global binlog compression; purging binlogs and a
+//! restart, on MariaDB and on Oracle MySQL). Cargo runs test binaries one after another, and a
+//! lock serializes these, so they never disturb other tests.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,13 +25,13 @@ fn snapshot_done(batches: &[rtsync_core::ChangeBatch<MySqlPosition>]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_compressed_events_are_decoded() {
     let _server = SERVER.lock().await;
-    let mut db = TestDb::new("compressed").await;
+    let mut db = TestDb::new(MySqlServer::MariaDb, "compressed").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await;
     let mut src = open("compressed", db.config("t"), None).await;
     read_until(&mut src, WAIT, snapshot_done).await;
     db.exec("SET GLOBAL log_bin_compress = ON, GLOBAL log_bin_compress_min_len = 10").await;
     // New sessions see the new setting.
-    let mut w = TestDb { name: db.name.clone(), conn: conn().await };
+    let mut w = TestDb { name: db.name.clone(), server: MySqlServer::MariaDb, conn: conn(MySqlServer::MariaDb).await };
     w.exec(&format!("USE `{}`", db.name)).await;
     let long = "x".repeat(500);
     w.exec(&format!("INSERT INTO t VALUES (1, '{long}'), (2, 'short')")).await;
@@ -72,12 +72,13 @@ async fn mariadb_compressed_events_are_decoded() {
     w.drop_db().await;
 }
 
+per_mysql_server!(async server_restart_mid_stream_is_survived);
+
 /// The server restarts under a running stream: the source reconnects by itself and misses
 /// nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_restart_mid_stream_is_survived() {
+async fn server_restart_mid_stream_is_survived(server: MySqlServer) {
     let _server = SERVER.lock().await;
-    let mut db = TestDb::new("restart").await;
+    let mut db = TestDb::new(server, "restart").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     let mut cfg = db.config("t");
     cfg.reconnect_timeout_secs = 120;
@@ -89,10 +90,11 @@ async fn server_restart_mid_stream_is_survived() {
     drop(db);
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/services.sh");
-    let status = tokio::process::Command::new("bash").arg(script).args(["restart", "mariadb"]).status().await.unwrap();
-    assert!(status.success(), "scripts/services.sh restart mariadb failed");
+    let service = if server.is_mariadb() { "mariadb" } else { "mysql" };
+    let status = tokio::process::Command::new("bash").arg(script).args(["restart", service]).status().await.unwrap();
+    assert!(status.success(), "scripts/services.sh restart {service} failed");
 
-    let mut db = TestDb { name: name.clone(), conn: conn().await };
+    let mut db = TestDb { name: name.clone(), server, conn: conn(server).await };
     db.exec(&format!("USE `{name}`")).await;
     db.exec("INSERT INTO t VALUES (2, 2)").await;
     db.exec("UPDATE t SET v = 10 WHERE id = 1").await;
@@ -108,12 +110,13 @@ async fn server_restart_mid_stream_is_survived() {
     db.drop_db().await;
 }
 
+per_mysql_server!(async purged_binlog_is_reported_or_resnapshotted);
+
 /// Resuming from a binlog the server purged is a definite error naming the option; with the
 /// option the table is copied again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purged_binlog_is_reported_or_resnapshotted() {
+async fn purged_binlog_is_reported_or_resnapshotted(server: MySqlServer) {
     let _server = SERVER.lock().await;
-    let mut db = TestDb::new("purged").await;
+    let mut db = TestDb::new(server, "purged").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     db.exec("INSERT INTO t VALUES (1, 1)").await;
     let mut cfg = db.config("t");
@@ -125,7 +128,8 @@ async fn purged_binlog_is_reported_or_resnapshotted() {
     drop(src);
     db.exec("INSERT INTO t VALUES (2, 2)").await;
     db.exec("FLUSH BINARY LOGS").await;
-    let current: Vec<Vec<Option<String>>> = db.query_strings("SHOW MASTER STATUS").await;
+    let status = if server.is_mariadb() { "SHOW MASTER STATUS" } else { "SHOW BINARY LOG STATUS" };
+    let current: Vec<Vec<Option<String>>> = db.query_strings(status).await;
     let current_file = current[0][0].clone().unwrap();
     // A closed replica's dump thread lingers until its next heartbeat finds the socket gone,
     // and the server does not purge a file a dump thread reads: retry for a while.

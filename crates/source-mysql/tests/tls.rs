@@ -1,5 +1,6 @@
-//! TLS against the real MariaDB (the services script gives it a certificate from a throwaway
-//! CA, `RTSYNC_TEST_CA`, and a user `rtsync_tls` that the server only lets in over TLS): the
+//! TLS against each real MySQL-family server, MariaDB and Oracle MySQL (the services script gives
+//! both a certificate from a throwaway CA, `RTSYNC_TEST_CA`, and a user `rtsync_tls` that the
+//! server only lets in over TLS; on Oracle MySQL a `caching_sha2_password` user): the
 //! snapshot and the binlog connection both work encrypted with the certificate verified, and
 //! every refusal names its cause.
 
@@ -19,19 +20,20 @@ fn ca() -> String {
 }
 
 /// The services URL with the TLS-only user and `options`.
-fn tls_url(options: &str) -> String {
-    let base = url().replacen("://rtsync:", "://rtsync_tls:", 1);
+fn tls_url(server: MySqlServer, options: &str) -> String {
+    let base = server.url().replacen("://rtsync:", "://rtsync_tls:", 1);
     let base = base.split('?').next().unwrap_or_default().to_string();
     format!("{base}?{options}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_and_binlog_over_verified_tls() {
-    let mut db = TestDb::new("tls").await;
+per_mysql_server!(async snapshot_and_binlog_over_verified_tls);
+
+async fn snapshot_and_binlog_over_verified_tls(server: MySqlServer) {
+    let mut db = TestDb::new(server, "tls").await;
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))").await;
     db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')").await;
     let mut cfg = db.config("t");
-    cfg.url = tls_url(&format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca()));
+    cfg.url = tls_url(server, &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca()));
     let mut src = open("tls_task", cfg, None).await;
     let snap = read_until(&mut src, Duration::from_secs(30), |b| b.iter().any(|b| !b.end.is_snapshot())).await;
     assert_eq!(count_rows(&snap), 3);
@@ -47,9 +49,10 @@ async fn snapshot_and_binlog_over_verified_tls() {
     db.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_modes_connect_or_name_the_cause() {
-    let mut db = TestDb::new("tlsmodes").await;
+per_mysql_server!(async tls_modes_connect_or_name_the_cause);
+
+async fn tls_modes_connect_or_name_the_cause(server: MySqlServer) {
+    let mut db = TestDb::new(server, "tlsmodes").await;
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let check = |url: String| {
         let mut cfg = db.config("t");
@@ -66,15 +69,15 @@ async fn tls_modes_connect_or_name_the_cause() {
         (format!("ssl-mode=VERIFY_CA&ssl-ca={}", ca()), "VERIFY_CA with the test CA"),
         (format!("ssl-ca={}", ca()), "ssl-ca alone: VERIFY_CA"),
     ] {
-        check(tls_url(&options)).await.unwrap_or_else(|e| panic!("{what}: {}", e.report()));
+        check(tls_url(server, &options)).await.unwrap_or_else(|e| panic!("{what}: {}", e.report()));
     }
     // The user may only connect over TLS: without it the server refuses, and says so.
-    let err = check(tls_url("ssl-mode=DISABLED")).await.unwrap_err().report();
+    let err = check(tls_url(server, "ssl-mode=DISABLED")).await.unwrap_err().report();
     assert!(err.contains("Access denied") || err.contains("1045"), "{err}");
     // The built-in roots do not trust the test CA.
-    let err = check(tls_url("ssl-mode=VERIFY_IDENTITY")).await.unwrap_err().report();
+    let err = check(tls_url(server, "ssl-mode=VERIFY_IDENTITY")).await.unwrap_err().report();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
-    let err = check(tls_url("ssl-mode=PREFERRED")).await.unwrap_err().report();
+    let err = check(tls_url(server, "ssl-mode=PREFERRED")).await.unwrap_err().report();
     assert!(err.contains("PREFERRED"), "{err}");
     db.drop_db().await;
 }

@@ -1,12 +1,18 @@
-//! Helpers for the MariaDB integration tests: a database per test, SQL, and a mirror that
+//! Helpers for the integration tests against the MySQL-family servers of `scripts/services.sh`
+//! (MariaDB and Oracle MySQL, [`MySqlServer`]): a database per test, SQL, and a mirror that
 //! applies change batches the way an upsert sink does.
 #![allow(dead_code)]
+
+/// The servers and `per_mysql_server!`, shared with the workspace's end-to-end tests.
+#[path = "../../../../tests/common/mysql.rs"]
+pub mod servers;
+pub use servers::MySqlServer;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
 use rtsync_core::arrow::array::{Array, AsArray};
 use rtsync_core::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use rtsync_core::arrow::record_batch::RecordBatch;
@@ -15,33 +21,50 @@ use rtsync_core::arrow::util::display::array_value_to_string;
 use rtsync_core::{ChangeBatch, OP_COLUMN, Source};
 use rtsync_source_mysql::{MySqlPosition, MySqlSource, MySqlSourceConfig};
 
-/// The MariaDB URL from `scripts/services.sh env`; tests do not skip without it.
-pub fn url() -> String {
-    std::env::var("RTSYNC_MARIADB_URL").expect(
-        "RTSYNC_MARIADB_URL is not set: run `scripts/services.sh start mariadb` and `eval \"$(scripts/services.sh env)\"` before these tests",
-    )
-}
-
-pub async fn conn() -> Conn {
-    let opts = OptsBuilder::from_opts(Opts::from_url(&url()).expect("RTSYNC_MARIADB_URL is a mysql:// URL"))
-        .prefer_socket(false);
-    Conn::new(opts).await.expect("connecting to MariaDB")
+/// A connection to `server` with the session settings the tests rely on: a recursive CTE may
+/// count to a million on MySQL (its default stops at 1000) for [`TestDb::seq`].
+pub async fn conn(server: MySqlServer) -> Conn {
+    let mut conn = server.connect().await;
+    if !server.is_mariadb() {
+        conn.query_drop("SET SESSION cte_max_recursion_depth = 1000000").await.unwrap();
+    }
+    conn
 }
 
 /// A database of its own for one test.
 pub struct TestDb {
+    pub server: MySqlServer,
     pub name: String,
     pub conn: Conn,
 }
 
 impl TestDb {
-    pub async fn new(test: &str) -> TestDb {
+    pub async fn new(server: MySqlServer, test: &str) -> TestDb {
         let name = format!("rt_{test}_{}", std::process::id());
-        let mut conn = conn().await;
+        let mut conn = conn(server).await;
         conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
         conn.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
         conn.query_drop(format!("USE `{name}`")).await.unwrap();
-        TestDb { name, conn }
+        TestDb { server, name, conn }
+    }
+
+    /// A second connection to the same database (another writer).
+    pub async fn other(&self) -> TestDb {
+        let mut other = TestDb { server: self.server, name: self.name.clone(), conn: conn(self.server).await };
+        other.exec(&format!("USE `{}`", self.name)).await;
+        other
+    }
+
+    /// A table expression with one column `seq` counting 1..=n: MariaDB's sequence engine, a
+    /// recursive CTE on MySQL.
+    pub fn seq(&self, n: u64) -> String {
+        if self.server.is_mariadb() {
+            format!("seq_1_to_{n}")
+        } else {
+            format!(
+                "(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {n}) SELECT seq FROM s) AS seq_1_to_{n}"
+            )
+        }
     }
 
     pub async fn exec(&mut self, sql: &str) {
@@ -58,7 +81,7 @@ impl TestDb {
     }
 
     pub fn config(&self, table: &str) -> MySqlSourceConfig {
-        let mut cfg = MySqlSourceConfig::new(url(), &self.name, table);
+        let mut cfg = MySqlSourceConfig::new(self.server.url(), &self.name, table);
         cfg.linger_ms = 50;
         cfg.heartbeat_secs = 1;
         cfg.idle_position_secs = 2;
