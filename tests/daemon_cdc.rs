@@ -255,8 +255,11 @@ async fn mysql_table_through_the_daemon(server: MySqlServer) {
     d.ok(&["datasource", "create", "shop_my", "--type", "mysql", "--set", &format!("url={url}")]);
     let tested = d.ok(&["datasource", "test", "shop_my", "--object", &format!("{db}.{table}")]);
     assert!(tested.contains("ready for CDC"), "{tested}");
-    let server = d.ok(&["datasource", "test", "shop_my"]);
-    assert!(server.contains("binlog settings") && server.contains("replication privileges"), "{server}");
+    let server_check = d.ok(&["datasource", "test", "shop_my"]);
+    assert!(
+        server_check.contains("binlog settings") && server_check.contains("replication privileges"),
+        "{server_check}"
+    );
 
     let namespaces = d.json(&["meta", "namespaces", "shop_my"]);
     let ns = namespaces.as_array().unwrap().iter().find(|n| n["name"] == db.as_str()).expect("our database listed");

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mysql;
+#[allow(unused_imports)]
 pub use mysql::MySqlServer;
 
 use std::path::{Path, PathBuf};

@@ -393,6 +393,7 @@ impl Control {
             cfg.sink_table = Some(t);
         }
         if let Some(o) = patch.start_offset {
+            connectors::check_start_offset(&o)?;
             cfg.start_offset = Some(o);
         }
         if patch.clear_columns {

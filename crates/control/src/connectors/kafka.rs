@@ -101,6 +101,10 @@ impl Connector for Kafka {
         start_offset(cfg).map(|_| ())
     }
 
+    fn check_start_offset(&self, text: &str) -> Option<Result<()>> {
+        Some(StartOffset::parse(text).map(|_| ()).map_err(|e| Error::bad_request(e.report())))
+    }
+
     fn source_spec(&self, ds: &DataSource, _task: &str, cfg: &TaskConfig, table: &str) -> Result<SourceSpec> {
         Ok(SourceSpec::Kafka(config(&ds.properties, table, start_offset(cfg)?)))
     }

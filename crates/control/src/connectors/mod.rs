@@ -72,6 +72,11 @@ pub trait Connector: Send + Sync {
 
     async fn detail(&self, ds: &DataSource, namespace: &str, object: &str, sample: usize) -> Result<MetaDetail>;
 
+    /// Checks a task's start offset (`--start-offset`), for kinds that take one.
+    fn check_start_offset(&self, _text: &str) -> Option<Result<()>> {
+        None
+    }
+
     /// How far the source is ahead of the task's `position`, in the source's own unit; None
     /// when the source cannot say quickly.
     async fn lag(&self, _ds: &DataSource, _cfg: &TaskConfig, _position: Option<&str>) -> Option<i64> {
@@ -145,6 +150,22 @@ pub fn of(ds_type: DsType) -> Result<&'static dyn Connector> {
             available = available.join(", ")
         ))
     })
+}
+
+/// Checks a start offset before the task's source is known: valid when a kind that takes
+/// start offsets accepts it.
+pub fn check_start_offset(text: &str) -> Result<()> {
+    let mut first_err = None;
+    for t in DsType::ALL {
+        match t.connector().and_then(|c| c.check_start_offset(text)) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 /// The connector of a data source that must be a task's source.

@@ -9,7 +9,7 @@ use rtsync_core::verify::TableVerifier;
 use rtsync_source_postgres::{PostgresSource, PostgresSourceConfig, browse};
 
 use super::{Connector, DsType, Props, SourceSpec, TaskSource, URL, checked, refuse_columns, validate_url};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{DataSource, MetaDetail, MetaObject, Namespace, Preview, TaskConfig};
 use crate::runner::{RunOptions, run_table_source};
 use crate::spec::TaskSpec;
