@@ -61,7 +61,7 @@ fn init_logging() {
     // outside `rtsync serve`).
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(tracing_subscriber::fmt::layer().with_writer(rtsync::progress::LogWriter).with_filter(filter))
         .with(rtsync_control::logs::layer())
         .init();
 }
@@ -84,7 +84,7 @@ async fn cmd_run(spec: PathBuf, check: bool, progress: &str) -> SyncResult<()> {
     let result = run_task(&spec, RunOptions { metrics: metrics.clone(), shutdown, retry: true }).await;
     if let Some(d) = display {
         d.abort();
-        eprintln!();
+        rtsync::progress::finish();
     }
     let s = metrics.snapshot();
     tracing::info!(task = %spec.name, rows = s.rows_out, commits = s.commits, position = %s.position, "task ended");

@@ -1,10 +1,72 @@
 //! The one-line progress display of `rtsync run` on a terminal.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtsync_engine::TaskMetrics;
+
+/// The progress line on the terminal, if one is shown: log lines clear it, print, and draw it
+/// again, so the two never interleave.
+static LINE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Where log lines go: stderr, around the progress line.
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// One log event, written whole when dropped.
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let line = LINE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut err = std::io::stderr().lock();
+        if line.is_some() {
+            let _ = err.write_all(b"\r\x1b[2K");
+        }
+        let _ = err.write_all(&self.0);
+        if let Some(progress) = line.as_deref() {
+            let _ = err.write_all(progress.as_bytes());
+        }
+        let _ = err.flush();
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::with_capacity(256))
+    }
+}
+
+/// Draws `text` as the progress line (replacing the previous one).
+fn draw(text: String) {
+    let mut line = LINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{text}");
+    let _ = err.flush();
+    *line = Some(text);
+}
+
+/// Ends the progress line: the cursor moves to a new line and log lines print plainly again.
+pub fn finish() {
+    let mut line = LINE.lock().unwrap_or_else(|e| e.into_inner());
+    if line.take().is_some() {
+        let _ = writeln!(std::io::stderr());
+    }
+}
 
 /// Redraws `rows 1,234,567 | 250,123 rows/s | last commit 0.3s ago (epoch 42) | freshness 0.8s`
 /// on stderr every second until the returned handle is aborted.
@@ -20,10 +82,7 @@ pub fn spawn(metrics: Arc<TaskMetrics>) -> tokio::task::JoinHandle<()> {
             let rate = (s.rows_out.saturating_sub(last_rows)) as f64 / elapsed;
             last_rows = s.rows_out;
             last_at = Instant::now();
-            let line = status_line(&s, rate);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{line}");
-            let _ = err.flush();
+            draw(status_line(&s, rate));
         }
     })
 }
