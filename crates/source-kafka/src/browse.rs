@@ -150,32 +150,14 @@ pub async fn sample_values(
     n: usize,
     wait: Duration,
 ) -> SyncResult<Vec<Option<Vec<u8>>>> {
-    let mut cfg = config.clone();
-    let group = throwaway_group("sample");
-    cfg.group_id = Some(group.clone());
-    cfg.start_offset = start;
-    cfg.max_batch_rows = n.clamp(1, 10_000);
-    let mut source = KafkaSource::new(group, cfg)?;
-    let result = async {
-        source.check().await?;
-        source.open(None).await?;
-        let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
-            if let Some(batch) = source.next_batch(Duration::from_millis(300)).await? {
-                let values = batch.rows.column(1).as_binary::<i32>();
-                for i in 0..values.len() {
-                    if out.len() < n {
-                        out.push(values.is_valid(i).then(|| values.value(i).to_vec()));
-                    }
-                }
-            }
-        }
-        Ok::<_, SyncError>(out)
+    let config = KafkaSourceConfig { start_offset: start, ..config.clone() };
+    let batches = read_batches(&config, n.clamp(1, 10_000), wait, wait).await?;
+    let mut out = Vec::with_capacity(n);
+    for batch in &batches {
+        let values = batch.column(1).as_binary::<i32>();
+        out.extend((0..values.len()).map(|i| values.is_valid(i).then(|| values.value(i).to_vec())));
     }
-    .await;
-    let _ = source.close().await;
-    result
+    Ok(out)
 }
 
 /// Reads up to `limit` messages of `config.topic` from its `start_offset` under a throw-away
