@@ -4,9 +4,9 @@
 # Kafka producer, and Node.js + jsdom with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
 # under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
 #
-#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|all]...  (default: kafka venv ui)
-#   scripts/services.sh start   [kafka|postgres|mariadb|mysql|all]...       (default: all)
-#   scripts/services.sh stop    [kafka|postgres|mariadb|mysql|all]...       (default: all)
+#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|s3|azurite|all]...  (default: kafka venv ui)
+#   scripts/services.sh start   [kafka|postgres|mariadb|mysql|s3|azurite|all]...       (default: all)
+#   scripts/services.sh stop    [kafka|postgres|mariadb|mysql|s3|azurite|all]...       (default: all)
 #   scripts/services.sh status
 #   scripts/services.sh env      # eval "$(scripts/services.sh env)"
 #
@@ -52,7 +52,7 @@ MYSQL_DIR="$SERVICES_DIR/mysql"
 MYSQL_SUITE="${RTSYNC_MYSQL_SUITE:-sid}"
 MYSQL_PACKAGES=(mysql-server-core mysql-client-core)
 
-ALL_SERVICES=(kafka postgres mariadb mysql)
+ALL_SERVICES=(kafka postgres mariadb mysql s3 azurite)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -867,6 +867,153 @@ status_mysql() {
 mysql_url() { printf 'mysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$MYSQL_PORT" "$DB_NAME"; }
 
 # ---------------------------------------------------------------------------
+# s3 (moto's S3 server from PyPI: it honours If-None-Match, which Delta commits rely on)
+# ---------------------------------------------------------------------------
+S3_PORT="${RTSYNC_S3_PORT:-15000}"
+S3_DIR="$SERVICES_DIR/s3"
+S3_VENV="$S3_DIR/venv"
+S3_LOG="$LOG_DIR/s3.log"
+S3_PACKAGE="${RTSYNC_S3_PACKAGE:-moto[server]==5.2.5}"
+# The bucket tests write to (each test under its own prefix) and test-only credentials.
+S3_BUCKET="rtsync"
+S3_KEY_ID="rtsync-test"
+S3_SECRET="rtsync-test-secret"
+S3_REGION="us-east-1"
+
+s3_ok() { [[ -x "$S3_VENV/bin/moto_server" ]]; }
+
+install_s3() {
+    if s3_ok; then
+        log "s3: moto already installed in $S3_VENV"
+        return 0
+    fi
+    mkdir -p "$S3_DIR"
+    [[ -x "$S3_VENV/bin/python" ]] || "$BOOTSTRAP_PYTHON" -m venv "$S3_VENV" || die "s3: '$BOOTSTRAP_PYTHON -m venv' failed"
+    log "s3: pip install $S3_PACKAGE"
+    "$S3_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$S3_PACKAGE" >&2 ||
+        die "s3: pip install $S3_PACKAGE failed"
+    s3_ok || die "s3: moto installed but no moto_server in $S3_VENV/bin"
+}
+
+start_s3() {
+    if running s3 moto_server; then
+        log "s3: already running (pid $(read_pid s3)) on 127.0.0.1:$S3_PORT"
+        return 0
+    fi
+    s3_ok || install_s3
+    ensure_port_free s3 "$S3_PORT"
+    mkdir -p "$LOG_DIR"
+    : >"$S3_LOG"
+    # In memory: a restart starts with an empty store (the bucket is made again below).
+    spawn s3 "$S3_LOG" env AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
+        "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
+    wait_port s3 "$S3_PORT" "$S3_LOG" moto_server || die "s3: failed to start"
+    # moto does not check signatures: a plain PUT makes the bucket (idempotent).
+    "$S3_VENV/bin/python" - "$S3_PORT" "$S3_BUCKET" <<'PY' || die "s3: creating bucket $S3_BUCKET failed"
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/{sys.argv[2]}", method="PUT")
+urllib.request.urlopen(req, timeout=30).read()
+PY
+    log "s3: moto running (pid $(read_pid s3)), http://127.0.0.1:$S3_PORT bucket $S3_BUCKET"
+}
+
+stop_s3() { stop_pid s3 moto_server TERM; }
+
+status_s3() {
+    if running s3 moto_server; then
+        echo "s3:       running  pid $(read_pid s3)  http://127.0.0.1:$S3_PORT  log $S3_LOG"
+    else
+        echo "s3:       stopped$(s3_ok || echo '  (not installed)')"
+    fi
+}
+
+# One storage_options table per line (KEY=VALUE, space-separated) for the S3 server.
+s3_options() {
+    printf 'AWS_ENDPOINT_URL=http://127.0.0.1:%s AWS_REGION=%s AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_ALLOW_HTTP=true AWS_EC2_METADATA_DISABLED=true\n' \
+        "$S3_PORT" "$S3_REGION" "$S3_KEY_ID" "$S3_SECRET"
+}
+
+# ---------------------------------------------------------------------------
+# azurite (Microsoft's Azure Storage emulator, npm), blob service only
+# ---------------------------------------------------------------------------
+AZURITE_PORT="${RTSYNC_AZURITE_PORT:-10000}"
+AZURITE_DIR="$SERVICES_DIR/azurite"
+AZURITE_DATA="$AZURITE_DIR/data"
+AZURITE_LOG="$LOG_DIR/azurite.log"
+AZURITE_PACKAGE="${RTSYNC_AZURITE_PACKAGE:-azurite@3.37.0}"
+AZURITE_BIN="$AZURITE_DIR/node_modules/.bin/azurite-blob"
+AZURITE_CONTAINER="rtsync"
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_ACCOUNT="devstoreaccount1"
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+azurite_ok() { node_ok && [[ -x "$AZURITE_BIN" ]]; }
+
+install_azurite() {
+    if azurite_ok; then
+        log "azurite: already installed in $AZURITE_DIR"
+        return 0
+    fi
+    node_ok || apt_install nodejs npm
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    mkdir -p "$AZURITE_DIR"
+    log "azurite: npm install $AZURITE_PACKAGE in $AZURITE_DIR"
+    (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent --prefix "$AZURITE_DIR" "$AZURITE_PACKAGE" >&2) ||
+        die "azurite: npm install failed"
+    azurite_ok || die "azurite: installed but no $AZURITE_BIN"
+}
+
+start_azurite() {
+    if running azurite azurite; then
+        log "azurite: already running (pid $(read_pid azurite)) on 127.0.0.1:$AZURITE_PORT"
+        return 0
+    fi
+    azurite_ok || install_azurite
+    ensure_port_free azurite "$AZURITE_PORT"
+    mkdir -p "$LOG_DIR" "$AZURITE_DATA"
+    : >"$AZURITE_LOG"
+    spawn azurite "$AZURITE_LOG" "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+        --location "$AZURITE_DATA" --skipApiVersionCheck --loose --disableTelemetry
+    wait_port azurite "$AZURITE_PORT" "$AZURITE_LOG" azurite || die "azurite: failed to start"
+    # The container tests write to, made with a Shared Key request (idempotent: 409 is fine).
+    "$BOOTSTRAP_PYTHON" - "$AZURITE_PORT" "$AZURITE_ACCOUNT" "$AZURITE_KEY" "$AZURITE_CONTAINER" <<'PY' ||
+import base64, hashlib, hmac, sys, urllib.error, urllib.request
+from email.utils import formatdate
+port, account, key, container = sys.argv[1:5]
+date, version = formatdate(usegmt=True), "2021-08-06"
+canon_headers = f"x-ms-date:{date}\nx-ms-version:{version}\n"
+canon_resource = f"/{account}/{account}/{container}\nrestype:container"
+to_sign = "PUT\n\n\n\n\n\n\n\n\n\n\n\n" + canon_headers + canon_resource
+sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/{account}/{container}?restype=container", method="PUT",
+                             headers={"x-ms-date": date, "x-ms-version": version,
+                                      "Authorization": f"SharedKey {account}:{sig}", "Content-Length": "0"})
+try:
+    urllib.request.urlopen(req, timeout=30).read()
+except urllib.error.HTTPError as e:
+    if e.code != 409:
+        raise
+PY
+        die "azurite: creating container $AZURITE_CONTAINER failed"
+    log "azurite: running (pid $(read_pid azurite)), http://127.0.0.1:$AZURITE_PORT container $AZURITE_CONTAINER"
+}
+
+stop_azurite() { stop_pid azurite azurite TERM; }
+
+status_azurite() {
+    if running azurite azurite; then
+        echo "azurite:  running  pid $(read_pid azurite)  http://127.0.0.1:$AZURITE_PORT  log $AZURITE_LOG"
+    else
+        echo "azurite:  stopped$(azurite_ok || echo '  (not installed)')"
+    fi
+}
+
+azurite_options() {
+    printf 'AZURE_STORAGE_ACCOUNT_NAME=%s AZURE_STORAGE_ACCOUNT_KEY=%s AZURE_STORAGE_USE_EMULATOR=true AZURE_ALLOW_HTTP=true\n' \
+        "$AZURITE_ACCOUNT" "$AZURITE_KEY"
+}
+
+# ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
 # expand_services DEFAULT... -- ARG...: "all" and no args expand.
@@ -883,9 +1030,9 @@ expand() {
     for a in "${args[@]}"; do
         case "$a" in
             all) _out+=("${defaults[@]}") ;;
-            kafka | postgres | mariadb | mysql | venv | ui) _out+=("$a") ;;
+            kafka | postgres | mariadb | mysql | venv | ui | s3 | azurite) _out+=("$a") ;;
             pg | postgresql) _out+=(postgres) ;;
-            *) die "unknown service '$a' (kafka, postgres, mariadb, mysql, venv, ui, all)" ;;
+            *) die "unknown service '$a' (kafka, postgres, mariadb, mysql, venv, ui, s3, azurite, all)" ;;
         esac
     done
 }
@@ -894,7 +1041,7 @@ cmd_install() {
     local svcs s
     if (($#)); then
         # "install all" installs everything, including the Debian packages.
-        expand svcs kafka venv ui postgres mariadb mysql -- "$@"
+        expand svcs kafka venv ui postgres mariadb mysql s3 azurite -- "$@"
     else
         expand svcs kafka venv ui --
     fi
@@ -926,6 +1073,8 @@ cmd_status() {
     status_postgres
     status_mariadb
     status_mysql
+    status_s3
+    status_azurite
     if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
     if ui_ok; then echo "ui:       ok  $UI_DIR"; else echo "ui:       missing (run: $0 install ui)"; fi
 }
@@ -940,6 +1089,11 @@ cmd_env() {
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
     printf 'export RTSYNC_MYSQL_URL=%q\n' "$(mysql_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
+    # object stores: a root URI and its storage options (KEY=VALUE, space-separated)
+    printf 'export RTSYNC_S3_ROOT=%q\n' "s3://$S3_BUCKET"
+    printf 'export RTSYNC_S3_OPTIONS=%q\n' "$(s3_options)"
+    printf 'export RTSYNC_AZURE_ROOT=%q\n' "az://$AZURITE_CONTAINER"
+    printf 'export RTSYNC_AZURE_OPTIONS=%q\n' "$(azurite_options)"
 }
 
 usage() {

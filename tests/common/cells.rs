@@ -19,7 +19,12 @@ const DELTA_CELLS: &str = include_str!("delta_cells.py");
 /// What the reader returns: `schema` (column → Delta type), `arrow` (column → Arrow type the
 /// reader produced) and `rows` (key → column → canonical text or null).
 pub fn read_delta(table: &LakehouseSinkConfig, key: &str) -> serde_json::Value {
-    crate::common::python_json(DELTA_CELLS, &[&table.table_location(), key])
+    if table.storage_options.is_empty() {
+        crate::common::python_json(DELTA_CELLS, &[&table.table_location(), key])
+    } else {
+        let options = serde_json::to_string(&table.storage_options).unwrap();
+        crate::common::python_json(DELTA_CELLS, &[&table.table_location(), key, &options])
+    }
 }
 
 /// The Delta column types the reader found, by column.

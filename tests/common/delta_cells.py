@@ -15,7 +15,8 @@
 # Its string and binary view columns are cast back to plain string and binary, so "arrow" names
 # the same types either way.
 #
-# usage: python delta_cells.py TABLE_PATH KEY_COLUMN
+# usage: python delta_cells.py TABLE_PATH KEY_COLUMN [STORAGE_OPTIONS_JSON]
+# (an object-store table, s3:// or az://, is read with the storage options given)
 import datetime
 import decimal
 import json
@@ -25,7 +26,8 @@ import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
 path, key = sys.argv[1], sys.argv[2]
-table = DeltaTable(path)
+options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+table = DeltaTable(path, storage_options=options)
 schema = {f["name"]: f["type"] for f in json.loads(table.schema().to_json())["fields"]}
 read = QueryBuilder().register("t", table).execute("SELECT * FROM t")
 data = pa.RecordBatchReader.from_stream(read).read_all()

@@ -141,7 +141,7 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
 }
 
 pub async fn count_rows(table: &LakehouseSinkConfig) -> u64 {
-    if !Path::new(&table.table_location()).join("_delta_log").exists() {
+    if !table.root.contains("://") && !Path::new(&table.table_location()).join("_delta_log").exists() {
         return 0;
     }
     match query_table(table, "SELECT count(*) FROM t").await {

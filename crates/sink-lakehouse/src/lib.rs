@@ -21,7 +21,9 @@
 //! flat over millions of commits.
 
 pub mod browse;
+mod duration;
 mod error;
+pub mod maintenance;
 mod read;
 mod upsert;
 pub mod verify;
@@ -29,6 +31,7 @@ pub mod verify;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deltalake::arrow::datatypes::SchemaRef;
@@ -65,8 +68,70 @@ pub struct LakehouseSinkConfig {
     /// Object-store options (credentials, region, endpoint), passed to the delta crate.
     #[serde(default)]
     pub storage_options: HashMap<String, String>,
+    /// Size the writer rolls to a new Parquet file at, and compaction's target (bytes).
     #[serde(default = "default_target_file_size")]
     pub target_file_size: u64,
+    /// Table maintenance (compaction, vacuum) in the background of the task; `false` for
+    /// users who run their own.
+    #[serde(default = "default_maintenance", skip_serializing_if = "is_default_maintenance")]
+    pub maintenance: bool,
+    /// Compaction runs once the table has this many small files (under half the target size).
+    #[serde(default = "default_compact_min_files", skip_serializing_if = "is_default_compact_min_files")]
+    pub compact_min_files: usize,
+    /// ... or at least this often while there are two small files or more.
+    #[serde(
+        default = "default_compact_interval",
+        with = "duration",
+        skip_serializing_if = "is_default_compact_interval"
+    )]
+    pub compact_interval: Duration,
+    /// Data files no longer in the table are deleted this long after they left it.
+    #[serde(
+        default = "default_vacuum_retention",
+        with = "duration",
+        skip_serializing_if = "is_default_vacuum_retention"
+    )]
+    pub vacuum_retention: Duration,
+    /// `delta.logRetentionDuration` of tables rtsync creates (none: Delta's 30 days).
+    #[serde(default, with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub log_retention: Option<Duration>,
+}
+
+/// Defaults of the maintenance options (see the README's table maintenance section).
+pub const DEFAULT_COMPACT_MIN_FILES: usize = 32;
+pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_VACUUM_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+fn default_maintenance() -> bool {
+    true
+}
+
+fn is_default_maintenance(v: &bool) -> bool {
+    *v
+}
+
+fn default_compact_min_files() -> usize {
+    DEFAULT_COMPACT_MIN_FILES
+}
+
+fn is_default_compact_min_files(v: &usize) -> bool {
+    *v == DEFAULT_COMPACT_MIN_FILES
+}
+
+fn default_compact_interval() -> Duration {
+    DEFAULT_COMPACT_INTERVAL
+}
+
+fn is_default_compact_interval(v: &Duration) -> bool {
+    *v == DEFAULT_COMPACT_INTERVAL
+}
+
+fn default_vacuum_retention() -> Duration {
+    DEFAULT_VACUUM_RETENTION
+}
+
+fn is_default_vacuum_retention(v: &Duration) -> bool {
+    *v == DEFAULT_VACUUM_RETENTION
 }
 
 fn default_schema() -> String {
@@ -79,13 +144,23 @@ fn default_target_file_size() -> u64 {
 
 impl fmt::Debug for LakehouseSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let opts: Vec<&String> = self.storage_options.keys().collect();
+        // Secret option values (keys, tokens, SAS) never print.
+        let opts: std::collections::BTreeMap<&String, &str> = self
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k, if rtsync_core::secret::is_secret_key(k) { "***" } else { v.as_str() }))
+            .collect();
         f.debug_struct("LakehouseSinkConfig")
             .field("root", &self.root)
             .field("schema", &self.schema)
             .field("table", &self.table)
             .field("storage_options", &opts)
             .field("target_file_size", &self.target_file_size)
+            .field("maintenance", &self.maintenance)
+            .field("compact_min_files", &self.compact_min_files)
+            .field("compact_interval", &self.compact_interval)
+            .field("vacuum_retention", &self.vacuum_retention)
+            .field("log_retention", &self.log_retention)
             .finish()
     }
 }
@@ -98,7 +173,18 @@ impl LakehouseSinkConfig {
             table: table.into(),
             storage_options: HashMap::new(),
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            maintenance: true,
+            compact_min_files: DEFAULT_COMPACT_MIN_FILES,
+            compact_interval: DEFAULT_COMPACT_INTERVAL,
+            vacuum_retention: DEFAULT_VACUUM_RETENTION,
+            log_retention: None,
         }
+    }
+
+    /// The same location with these storage options.
+    pub fn with_storage_options(mut self, options: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.storage_options = options.into_iter().collect();
+        self
     }
 
     pub fn validate(&self) -> SyncResult<()> {
@@ -109,6 +195,22 @@ impl LakehouseSinkConfig {
             if value.is_empty() || value.contains('/') || value.contains('\\') || value == "." || value == ".." {
                 return Err(SyncError::config(format!("{field}: {value:?} is not a valid name")));
             }
+        }
+        if self.target_file_size < 1024 {
+            return Err(SyncError::config("sink.target_file_size: must be at least 1024 bytes"));
+        }
+        if self.compact_min_files < 2 {
+            return Err(SyncError::config("sink.compact_min_files: must be at least 2"));
+        }
+        if self.compact_interval < Duration::from_millis(100) {
+            return Err(SyncError::config("sink.compact_interval: must be at least 100ms"));
+        }
+        if let Some(scheme) = self.root.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
+            && !SUPPORTED_SCHEMES.contains(&scheme.as_str())
+        {
+            return Err(SyncError::config(format!(
+                "sink.root: unsupported scheme {scheme}:// (use a local path, file://, s3://, s3a://, az://, abfss:// or gs://)"
+            )));
         }
         Ok(())
     }
@@ -125,14 +227,28 @@ impl LakehouseSinkConfig {
     }
 
     pub fn table_url(&self) -> SyncResult<Url> {
+        register_object_stores();
         let location = self.table_location();
         deltalake::ensure_table_uri(&location)
             .map_err(|e| classify(e, &format!("resolving the table location {location}")))
     }
 }
 
+/// Root schemes the sink writes to (the delta crate's handlers for each are registered once).
+pub const SUPPORTED_SCHEMES: &[&str] = &["file", "s3", "s3a", "az", "azure", "abfs", "abfss", "adl", "gs", "memory"];
+
+/// Registers the S3, Azure and GCS object stores with the delta crate (idempotent).
+pub fn register_object_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+    });
+}
+
 /// The rtsync checkpoint as stored in a commit's info.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredCheckpoint {
     task: String,
     epoch: u64,
@@ -158,6 +274,9 @@ pub const UNCHANGED_PREFIX: &str = "__unchanged_";
 /// key is mirrored as its change log.
 pub const CHANGE_OP_COLUMN: &str = "_rtsync_op";
 
+/// How often a commit is tried again after losing to a maintenance commit on the same files.
+const MAINTENANCE_RETRIES: u32 = 5;
+
 /// A Delta table written by one task.
 pub struct DeltaSink {
     config: LakehouseSinkConfig,
@@ -177,6 +296,11 @@ pub struct DeltaSink {
     overwrite: bool,
     /// The table's columns as written (for an overwrite that has no rows).
     table_columns: Option<SchemaRef>,
+    /// The table version after this sink's last commit (or open): when the table is still
+    /// there at the next commit, nobody else committed in between and the fence holds.
+    known_version: Option<u64>,
+    /// Compaction and vacuum of this table, in the background (None: `maintenance = false`).
+    maintainer: Option<maintenance::Maintainer>,
 }
 
 impl DeltaSink {
@@ -195,6 +319,8 @@ impl DeltaSink {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             overwrite: false,
             table_columns: None,
+            known_version: None,
+            maintainer: None,
         })
     }
 
@@ -208,12 +334,24 @@ impl DeltaSink {
         Ok(sink)
     }
 
+    /// `delta.checkpointInterval` of a table this sink creates (default
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`]); an existing table keeps its own.
+    pub fn with_checkpoint_interval(mut self, interval: u64) -> Self {
+        self.checkpoint_interval = interval.max(1);
+        self
+    }
+
     pub fn config(&self) -> &LakehouseSinkConfig {
         &self.config
     }
 
     pub fn mode(&self) -> &SinkMode {
         &self.mode
+    }
+
+    /// The maintenance metrics of this sink's table (None before open or with maintenance off).
+    pub fn maintenance_metrics(&self) -> Option<std::sync::Arc<maintenance::TableMetrics>> {
+        self.maintainer.as_ref().map(|m| m.metrics())
     }
 
     fn location(&self) -> String {
@@ -240,14 +378,19 @@ impl DeltaSink {
             SyncError::with_source(ErrorKind::Sink, "the mapped schema has a type Delta cannot store", e)
         })?;
         let interval = self.checkpoint_interval.to_string();
-        table
+        let mut create = table
             .create()
             .with_table_name(&self.config.table)
             .with_columns(structure.fields().cloned())
             .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(interval))
-            .with_comment(format!("synced by rtsync task {}", self.task))
-            .await
-            .map_err(|e| classify(e, &format!("creating table {}", self.location())))
+            .with_comment(format!("synced by rtsync task {}", self.task));
+        if let Some(retention) = self.config.log_retention {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::LogRetentionDuration,
+                Some(format!("interval {} seconds", retention.as_secs())),
+            );
+        }
+        create.await.map_err(|e| classify(e, &format!("creating table {}", self.location())))
     }
 
     /// Append mode after a truncate: rows wait for the commit's overwrite.
@@ -266,6 +409,38 @@ impl DeltaSink {
         Ok(RecordBatchWriter::for_table(table)
             .map_err(|e| classify(e, &format!("preparing a writer for {}", self.location())))?
             .with_target_file_size(self.config.target_file_size))
+    }
+
+    /// The fence, checked before every commit in the same attempt: the table is brought up to
+    /// date and, when anyone committed since this sink's last commit (or open), the task's `txn`
+    /// version in it must still be the last epoch this copy committed (or read at open), and
+    /// below `epoch`. Any other value means another copy of the task committed in between: its
+    /// rows came from positions this copy would write again. A twin that commits after this
+    /// check commits after the snapshot this commit reads, where the delta crate's conflict
+    /// checker refuses the same application id. Either way: [`ErrorKind::Fenced`].
+    async fn fence(&self, table: &mut DeltaTable, epoch: u64) -> SyncResult<()> {
+        let location = self.location();
+        table.update_incremental(None).await.map_err(|e| classify(e, &format!("refreshing table {location}")))?;
+        if self.known_version.is_some() && table.version() == self.known_version {
+            return Ok(());
+        }
+        let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {location}")))?;
+        let held = snapshot
+            .transaction_version(table.log_store().as_ref(), &self.task)
+            .await
+            .map_err(|e| classify(e, &format!("reading the txn version of task {} in {location}", self.task)))?;
+        let held = held.unwrap_or(0).max(0) as u64;
+        if held != self.committed_epoch || held >= epoch {
+            return Err(SyncError::new(
+                ErrorKind::Fenced,
+                format!(
+                    "table {location} holds epoch {held} of task {}, but this copy last committed epoch {} and was \
+                     about to commit epoch {epoch}: another copy of the task is writing; this one stops",
+                    self.task, self.committed_epoch
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The task's checkpoint: the `txn` version and the position in that epoch's commit info.
@@ -318,6 +493,15 @@ impl Sink for DeltaSink {
         }
         let checkpoint = self.read_checkpoint(&table).await?;
         self.committed_epoch = checkpoint.as_ref().map_or(0, |c| c.epoch);
+        self.known_version = table.version();
+        self.maintainer = self.config.maintenance.then(|| {
+            let stored = checkpoint.as_ref().map(|c| StoredCheckpoint {
+                task: c.task.clone(),
+                epoch: c.epoch,
+                position: c.position.clone(),
+            });
+            maintenance::Maintainer::start(self.config.clone(), self.task.clone(), stored)
+        });
         self.writer = Some(Mutex::new(self.new_writer(&table)?));
         self.table = Some(table);
         self.buffered_rows = 0;
@@ -393,6 +577,12 @@ impl Sink for DeltaSink {
             .with_application_transaction(Transaction::new(&self.task, epoch))
             .with_metadata([(COMMIT_INFO_KEY.to_string(), info)]);
         let mut writer = writer.with_commit_properties(properties.clone());
+        if let Err(e) = self.fence(&mut table, checkpoint.epoch).await {
+            self.table = Some(table);
+            self.writer = Some(Mutex::new(writer));
+            return Err(e);
+        }
+        let before_commit = table.version();
         let result = match &self.mode {
             SinkMode::Append if self.overwrite => {
                 self.overwrite = false;
@@ -403,19 +593,26 @@ impl Sink for DeltaSink {
                 {
                     rows.push(RecordBatch::new_empty(columns.clone()));
                 }
-                match table
-                    .clone()
-                    .write(rows)
-                    .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
-                    .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-                    .with_commit_properties(properties)
-                    .await
-                {
-                    Ok(written) => {
-                        table = written;
-                        Ok(table.version().unwrap_or_default())
+                let mut attempt = 0;
+                loop {
+                    match table
+                        .clone()
+                        .write(rows.clone())
+                        .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+                        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+                        .with_commit_properties(properties.clone())
+                        .await
+                    {
+                        Ok(written) => {
+                            table = written;
+                            break Ok(table.version().unwrap_or_default());
+                        }
+                        Err(e) if attempt < MAINTENANCE_RETRIES && maintenance::lost_to_maintenance(&e) => {
+                            attempt += 1;
+                            self.fence(&mut table, checkpoint.epoch).await?;
+                        }
+                        Err(e) => break Err(e),
                     }
-                    Err(e) => Err(e),
                 }
             }
             SinkMode::Append => writer.flush_and_commit(&mut table).await,
@@ -467,17 +664,30 @@ impl Sink for DeltaSink {
                                 "values carried from old keys"
                             );
                             let rows = upsert::apply_carries(p.rows, &keys, &found)?;
-                            match upsert::merge(table.clone(), rows, &keys, p.truncate, properties).await {
-                                Ok(merged) => {
-                                    table = merged;
-                                    if table.version() == before {
-                                        // Nothing changed: record the checkpoint on its own.
-                                        writer.flush_and_commit(&mut table).await
-                                    } else {
-                                        Ok(table.version().unwrap_or_default())
+                            let mut attempt = 0;
+                            let mut before = before;
+                            loop {
+                                match upsert::merge(table.clone(), rows.clone(), &keys, p.truncate, properties.clone())
+                                    .await
+                                {
+                                    Ok(merged) => {
+                                        table = merged;
+                                        break if table.version() == before {
+                                            // Nothing changed: record the checkpoint on its own.
+                                            writer.flush_and_commit(&mut table).await
+                                        } else {
+                                            Ok(table.version().unwrap_or_default())
+                                        };
                                     }
+                                    // A compaction committed first: the rows are the same, so
+                                    // the MERGE runs again on the new snapshot.
+                                    Err(e) if attempt < MAINTENANCE_RETRIES && maintenance::lost_to_maintenance(&e) => {
+                                        attempt += 1;
+                                        self.fence(&mut table, checkpoint.epoch).await?;
+                                        before = table.version();
+                                    }
+                                    Err(e) => break Err(e),
                                 }
-                                Err(e) => Err(e),
                             }
                         }
                         None => writer.flush_and_commit(&mut table).await,
@@ -495,9 +705,20 @@ impl Sink for DeltaSink {
             }
         };
         self.committed_epoch = checkpoint.epoch;
+        self.known_version = Some(version);
+        if let Some(m) = &self.maintainer {
+            m.committed(StoredCheckpoint {
+                task: checkpoint.task.clone(),
+                epoch: checkpoint.epoch,
+                position: checkpoint.position.clone(),
+            });
+        }
         let rows = std::mem::take(&mut self.buffered_rows) as u64;
-        if self.checkpoint_interval > 0 && (version as u64 + 1).is_multiple_of(self.checkpoint_interval) {
-            // A checkpoint was just written: start from it instead of growing the replay.
+        let interval = self.checkpoint_interval;
+        let checkpoints_by = |v: u64| (v + 1) / interval.max(1);
+        if interval > 0 && before_commit.is_none_or(|b| checkpoints_by(version) > checkpoints_by(b)) {
+            // A checkpoint was written (by this commit or a maintenance commit before it):
+            // start from it instead of growing the replay.
             table = self.load().await?;
         }
         self.writer = Some(Mutex::new(self.new_writer(&table)?));

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use deltalake::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
@@ -485,4 +486,191 @@ async fn key_changes_carry_unsent_values_from_the_old_key() {
     assert_eq!(id_name_big(&config).await, vec![r(80, "h", Some("B8"))]);
     let cols = query_table(&config, "SELECT * FROM t LIMIT 1").await.unwrap()[0].schema();
     assert!(cols.field_with_name(&rtsync_core::before_key_column("id")).is_err(), "no old-key column in the table");
+}
+
+fn is_fenced(result: SyncResult<CommitStats>) -> bool {
+    matches!(result, Err(e) if e.kind() == ErrorKind::Fenced)
+}
+
+/// A zombie copy of a task (its in-memory epoch behind the table) is fenced whether its
+/// snapshot predates the twin's commit or was refreshed after it (the reload hole), and the
+/// table keeps each epoch once.
+#[tokio::test]
+async fn a_zombie_copy_is_fenced_even_with_a_fresh_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "fence");
+    config.maintenance = false;
+    let mut zombie = DeltaSink::new("t1", config.clone()).unwrap().with_checkpoint_interval(3);
+    zombie.open(schema()).await.unwrap();
+    for epoch in 1..=2 {
+        zombie.write(batch(&[epoch as i64])).await.unwrap();
+        zombie.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    }
+    // The failover copy resumes from the table and commits epochs 3 and 4 (a log checkpoint
+    // lands in between: the zombie's next refresh starts from it).
+    let mut live = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(live.open(schema()).await.unwrap(), Some(checkpoint(2, 2)));
+    for epoch in 3..=4 {
+        live.write(batch(&[epoch as i64 * 10])).await.unwrap();
+        live.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    }
+    // The zombie's epoch 3 is refused; its refreshed snapshot now holds the twin's epochs
+    // (the reload hole: a conflict check against commits after the snapshot sees nothing),
+    // and its epochs 4 and 9 are refused all the same.
+    for epoch in [3, 4, 9] {
+        zombie.write(batch(&[100 + epoch as i64])).await.unwrap();
+        assert!(is_fenced(zombie.commit(&checkpoint(epoch, 99)).await), "epoch {epoch} must be fenced");
+    }
+    assert_eq!(zombie.table.as_ref().unwrap().version(), live.table.as_ref().unwrap().version());
+    live.write(batch(&[50])).await.unwrap();
+    live.commit(&checkpoint(5, 5)).await.unwrap();
+    assert_eq!(ids(&config).await, vec![1, 2, 30, 40, 50]);
+}
+
+/// The position of an idle task stays findable after log cleanup deleted the JSON commit of
+/// its last epoch: the maintenance commits that came after it carry it.
+#[tokio::test]
+async fn the_resume_position_survives_log_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "idle");
+    config.maintenance = false;
+    config.log_retention = Some(Duration::ZERO);
+    config.vacuum_retention = Duration::ZERO;
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap().with_checkpoint_interval(3);
+    sink.open(schema()).await.unwrap();
+    for epoch in 1..=3 {
+        sink.write(batch(&[epoch as i64])).await.unwrap();
+        sink.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    }
+    drop(sink);
+    // Versions 0 (create) to 3 (epoch 3), then only maintenance commits: compaction (4),
+    // vacuum start and end (5, 6). The log checkpoint at 5 lets log cleanup (retention 0)
+    // delete the JSON commits before it, epoch 3's among them.
+    let report = maintenance::optimize(&config).await.unwrap();
+    assert_eq!(report.files_removed, 3);
+    let deleted = maintenance::vacuum(&config, None, false).await.unwrap();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    let log = dir.path().join("public/idle/_delta_log");
+    assert!(!log.join(format!("{:020}.json", 3)).exists(), "log cleanup removed epoch 3's commit");
+    let info = maintenance::table_info(&config).await.unwrap();
+    assert!(info.last_checkpoint_version.unwrap() >= 3, "{info:?}");
+    // the compaction's own commit went with the log cleanup; the vacuum's are still there
+    assert!(info.last_vacuum_ms.is_some(), "{info:?}");
+    assert_eq!(info.active_files, 1);
+
+    let mut reopened = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(reopened.open(schema()).await.unwrap(), Some(checkpoint(3, 3)));
+    reopened.write(batch(&[4])).await.unwrap();
+    reopened.commit(&checkpoint(4, 4)).await.unwrap();
+    assert_eq!(ids(&config).await, vec![1, 2, 3, 4]);
+}
+
+/// The task's background maintenance compacts small files with `dataChange = false` while
+/// the task commits, vacuums the replaced files, and readers see every row once throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compaction_keeps_files_bounded_and_rows_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "compact");
+    config.compact_min_files = 4;
+    config.compact_interval = Duration::from_millis(200);
+    // (vacuum with no retention would delete files a reader of an older snapshot still reads)
+    config.vacuum_retention = Duration::from_secs(3600);
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    sink.open(schema()).await.unwrap();
+    let metrics = sink.maintenance_metrics().expect("maintenance is on by default");
+    let mut epoch = 0;
+    let mut next_id = 0i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while metrics.compactions.load(std::sync::atomic::Ordering::Relaxed) < 3 || epoch < 40 {
+        assert!(std::time::Instant::now() < deadline, "no compaction within 120 s: {:?}", metrics.snapshot());
+        sink.write(batch(&[next_id, next_id + 1])).await.unwrap();
+        next_id += 2;
+        epoch += 1;
+        sink.commit(&checkpoint(epoch, next_id)).await.unwrap();
+        // a reader at any moment sees each committed row once
+        let seen = ids(&config).await;
+        assert_eq!(seen, (0..next_id).collect::<Vec<_>>(), "after epoch {epoch}");
+    }
+    let m = metrics.snapshot();
+    assert!(m.files_compacted >= 4, "{m:?}");
+    let info = maintenance::table_info(&config).await.unwrap();
+    assert!(info.active_files < epoch, "{info:?} after {epoch} commits");
+    assert!(info.last_compaction_ms.is_some(), "{info:?}");
+    assert!(maintenance::table_metrics().iter().any(|(location, _)| location == &config.table_location()));
+
+    // every OPTIMIZE commit adds and removes files with dataChange = false
+    let log = dir.path().join("public/compact/_delta_log");
+    let mut optimize_commits = 0;
+    for entry in std::fs::read_dir(&log).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("\"operation\":\"OPTIMIZE\"") {
+                optimize_commits += 1;
+                for line in text.lines() {
+                    let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                    for kind in ["add", "remove"] {
+                        if let Some(a) = action.get(kind) {
+                            assert_eq!(a["dataChange"], false, "{line}");
+                        }
+                    }
+                    if let Some(info) = action.get("commitInfo") {
+                        assert_eq!(info[COMMIT_INFO_KEY]["task"], "t1", "the checkpoint rides along: {line}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(optimize_commits >= 1);
+    // the task resumes where it was, the data is intact
+    drop(sink);
+    let mut reopened = DeltaSink::new("t1", config.clone()).unwrap();
+    assert_eq!(reopened.open(schema()).await.unwrap(), Some(checkpoint(epoch, next_id)));
+    assert_eq!(ids(&config).await, (0..next_id).collect::<Vec<_>>());
+}
+
+/// A MERGE of the task that loses to a compaction is tried again on the new snapshot.
+#[tokio::test]
+async fn an_upsert_commit_after_a_compaction_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "upsert_compact");
+    config.maintenance = false;
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    sink.open(change_schema(false)).await.unwrap();
+    let mut epoch = 0;
+    for i in 0..5i64 {
+        sink.write(changes(&[(i, Some("a"), "c", false)])).await.unwrap();
+        epoch += 1;
+        sink.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    }
+    // a compaction commits between the sink's snapshot and its next MERGE
+    maintenance::optimize(&config).await.unwrap();
+    sink.write(changes(&[(2, Some("b"), "u", false), (3, None, "d", false)])).await.unwrap();
+    epoch += 1;
+    sink.commit(&checkpoint(epoch, epoch as i64)).await.unwrap();
+    let rows = id_names(&config).await;
+    assert_eq!(rows, vec![(0, Some("a".into())), (1, Some("a".into())), (2, Some("b".into())), (4, Some("a".into()))]);
+}
+
+#[test]
+fn secret_storage_options_never_print() {
+    let config = LakehouseSinkConfig::new("s3://bucket/lake", "public", "t").with_storage_options([
+        ("AWS_ACCESS_KEY_ID".to_string(), "AKIDEXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "wJalrXUtnFEMI".to_string()),
+        ("AZURE_STORAGE_ACCOUNT_KEY".to_string(), "c2VjcmV0".to_string()),
+    ]);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("wJalrXUtnFEMI") && !shown.contains("c2VjcmV0"), "{shown}");
+    assert!(shown.contains("AKIDEXAMPLE") && shown.contains("***"), "{shown}");
+}
+
+#[test]
+fn object_store_roots_are_accepted_and_unknown_schemes_named() {
+    for root in ["s3://b/lake", "s3a://b/lake", "az://c/lake", "abfss://c@acct.dfs.core.windows.net/lake", "gs://b/l"] {
+        let config = LakehouseSinkConfig::new(root, "public", "t");
+        config.validate().unwrap();
+        assert!(config.table_url().unwrap().as_str().trim_end_matches('/').ends_with("/public/t"), "{root}");
+    }
+    let err = LakehouseSinkConfig::new("ftp://host/lake", "public", "t").validate().unwrap_err();
+    assert!(err.to_string().contains("ftp://"), "{err}");
 }
