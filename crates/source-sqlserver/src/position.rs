@@ -262,7 +262,7 @@ mod tests {
         assert!(lsn("00000000:00000000:0100") > lsn("00000000:00000000:00FF"));
         assert!(lsn("00000001:00000000:0000") > lsn("00000000:FFFFFFFF:FFFF"));
         assert!(lsn("00000000:00000001:0000") > lsn("00000000:00000000:FFFF"));
-        let mut v = vec![lsn("0000002A:00000F58:0003"), lsn("0000002A:00000F58:0002"), lsn("00000029:FFFFFFFF:FFFF")];
+        let mut v = [lsn("0000002A:00000F58:0003"), lsn("0000002A:00000F58:0002"), lsn("00000029:FFFFFFFF:FFFF")];
         v.sort();
         assert_eq!(v[0], lsn("00000029:FFFFFFFF:FFFF"));
         assert_eq!(v[2], lsn("0000002A:00000F58:0003"));

@@ -4,12 +4,14 @@
 //! instances) runs the same code against both.
 
 use std::borrow::Cow;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use rtsync_core::{SyncError, SyncResult};
 use tiberius::{Client, ColumnData, Query, Row};
 use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use crate::config::SqlServerSourceConfig;
 use crate::position::Lsn;
@@ -106,9 +108,38 @@ pub trait CdcServer: Send {
     ) -> SyncResult<Vec<ChangeRow>>;
 }
 
+/// tokio's TCP stream as the futures-io stream tiberius reads and writes (instead of
+/// tokio-util's compat feature, whose addition would rebuild the workspace's HTTP stack).
+pub struct TcpCompat(TcpStream);
+
+impl futures_util::io::AsyncRead for TcpCompat {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut read) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures_util::io::AsyncWrite for TcpCompat {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+    }
+}
+
 /// SQL Server over TDS.
 pub struct TdsServer {
-    client: Client<Compat<TcpStream>>,
+    client: Client<TcpCompat>,
 }
 
 /// Maps a tiberius error: server errors that name a missing object or permission are definite,
@@ -135,7 +166,7 @@ impl TdsServer {
             SyncError::with_source(rtsync_core::ErrorKind::Transient, format!("connecting to SQL Server at {addr}"), e)
         })?;
         tcp.set_nodelay(true).ok();
-        let client = Client::connect(cfg, tcp.compat_write())
+        let client = Client::connect(cfg, TcpCompat(tcp))
             .await
             .map_err(|e| tds_error(e, &format!("logging in to SQL Server at {addr}")))?;
         Ok(TdsServer { client })

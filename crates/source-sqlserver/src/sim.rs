@@ -88,7 +88,7 @@ pub struct SimTx<'a> {
 impl SimDb {
     /// A user database with CDC on, one table `schema.table` with `columns` (the first is the
     /// integer primary key) and one capture instance `<schema>_<table>`.
-    pub fn new(schema: &str, table: &str, columns: Vec<CatalogColumn>) -> SimHandle {
+    pub fn create(schema: &str, table: &str, columns: Vec<CatalogColumn>) -> SimHandle {
         let key = columns[0].column.name.clone();
         let mut db = SimDb {
             preflight: Preflight {

@@ -510,7 +510,7 @@ mod tests {
         let ty = t("money", 8, 19, 4);
         assert_eq!(ty.arrow_type(), DataType::Decimal128(19, 4));
         assert_eq!(ty.select_expr("price"), "CAST([price] AS decimal(19,4)) AS [price]");
-        let a = convert(ty, &[ColumnData::Numeric(Some(Numeric::new_with_scale(-922_337_203_685_477_5808, 4)))]);
+        let a = convert(ty, &[ColumnData::Numeric(Some(Numeric::new_with_scale(-9_223_372_036_854_775_808, 4)))]);
         assert_eq!(a.as_any().downcast_ref::<Decimal128Array>().unwrap().value_as_string(0), "-922337203685477.5808");
         let ty = t("smallmoney", 4, 10, 4);
         assert_eq!(ty.arrow_type(), DataType::Decimal128(10, 4));

@@ -141,7 +141,7 @@ fn null_of(v: &ColumnData<'static>) -> ColumnData<'static> {
 }
 
 fn sim() -> SimHandle {
-    SimDb::new(
+    SimDb::create(
         "dbo",
         "orders",
         vec![
