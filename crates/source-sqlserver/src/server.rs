@@ -137,6 +137,22 @@ impl futures_util::io::AsyncWrite for TcpCompat {
     }
 }
 
+impl TcpCompat {
+    /// A logged-in tiberius client for `config` (used by [`TdsServer`], and by tests to set
+    /// up tables on a real server).
+    pub async fn connect(config: &SqlServerSourceConfig, application: &str) -> SyncResult<Client<TcpCompat>> {
+        let cfg = config.tiberius_config(application)?;
+        let addr = cfg.get_addr();
+        let tcp = TcpStream::connect(&addr).await.map_err(|e| {
+            SyncError::with_source(rtsync_core::ErrorKind::Transient, format!("connecting to SQL Server at {addr}"), e)
+        })?;
+        tcp.set_nodelay(true).ok();
+        Client::connect(cfg, TcpCompat(tcp))
+            .await
+            .map_err(|e| tds_error(e, &format!("logging in to SQL Server at {addr}")))
+    }
+}
+
 /// SQL Server over TDS.
 pub struct TdsServer {
     client: Client<TcpCompat>,
@@ -160,16 +176,7 @@ pub fn tds_error(err: tiberius::error::Error, doing: &str) -> SyncError {
 
 impl TdsServer {
     pub async fn connect(config: &SqlServerSourceConfig, application: &str) -> SyncResult<TdsServer> {
-        let cfg = config.tiberius_config(application)?;
-        let addr = cfg.get_addr();
-        let tcp = TcpStream::connect(&addr).await.map_err(|e| {
-            SyncError::with_source(rtsync_core::ErrorKind::Transient, format!("connecting to SQL Server at {addr}"), e)
-        })?;
-        tcp.set_nodelay(true).ok();
-        let client = Client::connect(cfg, TcpCompat(tcp))
-            .await
-            .map_err(|e| tds_error(e, &format!("logging in to SQL Server at {addr}")))?;
-        Ok(TdsServer { client })
+        Ok(TdsServer { client: TcpCompat::connect(config, application).await? })
     }
 
     pub(crate) async fn rows(&mut self, query: Query<'_>, doing: &str) -> SyncResult<Vec<Row>> {
