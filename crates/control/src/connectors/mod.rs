@@ -20,6 +20,7 @@ mod kafka;
 mod lakehouse;
 mod mysql;
 mod postgres;
+mod sqlserver;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +33,7 @@ use rtsync_sink_lakehouse::LakehouseSinkConfig;
 use rtsync_source_kafka::KafkaSourceConfig;
 use rtsync_source_mysql::MySqlSourceConfig;
 use rtsync_source_postgres::PostgresSourceConfig;
+use rtsync_source_sqlserver::SqlServerSourceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -121,6 +123,9 @@ pub enum SourceSpec {
     /// MySQL, Aurora MySQL, PolarDB MySQL and MariaDB (one connector).
     #[serde(alias = "mariadb", alias = "aurora-mysql", alias = "polardb-mysql")]
     Mysql(MySqlSourceConfig),
+    /// SQL Server, Azure SQL and RDS SQL Server (one connector).
+    #[serde(alias = "mssql")]
+    Sqlserver(SqlServerSourceConfig),
 }
 
 impl SourceSpec {
@@ -130,6 +135,7 @@ impl SourceSpec {
             SourceSpec::Kafka(c) => c,
             SourceSpec::Postgresql(c) => c,
             SourceSpec::Mysql(c) => c,
+            SourceSpec::Sqlserver(c) => c,
         }
     }
 
@@ -385,7 +391,7 @@ impl DsType {
             DsType::Kafka => Some(&kafka::Kafka),
             DsType::Mysql | DsType::AuroraMysql | DsType::PolardbMysql => Some(&mysql::MySql),
             DsType::Postgresql | DsType::AuroraPostgresql | DsType::PolardbPostgresql => Some(&postgres::Postgres),
-            DsType::Sqlserver => None,
+            DsType::Sqlserver => Some(&sqlserver::SqlServer),
         }
     }
 
