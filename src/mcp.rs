@@ -209,6 +209,44 @@ fn tools() -> Vec<Value> {
                 &["datasource_name", "namespace", "object"],
             ),
         ),
+        tool(
+            "get_table_info",
+            "Health of a Delta table of a lakehouse data source: version, active files, size, small files, last compaction, last vacuum, last log checkpoint.",
+            input(
+                &[
+                    ("datasource_name", "string", "a lakehouse data source"),
+                    ("schema", "string", "default public"),
+                    ("table", "string", ""),
+                ],
+                &["datasource_name", "table"],
+            ),
+        ),
+        tool(
+            "optimize_table",
+            "Compact a Delta table's small files now (a separate commit with dataChange=false; safe while a task writes it).",
+            input(
+                &[
+                    ("datasource_name", "string", "a lakehouse data source"),
+                    ("schema", "string", "default public"),
+                    ("table", "string", ""),
+                ],
+                &["datasource_name", "table"],
+            ),
+        ),
+        tool(
+            "vacuum_table",
+            "Delete a Delta table's data files that left it more than the retention ago (default 7d); dry_run lists them only.",
+            input(
+                &[
+                    ("datasource_name", "string", "a lakehouse data source"),
+                    ("schema", "string", "default public"),
+                    ("table", "string", ""),
+                    ("dry_run", "boolean", "only list the files"),
+                    ("retention", "string", "e.g. 7d, 12h"),
+                ],
+                &["datasource_name", "table"],
+            ),
+        ),
         tool("list_folders", "Folders that group tasks (data_folder_id for create_task).", input(&[], &[])),
         tool(
             "create_task",
@@ -420,6 +458,24 @@ async fn call_tool(server: &Daemon, name: &str, args: &Value) -> Result<Value, S
             let (ds, ns, obj) = (need(args, "datasource_name")?, need(args, "namespace")?, need(args, "object")?);
             let q = arg_str(args, "sample").map(|s| vec![("sample", s)]).unwrap_or_default();
             get(v1(&["datasources", &ds, "namespaces", &ns, "objects", &obj]), q).await
+        }
+        "get_table_info" | "optimize_table" | "vacuum_table" => {
+            let ds = need(args, "datasource_name")?;
+            let table = need(args, "table")?;
+            let schema = arg_str(args, "schema").unwrap_or_else(|| "public".into());
+            match name {
+                "get_table_info" => get(v1(&["datasources", &ds, "tables", &schema, &table]), vec![]).await,
+                "optimize_table" => {
+                    post(v1(&["datasources", &ds, "tables", &schema, &table, "optimize"]), vec![], None).await
+                }
+                _ => {
+                    let body = json!({
+                        "dry_run": args.get("dry_run").and_then(Value::as_bool).unwrap_or(false),
+                        "retention": arg_str(args, "retention"),
+                    });
+                    post(v1(&["datasources", &ds, "tables", &schema, &table, "vacuum"]), vec![], Some(body)).await
+                }
+            }
         }
         "list_folders" => get(v1(&["folders"]), vec![]).await,
         "create_task" => {

@@ -162,6 +162,13 @@ pub enum DaemonCommand {
         #[command(subcommand)]
         cmd: MetaCmd,
     },
+    /// Delta tables of a lakehouse data source: health, compaction, vacuum.
+    Table {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: TableCmd,
+    },
     /// Real-time sync tasks: create, configure, preview, deploy, stop, start, undeploy, show.
     Task {
         #[command(flatten)]
@@ -297,6 +304,31 @@ pub enum MetaCmd {
         /// Messages to sample (Kafka).
         #[arg(long, default_value_t = 100)]
         sample: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TableCmd {
+    /// Version, active files, size, small files, last compaction, vacuum and log checkpoint.
+    Info {
+        /// A lakehouse data source.
+        datasource: String,
+        /// SCHEMA.TABLE (or TABLE in schema public).
+        table: String,
+    },
+    /// Compact the table's small files now (a separate commit, dataChange=false; safe while a
+    /// task writes the table).
+    Optimize { datasource: String, table: String },
+    /// Delete data files no longer in the table, after the retention.
+    Vacuum {
+        datasource: String,
+        table: String,
+        /// Only list the files that would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long a removed file is kept (default: the table's vacuum retention, 7d).
+        #[arg(long)]
+        retention: Option<String>,
     },
 }
 
@@ -535,6 +567,7 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
         DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
         DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,
         DaemonCommand::Meta { client, cmd } => meta(&client, cmd).await,
+        DaemonCommand::Table { client, cmd } => table_cmd(&client, cmd).await,
         DaemonCommand::Task { client, cmd } => task(&client, cmd).await,
         DaemonCommand::Runs { client, cmd } => runs(&client, cmd).await,
         DaemonCommand::Attempts { client, cmd } => attempts(&client, cmd).await,
@@ -720,6 +753,39 @@ async fn meta(c: &ClientArgs, cmd: MetaCmd) -> Result<(), Error> {
             .await?,
             output::meta_detail,
         ),
+    }
+    Ok(())
+}
+
+/// `SCHEMA.TABLE`, or `TABLE` in schema `public`.
+fn schema_table(text: &str) -> (&str, &str) {
+    text.split_once('.').unwrap_or((DEFAULT_SINK_SCHEMA, text))
+}
+
+async fn table_cmd(c: &ClientArgs, cmd: TableCmd) -> Result<(), Error> {
+    match cmd {
+        TableCmd::Info { datasource, table } => {
+            let (schema, table) = schema_table(&table);
+            show(
+                c,
+                call::<TableInfo>(c, "GET", &["api", "v1", "datasources", &datasource, "tables", schema, table], &[], NO_BODY)
+                    .await?,
+                output::table_info,
+            )
+        }
+        TableCmd::Optimize { datasource, table } => {
+            let (schema, table) = schema_table(&table);
+            let path = ["api", "v1", "datasources", &datasource, "tables", schema, table, "optimize"];
+            show(c, call::<OptimizeResult>(c, "POST", &path, &[], Some(&serde_json::json!({}))).await?, |r| {
+                output::optimize_result(r)
+            })
+        }
+        TableCmd::Vacuum { datasource, table, dry_run, retention } => {
+            let (schema, table) = schema_table(&table);
+            let path = ["api", "v1", "datasources", &datasource, "tables", schema, table, "vacuum"];
+            let body = VacuumRequest { dry_run, retention };
+            show(c, call::<VacuumResult>(c, "POST", &path, &[], Some(&body)).await?, output::vacuum_result)
+        }
     }
     Ok(())
 }

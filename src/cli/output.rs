@@ -515,3 +515,40 @@ pub fn verify(r: &rtsync_control::verify::VerifyReport) {
         );
     }
 }
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn table_info(t: &TableInfo) {
+    let none = || "-".to_string();
+    println!("table             {}", t.location);
+    println!("version           {}", t.version);
+    println!("active files      {}", t.active_files);
+    println!("size              {}", mib(t.bytes));
+    println!("small files       {} (under half of {})", t.small_files, mib(t.target_file_size));
+    println!("last compaction   {}", t.last_compaction.clone().unwrap_or_else(none));
+    println!("last vacuum       {}", t.last_vacuum.clone().unwrap_or_else(none));
+    println!("log checkpoint    {}", t.last_checkpoint_version.map_or_else(none, |v| format!("version {v}")));
+}
+
+pub fn optimize_result(r: &OptimizeResult) {
+    match r.version {
+        Some(v) if r.files_removed > 0 => println!(
+            "compacted {} file(s) ({}) into {} ({}) as version {v}",
+            r.files_removed,
+            mib(r.bytes_removed),
+            r.files_added,
+            mib(r.bytes_added)
+        ),
+        _ => println!("nothing to compact"),
+    }
+}
+
+pub fn vacuum_result(r: &VacuumResult) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!("{verb} {} file(s) removed from the table more than {} ago", r.files.len(), r.retention);
+    for f in &r.files {
+        println!("  {f}");
+    }
+}

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Code, Error, Result};
 use crate::guard::Guard;
 use crate::http::{Handler, Request, Response};
-use crate::model::{ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster};
+use crate::model::{ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster, VacuumRequest};
 use crate::service::Control;
 use crate::{meta, metrics, preview};
 
@@ -141,6 +141,14 @@ impl Api {
             ("GET", ["datasources", ds]) => ok(c.datasource(ds)),
             ("DELETE", ["datasources", ds]) => no_content(c.delete_datasource(ds)),
             ("POST", ["datasources", ds, "test"]) => ok(c.test_datasource(ds, req.query("object")).await),
+            ("GET", ["datasources", ds, "tables", schema, table]) => ok(c.table_info(ds, schema, table).await),
+            ("POST", ["datasources", ds, "tables", schema, table, "optimize"]) => {
+                ok(c.optimize_table(ds, schema, table).await)
+            }
+            ("POST", ["datasources", ds, "tables", schema, table, "vacuum"]) => match body::<VacuumRequest>(req) {
+                Ok(b) => ok(c.vacuum_table(ds, schema, table, b).await),
+                Err(e) => Response::error(&e),
+            },
             ("GET", ["datasources", ds, "namespaces"]) => ok(c.namespaces(ds).await),
             ("GET", ["datasources", ds, "namespaces", ns, "objects"]) => ok(c.objects(ds, ns).await),
             ("GET", ["datasources", ds, "namespaces", ns, "objects", obj]) => {

@@ -97,6 +97,35 @@ pub fn render(control: &Control) -> Result<String> {
             let _ = writeln!(out, "{metric}{{task=\"{}\"}} {value}", escape(task));
         }
     }
+    let tables = rtsync_sink_lakehouse::maintenance::table_metrics();
+    type TableValue = fn(&rtsync_sink_lakehouse::maintenance::TableMetricsSnapshot) -> f64;
+    let table_families: [(&str, &str, &str, TableValue); 9] = [
+        ("rtsync_table_active_files", "gauge", "Data files in the table's current version.", |m| m.active_files as f64),
+        ("rtsync_table_bytes", "gauge", "Bytes of the table's current data files.", |m| m.table_bytes as f64),
+        ("rtsync_table_small_files", "gauge", "Data files under half of the target file size.", |m| m.small_files as f64),
+        ("rtsync_table_compactions_total", "counter", "Compactions committed by the table's maintenance.", |m| {
+            m.compactions as f64
+        }),
+        ("rtsync_table_compaction_seconds_total", "counter", "Time spent compacting.", |m| {
+            m.compaction_ms_total as f64 / 1000.0
+        }),
+        ("rtsync_table_files_compacted_total", "counter", "Small files rewritten by compactions.", |m| {
+            m.files_compacted as f64
+        }),
+        ("rtsync_table_vacuums_total", "counter", "Vacuums run by the table's maintenance.", |m| m.vacuums as f64),
+        ("rtsync_table_vacuum_seconds_total", "counter", "Time spent vacuuming.", |m| {
+            m.vacuum_ms_total as f64 / 1000.0
+        }),
+        ("rtsync_table_maintenance_errors_total", "counter", "Failed maintenance runs (retried later).", |m| {
+            m.errors as f64
+        }),
+    ];
+    for (metric, ty, help, value) in table_families {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {ty}");
+        for (table, m) in &tables {
+            let _ = writeln!(out, "{metric}{{table=\"{}\"}} {}", escape(table), value(m));
+        }
+    }
     let vcs = control.vclusters()?;
     for (metric, help) in
         [(VCLUSTER_SLOTS, "Slots of the vcluster."), (VCLUSTER_SLOTS_USED, "Slots taken by running tasks.")]

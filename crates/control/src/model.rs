@@ -528,3 +528,69 @@ pub struct PartitionInfo {
     pub low: i64,
     pub high: i64,
 }
+
+/// A Delta table's health (`rtsync table info`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableInfo {
+    pub location: String,
+    pub version: u64,
+    pub active_files: u64,
+    pub bytes: u64,
+    /// Files under half of the target file size.
+    pub small_files: u64,
+    pub target_file_size: u64,
+    /// RFC 3339 times of the last compaction and vacuum in the table's retained history.
+    pub last_compaction: Option<String>,
+    pub last_vacuum: Option<String>,
+    /// The version of the last log checkpoint.
+    pub last_checkpoint_version: Option<i64>,
+}
+
+impl TableInfo {
+    pub fn from_sink(info: rtsync_sink_lakehouse::maintenance::TableInfo, target_file_size: u64) -> Self {
+        let time = |ms: Option<i64>| {
+            ms.and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
+        TableInfo {
+            location: info.location,
+            version: info.version,
+            active_files: info.active_files,
+            bytes: info.bytes,
+            small_files: info.small_files,
+            target_file_size,
+            last_compaction: time(info.last_compaction_ms),
+            last_vacuum: time(info.last_vacuum_ms),
+            last_checkpoint_version: info.last_checkpoint_version,
+        }
+    }
+}
+
+/// What `rtsync table optimize` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeResult {
+    /// The table version after the compaction; none when there was nothing to compact.
+    pub version: Option<u64>,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub bytes_removed: u64,
+    pub bytes_added: u64,
+}
+
+/// `rtsync table vacuum` options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VacuumRequest {
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `7d`, `12h`; default: the table's vacuum retention.
+    #[serde(default)]
+    pub retention: Option<String>,
+}
+
+/// The files a vacuum deleted (or would delete, with `dry_run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VacuumResult {
+    pub dry_run: bool,
+    pub retention: String,
+    pub files: Vec<String>,
+}

@@ -299,6 +299,55 @@ impl Control {
         meta::detail(&self.resolved(ds)?, namespace, object, sample).await
     }
 
+    // ---- table maintenance ----
+
+    /// The sink configuration of `schema.table` in the target data source `ds`.
+    fn table_config(&self, ds: &str, schema: &str, table: &str) -> Result<rtsync_sink_lakehouse::LakehouseSinkConfig> {
+        let ds = self.resolved(ds)?;
+        let config = connectors::target_config(&ds, schema, table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `rtsync table info`: version, files, size, small files, last compaction, vacuum and
+    /// log checkpoint.
+    pub async fn table_info(&self, ds: &str, schema: &str, table: &str) -> Result<TableInfo> {
+        let config = self.table_config(ds, schema, table)?;
+        let info = rtsync_sink_lakehouse::maintenance::table_info(&config).await?;
+        Ok(TableInfo::from_sink(info, config.target_file_size))
+    }
+
+    /// `rtsync table optimize`: compacts the table now (safe while a task writes it).
+    pub async fn optimize_table(&self, ds: &str, schema: &str, table: &str) -> Result<OptimizeResult> {
+        let config = self.table_config(ds, schema, table)?;
+        let report = rtsync_sink_lakehouse::maintenance::optimize(&config).await?;
+        Ok(OptimizeResult {
+            version: report.version,
+            files_removed: report.files_removed,
+            files_added: report.files_added,
+            bytes_removed: report.bytes_removed,
+            bytes_added: report.bytes_added,
+        })
+    }
+
+    /// `rtsync table vacuum`: deletes the files that left the table more than `retention`
+    /// ago (default: the table's `vacuum_retention`, 7 days); `dry_run` lists them only.
+    pub async fn vacuum_table(&self, ds: &str, schema: &str, table: &str, req: VacuumRequest) -> Result<VacuumResult> {
+        let config = self.table_config(ds, schema, table)?;
+        let retention = req
+            .retention
+            .as_deref()
+            .map(crate::duration::parse)
+            .transpose()
+            .map_err(|e| Error::bad_request(e.context_prefix("retention").report()))?;
+        let files = rtsync_sink_lakehouse::maintenance::vacuum(&config, retention, req.dry_run).await?;
+        Ok(VacuumResult {
+            dry_run: req.dry_run,
+            retention: crate::duration::format(retention.unwrap_or(config.vacuum_retention)),
+            files,
+        })
+    }
+
     // ---- tasks ----
 
     fn task_full(&self, name: &str) -> Result<Task> {

@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod kafka;
 pub mod mapping;

@@ -1,14 +1,18 @@
-//! Browsing a Lakehouse root: its schemas (the directories under the root), the Delta tables
-//! in a schema, and a table's columns. What `meta namespaces|objects|detail` shows for a
-//! Lakehouse data source.
+//! Browsing a Lakehouse root, local or on an object store: its schemas (the "directories"
+//! under the root), the Delta tables in a schema, and a table's columns. What `meta
+//! namespaces|objects|detail` shows for a Lakehouse data source. Everything is read through
+//! the root's object store with the data source's storage options.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use deltalake::Path as ObjectPath;
+use object_store::ObjectStore;
 use rtsync_core::{ErrorKind, SchemaSummary, SyncError, SyncResult};
 
-use crate::LakehouseSinkConfig;
 use crate::read::load_table;
+use crate::{LakehouseSinkConfig, classify};
 
 /// A Delta table of a schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,43 +47,59 @@ pub fn local_root(root: &str) -> Option<PathBuf> {
     (!root.contains("://")).then(|| root.into())
 }
 
-fn local_dir(root: &str) -> SyncResult<PathBuf> {
-    let dir = local_root(root).ok_or_else(|| {
-        SyncError::config(format!("lakehouse root {root}: browsing works on local roots only in this build"))
-    })?;
-    if !dir.exists() {
+/// The object store at `root` (a local directory is created when missing).
+fn root_store(root: &str, storage_options: &HashMap<String, String>) -> SyncResult<Arc<dyn ObjectStore>> {
+    if let Some(dir) = local_root(root)
+        && !dir.exists()
+    {
         std::fs::create_dir_all(&dir).map_err(|e| {
             SyncError::with_source(ErrorKind::Sink, format!("creating lakehouse root {}", dir.display()), e)
         })?;
     }
-    Ok(dir)
+    crate::register_object_stores();
+    let url = deltalake::ensure_table_uri(root).map_err(|e| classify(e, &format!("resolving lakehouse root {root}")))?;
+    let store = deltalake::DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.with_storage_options(storage_options.clone()).build_storage())
+        .map_err(|e| classify(e, &format!("opening lakehouse root {root}")))?;
+    Ok(store.object_store(None))
 }
 
-fn subdirs(dir: &Path) -> SyncResult<Vec<String>> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| SyncError::with_source(ErrorKind::Sink, format!("listing {}", dir.display()), e))?;
-    let mut out: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
+/// The names of the "directories" under `prefix` (none: the root), without hidden ones.
+async fn subdirs(store: &dyn ObjectStore, root: &str, prefix: Option<&str>) -> SyncResult<Vec<String>> {
+    let path = prefix.map(ObjectPath::from);
+    let listed = store.list_with_delimiter(path.as_ref()).await.map_err(|e| {
+        classify(e.into(), &format!("listing {root}{}", prefix.map(|p| format!("/{p}")).unwrap_or_default()))
+    })?;
+    let mut out: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
         .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
         .collect();
     out.sort();
     Ok(out)
 }
 
-fn is_table(dir: &Path) -> bool {
-    dir.join("_delta_log").is_dir()
+/// Whether `schema/table` under the root holds a Delta log.
+async fn is_table(store: &dyn ObjectStore, schema: &str, table: &str) -> SyncResult<bool> {
+    let path = ObjectPath::from(format!("{schema}/{table}"));
+    let listed = store
+        .list_with_delimiter(Some(&path))
+        .await
+        .map_err(|e| classify(e.into(), &format!("listing {schema}/{table}")))?;
+    Ok(listed.common_prefixes.iter().any(|p| p.filename() == Some("_delta_log")))
 }
 
 /// The schemas under `root`, with how many Delta tables each holds.
-pub async fn list_schemas(root: &str, _storage_options: &HashMap<String, String>) -> SyncResult<Vec<SchemaSummary>> {
-    let dir = local_dir(root)?;
+pub async fn list_schemas(root: &str, storage_options: &HashMap<String, String>) -> SyncResult<Vec<SchemaSummary>> {
+    let store = root_store(root, storage_options)?;
     let mut out = Vec::new();
-    for name in subdirs(&dir)? {
-        let schema = dir.join(&name);
-        let tables = subdirs(&schema)?.into_iter().filter(|t| is_table(&schema.join(t))).count();
-        out.push(SchemaSummary { name, tables: tables as i64 });
+    for name in subdirs(store.as_ref(), root, None).await? {
+        let mut tables = 0;
+        for t in subdirs(store.as_ref(), root, Some(&name)).await? {
+            tables += i64::from(is_table(store.as_ref(), &name, &t).await?);
+        }
+        out.push(SchemaSummary { name, tables });
     }
     Ok(out)
 }
@@ -90,13 +110,14 @@ pub async fn list_tables(
     storage_options: &HashMap<String, String>,
     schema: &str,
 ) -> SyncResult<Option<Vec<TableSummary>>> {
-    let dir = local_dir(root)?.join(schema);
-    if !dir.is_dir() {
+    let store = root_store(root, storage_options)?;
+    let names = subdirs(store.as_ref(), root, Some(schema)).await?;
+    if names.is_empty() && !subdirs(store.as_ref(), root, None).await?.iter().any(|s| s == schema) {
         return Ok(None);
     }
     let mut out = Vec::new();
-    for name in subdirs(&dir)? {
-        if !is_table(&dir.join(&name)) {
+    for name in names {
+        if !is_table(store.as_ref(), schema, &name).await? {
             continue;
         }
         let config = table_config(root, storage_options, schema, &name);
@@ -116,8 +137,8 @@ pub async fn table_detail(
     schema: &str,
     table: &str,
 ) -> SyncResult<Option<TableDetail>> {
-    let path = local_dir(root)?.join(schema).join(table);
-    if !is_table(&path) {
+    let store = root_store(root, storage_options)?;
+    if !is_table(store.as_ref(), schema, table).await? {
         return Ok(None);
     }
     let config = table_config(root, storage_options, schema, table);
@@ -129,11 +150,7 @@ pub async fn table_detail(
     let columns = snapshot
         .schema()
         .fields()
-        .map(|f| DeltaColumn {
-            name: f.name().clone(),
-            delta_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        })
+        .map(|f| DeltaColumn { name: f.name().clone(), delta_type: f.data_type().to_string(), nullable: f.is_nullable() })
         .collect();
     Ok(Some(TableDetail { location, version: loaded.version(), columns }))
 }

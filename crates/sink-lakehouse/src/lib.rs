@@ -21,7 +21,7 @@
 //! flat over millions of commits.
 
 pub mod browse;
-mod duration;
+use rtsync_core::duration;
 mod error;
 pub mod maintenance;
 mod read;

@@ -77,7 +77,11 @@ impl Connector for Lakehouse {
     async fn test(&self, ds: &DataSource, _object: Option<&str>) -> Result<String> {
         let root = root(ds)?;
         let Some(dir) = browse::local_root(&root) else {
-            return Ok(format!("root {root} is an object-store URI: it is checked when a task first writes to it"));
+            let schemas = browse::list_schemas(&root, &storage_options(ds)).await?;
+            return Ok(format!(
+                "lakehouse root {root} is reachable with these credentials: {} schema(s); writing is checked when a task first commits",
+                schemas.len()
+            ));
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::bad_request(format!("cannot create the lakehouse root {}: {e}", dir.display())))?;

@@ -1,8 +1,8 @@
-//! Durations in the `[sink]` section as users write them: `500ms`, `30s`, `5m`, `1h`, `7d`.
+//! Durations as users write them in specs and options: `500ms`, `30s`, `5m`, `1h`, `7d`.
 
 use std::time::Duration;
 
-use rtsync_core::SyncError;
+use crate::SyncError;
 use serde::{Deserialize, Deserializer, Serializer};
 
 pub fn parse(text: &str) -> Result<Duration, SyncError> {
