@@ -11,8 +11,10 @@
 //! other.
 
 pub mod batch;
+pub mod civil;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod kafka;
 pub mod mapping;
 pub mod position;
