@@ -13,3 +13,4 @@ scripts/services.sh start kafka postgres mariadb
 eval "$(scripts/services.sh env)"
 
 cargo test --workspace --no-fail-fast "$@"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
