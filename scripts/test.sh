@@ -13,3 +13,4 @@ scripts/services.sh start kafka postgres mariadb mysql s3 azurite
 eval "$(scripts/services.sh env)"
 
 cargo test --workspace --no-fail-fast "$@"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet

@@ -102,7 +102,7 @@ impl SyncError {
         &self.context
     }
 
-    /// Adds outer context, keeping kind and cause: "opening the sink: <inner context>".
+    /// Adds outer context, keeping kind and cause: `"opening the sink: <inner context>"`.
     pub fn context_prefix(mut self, outer: impl fmt::Display) -> Self {
         self.context = format!("{outer}: {}", self.context);
         self

@@ -11,9 +11,11 @@
 //! other.
 
 pub mod batch;
+pub mod civil;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod json;
 pub mod kafka;
 pub mod mapping;
 pub mod position;

@@ -338,16 +338,7 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
 
 /// Days since 1970-01-01 as `YYYY-MM-DD` (proleptic Gregorian; years 0..9999 zero-padded).
 pub fn push_date(out: &mut String, days: i32) {
-    // Howard Hinnant's civil_from_days.
-    let z = i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::civil::civil_from_days(i64::from(days));
     let _ = write!(out, "{y:04}-{m:02}-{d:02}");
 }
 

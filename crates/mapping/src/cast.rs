@@ -7,7 +7,7 @@
 //! date), because these columns are on the hot path and a general-purpose format parser costs
 //! several times more per value.
 
-use std::fmt::Write as _;
+use rtsync_core::civil;
 
 /// A number's text split into its parts: `-12.50e3` is negative, `12`, `50`, exponent 3.
 /// Leading zeros and a leading `+` are accepted (they come from strings that hold numbers).
@@ -165,26 +165,6 @@ pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// Days from 1970-01-01 to the proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
 /// `n` ASCII digits at `bytes[at..]` as a number.
 fn digits(bytes: &[u8], at: usize, n: usize) -> Option<u32> {
     let field = bytes.get(at..at + n)?;
@@ -200,8 +180,7 @@ fn date_prefix(bytes: &[u8]) -> Option<i64> {
     if bytes[4] != b'-' || bytes[7] != b'-' || !(1..=12).contains(&month) || year == 0 {
         return None;
     }
-    let year = i64::from(year);
-    (day >= 1 && day <= days_in_month(year, month)).then(|| days_from_civil(year, month, day))
+    civil::date_days(i64::from(year), month, day)
 }
 
 /// `YYYY-MM-DD` as days since 1970-01-01.
@@ -325,25 +304,6 @@ pub(crate) fn unescape_into(inner: &str, out: &mut String, lossy: bool) -> Resul
     }
     out.push_str(&inner[rest..]);
     Ok(())
-}
-
-/// Appends `text` as a JSON string literal.
-pub(crate) fn push_json_string(text: &str, out: &mut String) {
-    out.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -490,7 +450,7 @@ mod tests {
     #[test]
     fn escapes_json_strings() {
         let mut out = String::new();
-        push_json_string("a\"b\\c\n\u{1}é", &mut out);
+        rtsync_core::json::push_string(&mut out, "a\"b\\c\n\u{1}é");
         assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
     }
 }

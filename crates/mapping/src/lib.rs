@@ -1,6 +1,50 @@
 //! Computed columns over Kafka JSON messages: JSONPath expressions and typed casts, from the
 //! source's Arrow batch to the target's Arrow batch.
 //!
+//! # Use as a library
+//!
+//! [`compile`] the column specs once, then [`map`](rtsync_core::ColumnMapping::map) each batch
+//! of Kafka messages (the row shape of [`kafka::kafka_source_schema`], which
+//! `rtsync-source-kafka` emits) into a batch of typed target rows; a message that does not fit
+//! is listed in [`MappedBatch::rejected`] instead:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use rtsync_mapping::arrow::array::{
+//!     AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+//! };
+//! use rtsync_mapping::arrow::datatypes::{Decimal128Type, Int64Type};
+//! use rtsync_mapping::{ColumnMapping, ColumnSpec, compile};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let values: Vec<Option<&[u8]>> = vec![Some(br#"{"id": 7, "amount": "12.50"}"#), Some(b"oops")];
+//! let messages = RecordBatch::try_new(
+//!     rtsync_mapping::kafka::kafka_source_schema(),
+//!     vec![
+//!         Arc::new(BinaryArray::from(vec![None::<&[u8]>; 2])), // key
+//!         Arc::new(BinaryArray::from(values)),                // value
+//!         Arc::new(TimestampMillisecondArray::from(vec![0, 1]).with_timezone("UTC")),
+//!         Arc::new(Int32Array::from(vec![0, 0])), // partition
+//!         Arc::new(Int64Array::from(vec![0, 1])), // offset
+//!         Arc::new(StringArray::from(vec![None::<&str>; 2])), // headers
+//!     ],
+//! )?;
+//! let mapping = compile(&[
+//!     ColumnSpec::new("id", "$.id", "bigint"),
+//!     ColumnSpec::new("amount", "$.amount", "decimal(10,2)"),
+//! ])?;
+//! let out = mapping.map(&messages)?;
+//! assert_eq!(out.rows.num_rows(), 1);
+//! assert_eq!(out.rows.column(0).as_primitive::<Int64Type>().value(0), 7);
+//! assert_eq!(out.rows.column(1).as_primitive::<Decimal128Type>().value(0), 1250); // 12.50
+//! assert_eq!(out.rejected[0].row, 1, "the second message is not JSON");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
 //! A task's `[[columns]]` ([`ColumnSpec`]) are compiled once by [`compile`] into a
 //! [`KafkaJsonMapping`], which implements [`rtsync_core::ColumnMapping`]. Compilation refuses
 //! anything that can be known wrong without data (names, types, JSONPath syntax), naming the
@@ -54,4 +98,7 @@ mod spec;
 
 pub use json::MAX_DEPTH;
 pub use mapping::{KafkaJsonMapping, compile, default_columns};
+/// The `rtsync-core` types a user of this crate needs, so that a program can depend on this
+/// crate alone.
+pub use rtsync_core::{ColumnMapping, MappedBatch, Rejected, arrow, kafka};
 pub use spec::{ColumnSpec, ColumnType, MAX_DECIMAL_PRECISION, TIMESTAMP_TZ, TYPE_NAMES};

@@ -19,9 +19,9 @@ use arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::query::js_path_process;
+use rtsync_core::json::push_string;
 use rtsync_core::{ColumnMapping, ErrorKind, MappedBatch, OP_COLUMN, Rejected, SyncError, SyncResult, kafka};
 
-use crate::cast::push_json_string;
 use crate::column::{Builder, CastError, shown};
 use crate::expr::{Expr, ExprError, Field};
 use crate::json::PathTrie;
@@ -362,7 +362,7 @@ fn append_field(
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not valid UTF-8: {e}"))?;
         builder.append_str(text).map_err(|e| {
             let mut quoted = String::with_capacity(text.len().min(128) + 2);
-            push_json_string(&shown(text), &mut quoted);
+            push_string(&mut quoted, &shown(text));
             e.describe(&quoted, ty)
         })
     };

@@ -18,7 +18,9 @@ use std::borrow::Cow;
 use jsonpath_rust::query::queryable::Queryable;
 use sonic_rs::LazyValue;
 
-use crate::cast::{push_json_string, unescape_into};
+use rtsync_core::json::push_string;
+
+use crate::cast::unescape_into;
 use crate::json::{JsonError, Member, parse_root, raw_in};
 
 /// One JSON value and its text.
@@ -155,7 +157,7 @@ impl PartialEq for Node<'_> {
 impl From<&str> for Node<'_> {
     fn from(text: &str) -> Self {
         let mut raw = String::with_capacity(text.len() + 2);
-        push_json_string(text, &mut raw);
+        push_string(&mut raw, text);
         Node::owned(raw, Kind::String(Cow::Owned(text.to_string())))
     }
 }
@@ -163,7 +165,7 @@ impl From<&str> for Node<'_> {
 impl From<String> for Node<'_> {
     fn from(text: String) -> Self {
         let mut raw = String::with_capacity(text.len() + 2);
-        push_json_string(&text, &mut raw);
+        push_string(&mut raw, &text);
         Node::owned(raw, Kind::String(Cow::Owned(text)))
     }
 }

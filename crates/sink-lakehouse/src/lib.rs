@@ -1,5 +1,50 @@
 //! Delta Lake sink.
 //!
+//! # Use as a library
+//!
+//! Make a [`DeltaSink`] from a [`LakehouseSinkConfig`] (root, schema, table) and a task name,
+//! which is the Delta `txn` application id its checkpoints are recorded under:
+//! [`DeltaSink::new`] appends every row, [`DeltaSink::upsert`] applies change rows (tagged with
+//! [`OP_COLUMN`](rtsync_core::OP_COLUMN)) by primary key. Then drive it through the [`Sink`]
+//! trait: [`Sink::open`] creates the table when it is missing and returns the task's last
+//! [`Checkpoint`] (where your source resumes), [`Sink::write`] buffers Arrow batches, and
+//! [`Sink::commit`] makes them visible and durable in ONE Delta transaction together with the
+//! next checkpoint (epoch + 1, the source position after the rows). Acknowledge your source only
+//! after `commit` returns. [`query_table`] reads the table back with SQL.
+//! `examples/delta_write.rs` runs this (`cargo run -p rtsync-sink-lakehouse --example
+//! delta_write`); so does this test:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use rtsync_sink_lakehouse::arrow::array::{Int64Array, RecordBatch};
+//! use rtsync_sink_lakehouse::arrow::datatypes::{DataType, Field, Schema};
+//! use rtsync_sink_lakehouse::{Checkpoint, DeltaSink, LakehouseSinkConfig, Sink};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let root = dir.path().display().to_string();
+//! let config = LakehouseSinkConfig::new(root, "public", "events");
+//! let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+//! let mut sink = DeltaSink::new("my-task", config.clone())?;
+//! assert_eq!(sink.open(schema.clone()).await?, None, "a new table holds no checkpoint");
+//!
+//! let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])?;
+//! sink.write(rows).await?;
+//! let position = serde_json::json!({ "offset": 2 }); // your source's position after the rows
+//! sink.commit(&Checkpoint { task: "my-task".into(), epoch: 1, position: position.clone() }).await?;
+//!
+//! // After a restart, the table says where the task stands.
+//! let mut sink = DeltaSink::new("my-task", config)?;
+//! let checkpoint = sink.open(schema).await?.expect("committed above");
+//! assert_eq!((checkpoint.epoch, checkpoint.position), (1, position));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
 //! **Layout.** A task's table lives at `<root>/<schema>/<table>`; `root` is a local directory
 //! (created when missing) or an object-store URI the delta crate understands. A missing table
 //! is created from the mapping's schema; columns the mapping has and the table lacks are added
@@ -42,12 +87,16 @@ use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::TryStreamExt;
-use rtsync_core::{Checkpoint, CommitStats, ErrorKind, Sink, SyncError, SyncResult};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+/// For the control plane (it takes the delta crate's error type): not part of the library API.
+#[doc(hidden)]
 pub use error::classify;
 pub use read::query_table;
+/// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
+/// depend on this crate alone.
+pub use rtsync_core::{Checkpoint, CommitStats, ErrorKind, Sink, SyncError, SyncResult, arrow};
 
 /// The commit-info key under which rtsync records its checkpoint.
 pub const COMMIT_INFO_KEY: &str = "rtsync";

@@ -1,8 +1,50 @@
 //! Kafka topic source.
 //!
+//! # Use as a library
+//!
+//! Make a [`KafkaSource`] from a [`KafkaSourceConfig`] (bootstrap servers, topic, where a first
+//! start begins) and a task name, which names the consumer group (`rtsync-<task>`). Then drive
+//! it through the [`Source`] trait, one call at a time: [`Source::check`] checks that the
+//! cluster answers and the topic exists, [`Source::open`] starts after a position (`None` on a
+//! first start: from [`KafkaSourceConfig::start_offset`]), [`Source::next_batch`] hands out
+//! [`ChangeBatch`]es (one Arrow row per message: key, value, timestamp, partition, offset,
+//! headers; see [`rtsync_core::kafka`]) with the [`KafkaOffsets`] just after them,
+//! [`Source::ack`] commits the group's offsets on the broker once you have stored a position
+//! for good, and [`Source::close`] stops the poll thread. Store `batch.end` durably together
+//! with what you did with the messages (as text through `Display`/`FromStr`, e.g.
+//! `0:42,1:17`, or as JSON through serde) and hand it back to `open` to resume.
+//! `examples/kafka_tail.rs` does all of this against a broker
+//! (`cargo run -p rtsync-source-kafka --example kafka_tail`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use rtsync_source_kafka::{KafkaOffsets, KafkaSource, KafkaSourceConfig, Source, StartOffset, SyncResult};
+//!
+//! # async fn tail(saved: Option<String>) -> SyncResult<()> {
+//! let mut config = KafkaSourceConfig::new("127.0.0.1:19092", "events");
+//! config.start_offset = StartOffset::Earliest;
+//! let mut source = KafkaSource::new("events", config)?;
+//! source.check().await?;
+//! // `saved`: the offsets this program stored last time, if any.
+//! let resume = saved.map(|text| text.parse::<KafkaOffsets>()).transpose()?;
+//! source.open(resume).await?;
+//! while let Some(batch) = source.next_batch(Duration::from_secs(1)).await? {
+//!     println!("{} messages, next offsets {}", batch.num_rows(), batch.end);
+//!     let checkpoint = batch.end.to_string(); // store it with the messages, durably…
+//!     source.ack(&batch.end).await?; // …then commit the group's offsets
+//! #   let _ = checkpoint;
+//! }
+//! source.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
 //! **What it reads.** One topic, every partition, assigned explicitly (no group rebalancing:
 //! one task owns the whole topic, so a restart can never hand a partition to a zombie twin).
-//! New partitions are picked up every [`config::PARTITION_REFRESH_SECS`] and read from the
+//! New partitions are picked up every [`PARTITION_REFRESH_SECS`] and read from the
 //! beginning.
 //!
 //! **Position.** [`KafkaOffsets`]: the next offset to read per partition. On start the engine
@@ -42,11 +84,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rtsync_core::arrow::datatypes::SchemaRef;
-use rtsync_core::{ChangeBatch, ErrorKind, Source, SyncError, SyncResult};
 use tokio::sync::mpsc;
 
-pub use config::{DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_ROWS, KafkaSourceConfig, StartOffset};
+pub use config::{DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_ROWS, KafkaSourceConfig, PARTITION_REFRESH_SECS, StartOffset};
 pub use position::KafkaOffsets;
+/// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
+/// depend on this crate alone.
+pub use rtsync_core::{ChangeBatch, ErrorKind, Position, Source, SyncError, SyncResult, TableDescription, arrow};
 
 /// How long metadata and offset look-ups may take before the cluster counts as unreachable.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,7 +265,9 @@ fn missing_topic(topic: &str, servers: &str) -> SyncError {
 }
 
 /// Turns a librdkafka error into an rtsync error: connectivity is transient, authentication
-/// and authorization are definite.
+/// and authorization are definite. For the control plane, which talks to librdkafka itself;
+/// not part of the library API (it takes librdkafka's error type).
+#[doc(hidden)]
 pub fn classify(err: KafkaError, doing: &str, servers: &str) -> SyncError {
     let code = err.rdkafka_error_code();
     let kind = match code {

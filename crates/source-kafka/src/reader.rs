@@ -12,6 +12,7 @@ use rtsync_core::arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Array, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use rtsync_core::arrow::record_batch::RecordBatch;
+use rtsync_core::json::push_string;
 use rtsync_core::{ChangeBatch, ErrorKind, SyncError, SyncResult};
 use tokio::sync::mpsc;
 
@@ -84,10 +85,10 @@ impl Columns {
                     if i > 0 {
                         self.header_text.push(b',');
                     }
-                    write_json_string(&mut self.header_text, h.key);
+                    push_string(&mut self.header_text, h.key);
                     self.header_text.push(b':');
                     match h.value {
-                        Some(v) => write_json_string(&mut self.header_text, &String::from_utf8_lossy(v)),
+                        Some(v) => push_string(&mut self.header_text, &String::from_utf8_lossy(v)),
                         None => self.header_text.extend_from_slice(b"null"),
                     }
                 }
@@ -115,11 +116,6 @@ impl Columns {
         let event_time_ms: Int64Array = self.event_ms.finish();
         Ok(ChangeBatch { rows, end: self.end, event_time_ms: Some(event_time_ms), source_bytes: self.bytes })
     }
-}
-
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping, written into a reused buffer.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 impl Reader {

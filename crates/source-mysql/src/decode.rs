@@ -22,7 +22,7 @@ use rtsync_core::arrow::array::{
 };
 use rtsync_core::arrow::datatypes::{DataType, SchemaRef};
 use rtsync_core::arrow::record_batch::RecordBatch;
-use rtsync_core::{Op, SyncError, SyncResult};
+use rtsync_core::{Op, SyncError, SyncResult, civil, json};
 
 use crate::schema::{Charset, ColumnKind, ColumnSpec, batch_schema};
 
@@ -781,23 +781,12 @@ pub(crate) fn decimal_from_text(text: &str, scale: u8) -> SyncResult<i128> {
 // ---------------------------------------------------------------------------------------
 // dates
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A calendar date, or None for MySQL's zero dates ('0000-00-00', '2024-00-01').
 pub(crate) fn date_days(y: u32, m: u32, d: u32) -> Option<i32> {
     if y == 0 || m == 0 || d == 0 || m > 12 || d > 31 {
         return None;
     }
-    Some(days_from_civil(i64::from(y), m, d) as i32)
+    Some(civil::days_from_civil(i64::from(y), m, d) as i32)
 }
 
 pub(crate) fn datetime_micros(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32, us: u32) -> Option<i64> {
@@ -840,17 +829,17 @@ fn write_json(v: &jsonb::Value<'_>, out: &mut String) -> io::Result<()> {
         J::I64(x) => out.push_str(&x.to_string()),
         J::U64(x) => out.push_str(&x.to_string()),
         J::F64(x) => out.push_str(&format_double(*x)),
-        J::String(s) => write_json_string(&String::from_utf8_lossy(s.str_raw()), out),
+        J::String(s) => json::push_string(out, &String::from_utf8_lossy(s.str_raw())),
         J::SmallArray(a) => write_array(a.iter(), out)?,
         J::LargeArray(a) => write_array(a.iter(), out)?,
         J::SmallObject(o) => write_object(o.iter(), out)?,
         J::LargeObject(o) => write_object(o.iter(), out)?,
         J::Opaque(_) => match v.clone().parse()? {
-            jsonb::JsonDom::Scalar(jsonb::JsonScalar::DateTime(t)) => write_json_string(&format!("{t:.6}"), out),
+            jsonb::JsonDom::Scalar(jsonb::JsonScalar::DateTime(t)) => json::push_string(out, &format!("{t:.6}")),
             jsonb::JsonDom::Scalar(jsonb::JsonScalar::Number(jsonb::JsonNumber::Decimal(d))) => {
                 out.push_str(&d.to_string())
             }
-            jsonb::JsonDom::Scalar(jsonb::JsonScalar::Opaque(o)) => write_json_string(&o.to_string(), out),
+            jsonb::JsonDom::Scalar(jsonb::JsonScalar::Opaque(o)) => json::push_string(out, &o.to_string()),
             other => {
                 let json: serde_json::Value = other.into();
                 out.push_str(&json.to_string());
@@ -882,30 +871,12 @@ fn write_object<'a>(
         if i > 0 {
             out.push_str(", ");
         }
-        write_json_string(&String::from_utf8_lossy(key.value_raw()), out);
+        json::push_string(out, &String::from_utf8_lossy(key.value_raw()));
         out.push_str(": ");
         write_json(&value, out)?;
     }
     out.push('}');
     Ok(())
-}
-
-fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Doubles as MySQL prints them in JSON: shortest round-trip digits, `.0` on whole numbers,

@@ -1,13 +1,52 @@
 //! MySQL / MariaDB binlog change-data-capture source: one table (MySQL 5.7/8.x, Aurora MySQL,
 //! PolarDB MySQL, MariaDB 10.3+) as a stream of Arrow [`ChangeBatch`]es.
 //!
+//! # Use as a library
+//!
+//! Make a [`MySqlSource`] from a [`MySqlSourceConfig`] (URL, database, table) and a task name,
+//! which picks the server id the source registers with as a replica. Then drive it through the
+//! [`Source`] trait, one call at a time: [`Source::check`] runs the pre-flight checks,
+//! [`Source::describe`] reads the columns and the primary key, [`Source::open`] starts after a
+//! position (`None` on a first start: snapshot, then stream), [`Source::next_batch`] hands out
+//! [`ChangeBatch`]es (Arrow rows tagged with [`OP_COLUMN`](rtsync_core::OP_COLUMN), and the
+//! [`MySqlPosition`] just after them), [`Source::ack`] does nothing for MySQL (the server keeps
+//! no state for a replica) but call it anyway once a position is stored, and
+//! [`Source::close`] disconnects. Store `batch.end` durably together with what you did with the
+//! rows (as text through `Display`/`FromStr`, or as JSON through serde) and hand it back to
+//! `open` to resume: the binlog must still hold it then. `examples/mysql_tail.rs` does all of
+//! this against a server (`cargo run -p rtsync-source-mysql --example mysql_tail`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use rtsync_source_mysql::{MySqlPosition, MySqlSource, MySqlSourceConfig, Source, SyncResult};
+//!
+//! # async fn tail(saved: Option<String>) -> SyncResult<()> {
+//! let url = "mysql://rtsync:rtsync@127.0.0.1:13306/rtsync";
+//! let mut source = MySqlSource::new("orders", MySqlSourceConfig::new(url, "shop", "orders"))?;
+//! source.check().await?;
+//! // `saved`: the position this program stored last time, if any.
+//! let resume = saved.map(|text| text.parse::<MySqlPosition>()).transpose()?;
+//! source.open(resume).await?;
+//! while let Some(batch) = source.next_batch(Duration::from_secs(1)).await? {
+//!     println!("{} change rows up to {}", batch.num_rows(), batch.end);
+//!     let checkpoint = batch.end.to_string(); // store it with the rows, durably
+//!     source.ack(&batch.end).await?;
+//! #   let _ = checkpoint;
+//! }
+//! source.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
 //! **Pre-flight.** [`Source::check`] reads the flavour and binlog settings once
-//! ([`preflight::ServerInfo`]) and runs named checks that each say how to fix what they find:
-//! [`preflight::ensure_log_bin_on`], [`preflight::ensure_row_binlog_format`],
-//! [`preflight::ensure_full_row_image`], [`preflight::ensure_replication_privileges`]
-//! (REPLICATION SLAVE + REPLICATION CLIENT / MariaDB BINLOG MONITOR + SELECT),
-//! [`preflight::ensure_table_exists`], [`preflight::ensure_primary_key`],
-//! [`preflight::ensure_decodable_charsets`] and [`preflight::ensure_server_id_differs`].
+//! ([`ServerInfo`], then [`MySqlSource::server_info`]) and runs named checks that each say how
+//! to fix what they find: `ensure_log_bin_on`, `ensure_row_binlog_format`,
+//! `ensure_full_row_image`, `ensure_replication_privileges` (REPLICATION SLAVE + REPLICATION
+//! CLIENT / MariaDB BINLOG MONITOR + SELECT), `ensure_table_exists`, `ensure_primary_key`,
+//! `ensure_decodable_charsets` and `ensure_server_id_differs`.
 //! Each task registers as a replica with its own server id, derived from the task name inside
 //! `server_id_range` unless `server_id` is set.
 //!
@@ -51,8 +90,8 @@
 //! age into binlog files the server purges.
 //!
 //! **Streaming.** One replica connection (`@mariadb_slave_capability=4`, a heartbeat every
-//! `heartbeat_secs`). Events are decoded by [`binlog::Decoder`]: TABLE_MAP, WRITE/UPDATE/DELETE
-//! rows v1 and v2, MariaDB's zlib-compressed rows and query events (decoded, never dropped),
+//! `heartbeat_secs`). Events are decoded by the binlog decoder (`src/binlog.rs`): TABLE_MAP,
+//! WRITE/UPDATE/DELETE rows v1 and v2, MariaDB's zlib-compressed rows and query events (decoded, never dropped),
 //! MySQL 8 TRANSACTION_PAYLOAD (decompressed by the client; a payload it failed to expand is
 //! detected and refused, not skipped), GTID events of both flavours, ROTATE (the first fake
 //! one's name has its CRC stripped), heartbeats. Row images are walked column by column
@@ -75,7 +114,7 @@
 //! `resnapshot` value copies the table again, starting with a truncate row (`__op = 't'`) so
 //! rows deleted while the binlog was lost do not survive in the target.
 //!
-//! **Errors.** One conversion point ([`error`]): unreachable servers, lost connections, lock
+//! **Errors.** One conversion point (`src/error.rs`): unreachable servers, lost connections, lock
 //! timeouts and shutdowns are transient; refused credentials, missing privileges, missing
 //! tables, binlog settings, purged positions, undecodable events and unsupported DDL are
 //! definite and name the fix. Nothing read from the binlog is silently skipped: an event that
@@ -85,12 +124,12 @@
 
 mod binlog;
 pub mod browse;
-pub mod config;
+mod config;
 mod decode;
 mod error;
-pub mod gtid;
+mod gtid;
 mod position;
-pub mod preflight;
+mod preflight;
 pub mod schema;
 mod snapshot;
 mod stream;
@@ -101,13 +140,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rtsync_core::arrow::datatypes::SchemaRef;
-use rtsync_core::{ChangeBatch, Source, SyncError, SyncResult, TableDescription};
 use tokio::sync::mpsc;
 
 pub use config::{MySqlSourceConfig, OnPurgedBinlog, ResumeBy, SnapshotLocking, SnapshotMode};
 pub use gtid::{Gtids, MariaGtid, MariaGtidList, MySqlGtidSet};
 pub use position::{KeyValue, MySqlPosition, SnapshotProgress};
 pub use preflight::{Flavor, ServerInfo};
+/// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
+/// depend on this crate alone.
+pub use rtsync_core::{ChangeBatch, ErrorKind, Position, Source, SyncError, SyncResult, TableDescription, arrow};
 pub use schema::{ColumnKind, ColumnSpec, TableSchema};
 
 use crate::preflight::{

@@ -1,5 +1,5 @@
 //! Pre-flight checks: named functions that each verify one thing streaming needs and say how
-//! to fix it. [`ServerInfo::read`] detects the flavour and reads the relevant variables once.
+//! to fix it. `ServerInfo::read` detects the flavour and reads the relevant variables once.
 
 use std::collections::HashMap;
 
@@ -64,7 +64,7 @@ const VARIABLES: &[&str] = &[
 ];
 
 impl ServerInfo {
-    pub async fn read(conn: &mut Conn) -> SyncResult<ServerInfo> {
+    pub(crate) async fn read(conn: &mut Conn) -> SyncResult<ServerInfo> {
         let version: Option<String> =
             conn.query_first("SELECT VERSION()").await.map_err(|e| my_err("reading the server version", e))?;
         let flavor = Flavor::parse(&version.unwrap_or_default());

@@ -1,6 +1,45 @@
 //! PostgreSQL change data capture for rtsync: one table, mirrored through logical replication
 //! (the built-in `pgoutput` plugin) as Arrow [`ChangeBatch`]es.
 //!
+//! # Use as a library
+//!
+//! Make a [`PostgresSource`] from a [`PostgresSourceConfig`] (URL, schema, table) and a task
+//! name, which names the replication slot and the publication (`rtsync_<task>`). Then drive it
+//! through the [`Source`] trait, one call at a time: [`Source::check`] runs the pre-flight
+//! checks, [`Source::describe`] reads the columns and the primary key, [`Source::open`] starts
+//! after a position (`None` on a first start: snapshot, then stream), [`Source::next_batch`]
+//! hands out [`ChangeBatch`]es (Arrow rows tagged with [`OP_COLUMN`](rtsync_core::OP_COLUMN),
+//! and the [`PgPosition`] just after them), [`Source::ack`] tells the server that everything up
+//! to a position is stored for good, and [`Source::close`] disconnects. Store `batch.end`
+//! durably together with what you did with the rows (as text through `Display`/`FromStr`, or
+//! as JSON through serde) before you acknowledge it, and hand it back to `open` to resume.
+//! [`drop_replication_objects`] removes the slot and the publication when the task is gone for
+//! good: a slot nobody reads holds WAL on the server. `examples/postgres_tail.rs` does all of
+//! this against a server (`cargo run -p rtsync-source-postgres --example postgres_tail`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use rtsync_source_postgres::{PgPosition, PostgresSource, PostgresSourceConfig, Source, SyncResult};
+//!
+//! # async fn tail(saved: Option<String>) -> SyncResult<()> {
+//! let url = "postgres://rtsync:rtsync@127.0.0.1:15432/rtsync";
+//! let mut source = PostgresSource::new("orders", PostgresSourceConfig::new(url, "public", "orders"))?;
+//! source.check().await?;
+//! // `saved`: the position this program stored last time, if any.
+//! let resume = saved.map(|text| text.parse::<PgPosition>()).transpose()?;
+//! source.open(resume).await?;
+//! while let Some(batch) = source.next_batch(Duration::from_secs(1)).await? {
+//!     println!("{} change rows up to {}", batch.num_rows(), batch.end);
+//!     let checkpoint = batch.end.to_string(); // store it with the rows, durably…
+//!     source.ack(&batch.end).await?; // …then let the server drop the WAL before it
+//! #   let _ = checkpoint;
+//! }
+//! source.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Objects on the server
 //!
 //! Each task owns a **publication** `FOR TABLE schema.table` and a logical **replication
@@ -44,9 +83,9 @@
 //! # Streaming
 //!
 //! `START_REPLICATION` (via `pgwire-replication`) from the position's LSN, protocol version 1,
-//! text values under pinned session settings ([`config::SESSION_OPTIONS`]: ISO dates, UTC,
-//! exact floats, hex bytea, ISO 8601 intervals). The messages are decoded here
-//! ([`pgoutput`](crate::pgoutput)) straight into Arrow builders:
+//! text values under pinned session settings (ISO dates, UTC, exact floats, hex bytea, ISO
+//! 8601 intervals). The messages are decoded here (`src/pgoutput.rs`) straight into Arrow
+//! builders:
 //!
 //! * Insert → `__op = 'c'` with the new row; Update → `'u'` with the new row; Delete → `'d'`
 //!   with the old image (the key columns, or every column with REPLICA IDENTITY FULL; the
@@ -99,21 +138,22 @@
 //! table, `wal_level` not logical, no REPLICATION privilege, no primary key nor REPLICA
 //! IDENTITY FULL, no free slot, a missing or invalidated slot on resume: definite
 //! ([`rtsync_core::ErrorKind::Source`]), with the fix in the message. The pre-flight checks
-//! are named functions ([`ensure_wal_level_logical`], [`ensure_replication_privilege`],
-//! [`ensure_table_exists`], [`ensure_primary_key_or_replica_identity_full`],
-//! [`ensure_free_replication_slot`]). A value that does not parse is a data error naming the
-//! column, the value and the transaction.
+//! are named functions, run by [`Source::check`] (`ensure_wal_level_logical`,
+//! `ensure_replication_privilege`, `ensure_table_exists`,
+//! `ensure_primary_key_or_replica_identity_full`, `ensure_free_replication_slot`). A value that
+//! does not parse is a data error naming the column, the value and the transaction.
 
 pub mod browse;
+#[doc(hidden)]
 pub mod catalog;
-pub mod config;
+mod config;
 mod error;
-pub mod pgoutput;
-pub mod position;
+mod pgoutput;
+mod position;
 mod rows;
 mod snapshot;
 mod stream;
-pub mod tls;
+mod tls;
 mod types;
 pub mod verify;
 
@@ -121,18 +161,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rtsync_core::arrow::datatypes::{Schema, SchemaRef};
-use rtsync_core::{ChangeBatch, Position, Source, SyncError, SyncResult, TableDescription};
 use tokio_postgres::Client;
 
-pub use catalog::{
-    ensure_free_replication_slot, ensure_primary_key_or_replica_identity_full, ensure_replication_privilege,
-    ensure_table_exists, ensure_wal_level_logical,
-};
-pub use config::{PostgresSourceConfig, SnapshotMode};
+pub use config::{DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, PostgresSourceConfig, SnapshotMode};
 pub use position::{Lsn, PgPosition};
 pub use rows::{TRUNCATE_OP, UNCHANGED_COLUMN};
+/// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
+/// depend on this crate alone.
+pub use rtsync_core::{ChangeBatch, ErrorKind, Position, Source, SyncError, SyncResult, TableDescription, arrow};
 
-use crate::catalog::{TableInfo, lost_slot_error, unusable_slot};
+use crate::catalog::{
+    TableInfo, ensure_free_replication_slot, ensure_primary_key_or_replica_identity_full, ensure_replication_privilege,
+    ensure_table_exists, ensure_wal_level_logical, lost_slot_error, unusable_slot,
+};
 use crate::config::ConnectionParams;
 use crate::error::{pg_error, repl_error};
 use crate::rows::RowsBuilder;

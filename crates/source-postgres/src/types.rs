@@ -33,6 +33,8 @@ use rtsync_core::arrow::array::{
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use rtsync_core::arrow::datatypes::{DataType, TimeUnit};
+use rtsync_core::civil::days_from_civil;
+use rtsync_core::json::push_string;
 
 pub(crate) mod oid {
     pub const BOOL: u32 = 16;
@@ -394,23 +396,12 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (astronomical years).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYYY-MM-DD` (ISO, the year may have more than 4 digits) with an optional ` BC`.
 fn parse_ymd(text: &str, bc: bool) -> Option<i64> {
     let mut parts = text.splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -579,7 +570,7 @@ fn write_elem(value: &str, elem: ElemKind, out: &mut String) {
         ElemKind::Bool if value == "t" => out.push_str("true"),
         ElemKind::Bool if value == "f" => out.push_str("false"),
         ElemKind::Json => out.push_str(value),
-        _ => push_json_string(value, out),
+        _ => push_string(out, value),
     }
 }
 
@@ -621,22 +612,6 @@ fn is_json_number(s: &str) -> bool {
         }
     }
     i == b.len()
-}
-
-pub(crate) fn push_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

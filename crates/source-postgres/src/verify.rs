@@ -3,7 +3,7 @@
 //! snapshot; no row leaves the server unless its range disagrees with the target.
 //!
 //! Each column gets a SQL expression that yields exactly the canonical text of the value the
-//! target holds for it (see the type table in [`crate::types`]): `encode(float8send(x))` for
+//! target holds for it (see the type table in `src/types.rs`): `encode(float8send(x))` for
 //! floats, `extract(epoch …)` microseconds for timestamps (±infinity as the target's
 //! `i64::MAX`/`i64::MIN`), full-scale `numeric` text (NaN/±Infinity, NULL in the target, as
 //! NULL), `encode(x, 'hex')` for bytea, the type's output text (under the session settings
