@@ -46,7 +46,7 @@ pub struct DemoReport {
     pub table: String,
 }
 
-/// The sample order number `i` as JSON; malformed every [`MALFORMED_EVERY`] messages.
+/// The sample order number `i` as JSON; malformed every `MALFORMED_EVERY` messages.
 pub fn sample_order(i: u64) -> String {
     if i % MALFORMED_EVERY == MALFORMED_EVERY - 1 {
         return format!("{{\"id\": {i}, \"customer\": oops");

@@ -421,7 +421,7 @@ pub struct ConfigureArgs {
     /// Go back to the source's default mapping.
     #[arg(long, conflicts_with = "columns")]
     clear_columns: bool,
-    /// fail, or dead_letter (rejected messages go to <table>__dlq).
+    /// fail, or dead_letter (rejected messages go to `<table>__dlq`).
     #[arg(long)]
     error_policy: Option<String>,
     /// How often to commit, e.g. 500ms, 1s.

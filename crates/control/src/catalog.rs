@@ -2,7 +2,7 @@
 //! sources, vclusters, folders, tasks with their draft and published versions, runs, attempts
 //! with their logs, and the last known status of each task.
 //!
-//! **Migrations.** `PRAGMA user_version` is the schema version; [`MIGRATIONS`] are applied in
+//! **Migrations.** `PRAGMA user_version` is the schema version; `MIGRATIONS` are applied in
 //! order, each in its own transaction, when the daemon opens the catalog. A catalog written by
 //! a newer rtsync is refused rather than guessed at.
 //!

@@ -89,7 +89,7 @@ impl Error {
         Self::new(Code::Internal, message)
     }
 
-    /// Prefixes what was being done: "deploying task x: <message>".
+    /// Prefixes what was being done: `deploying task x: <message>`.
     pub fn context(mut self, doing: impl fmt::Display) -> Self {
         self.message = format!("{doing}: {}", self.message);
         self

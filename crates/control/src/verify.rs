@@ -15,7 +15,8 @@
 //!    differing keys on both sides; what still differs, with a source row that did not change
 //!    in between, is reported. Rows the source keeps changing get another round.
 //!
-//! The per-kind dispatch is [`open_verifier`], the only `match` on the source kind.
+//! Each source kind answers with its own verifier, through the connector registry
+//! ([`crate::connectors::TaskSource::verifier`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
