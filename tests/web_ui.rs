@@ -93,6 +93,8 @@ async fn the_web_ui_shows_and_drives_a_task() {
         "columns suggested from the topic's sample"
     );
     assert!(ui["made_status"].as_str().unwrap().contains("running"), "{ui:#}");
+    assert_eq!(ui["table_health"][1], "Active files", "{ui:#}");
+    assert!(ui["table_files"].as_u64().unwrap() >= 1, "{ui:#}");
     let made = d.json(&["task", "show", "ui_made"]);
     assert_eq!(made["task"]["deployed_version"], 1);
     assert_eq!(made["deployed"]["config"]["source_table"], topic.as_str());

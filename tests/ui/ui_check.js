@@ -125,6 +125,13 @@ async function main() {
   }, 60000);
   out.made_status = doc.getElementById("t-head").textContent;
 
+  // Its table in the lakehouse: columns and the table's health, with the maintenance buttons.
+  window.location.hash = "#/datasources/lakehouse/public/ui_made";
+  await waitFor("the table's health", () => main().textContent.includes("Table health") && doc.getElementById("optimize"));
+  const health = [...doc.querySelectorAll("#browse table")].pop();
+  out.table_health = [...health.querySelectorAll("th")].map((th) => th.textContent);
+  out.table_files = Number(health.querySelectorAll("tr")[1].cells[1].textContent.replace(/,/g, ""));
+
   out.errors = errors;
   window.close();
   return out;
