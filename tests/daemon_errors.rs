@@ -79,8 +79,11 @@ async fn bad_input_is_refused_clearly_and_the_catalog_stays_consistent() {
     let unreachable = d.fail(&["meta", "namespaces", "my"]);
     contains(&unreachable, &["connecting to h:3306", "unreachable"]);
     assert!(!unreachable.contains("pw"), "{unreachable}");
-    d.ok(&["datasource", "create", "mssql", "--type", "8", "--set", "url=sqlserver://h:1433"]);
-    contains(&d.fail(&["datasource", "test", "mssql"]), &["SQL Server check runs against a table", "--object SCHEMA.TABLE"]);
+    d.ok(&["datasource", "create", "mssql", "--type", "8", "--set", "url=mssql://u@h:1433/db"]);
+    contains(
+        &d.fail(&["datasource", "test", "mssql"]),
+        &["SQL Server check runs against a table", "--object SCHEMA.TABLE"],
+    );
     contains(
         &d.fail(&["datasource", "test", "k", "--object", "no_such_topic_xyz"]),
         &["no_such_topic_xyz", "does not exist"],

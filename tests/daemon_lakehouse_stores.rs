@@ -17,6 +17,7 @@ use rtsync_core::arrow::datatypes::Int64Type;
 use rtsync_sink_lakehouse::{LakehouseSinkConfig, query_table};
 
 const ROWS: i64 = 120;
+const ROUNDS: i64 = 4;
 
 /// `RTSYNC_<KIND>_ROOT` under a prefix of its own, and `RTSYNC_<KIND>_OPTIONS`.
 fn store(kind: &str) -> (String, HashMap<String, String>) {
@@ -37,12 +38,6 @@ async fn lakehouse_on_a_store_through_the_daemon(kind: &str) {
     let servers = bootstrap();
     let topic = unique("dls_orders");
     create_topic(&servers, &topic, 2).await;
-    let p = producer(&servers);
-    for i in 0..ROWS {
-        let value = format!("{{\"id\":{i},\"code\":\"C{i}\"}}");
-        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(value.as_bytes()), None);
-    }
-    flush(&p);
 
     let (root, options) = store(kind);
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +93,17 @@ async fn lakehouse_on_a_store_through_the_daemon(kind: &str) {
         "300ms",
     ]);
     d.ok(&["task", "deploy", "to_store", "-y"]);
-    d.wait_task("to_store", Duration::from_secs(60), "all rows synced", |v| v["status"]["rows_synced"] == ROWS);
+    // Four rounds, each synced before the next: four commits, four small files.
+    let p = producer(&servers);
+    for round in 0..ROUNDS {
+        for i in round * ROWS / ROUNDS..(round + 1) * ROWS / ROUNDS {
+            let value = format!("{{\"id\":{i},\"code\":\"C{i}\"}}");
+            send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(value.as_bytes()), None);
+        }
+        flush(&p);
+        let synced = (round + 1) * ROWS / ROUNDS;
+        d.wait_task("to_store", Duration::from_secs(60), "the round synced", |v| v["status"]["rows_synced"] == synced);
+    }
     d.ok(&["task", "stop", "to_store"]);
 
     // Browsing reads the store.
@@ -108,14 +113,15 @@ async fn lakehouse_on_a_store_through_the_daemon(kind: &str) {
     let objects = d.json(&["meta", "objects", "store", "public"]);
     assert_eq!(objects[0]["name"], "orders", "{objects:#}");
     let detail = d.json(&["meta", "detail", "store", "public", "orders"]);
-    let columns: Vec<&str> = detail["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let columns: Vec<&str> =
+        detail["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(columns, ["id", "code"], "{detail:#}");
     assert!(d.fail(&["meta", "objects", "store", "nope"]).contains("does not exist"));
 
     // The table's health, a compaction and a vacuum, all on the store.
     let info = d.json(&["table", "info", "store", "public.orders"]);
     let files_before = info["active_files"].as_u64().unwrap();
-    assert!(files_before >= 2, "one file per commit before compaction: {info:#}");
+    assert!(files_before >= ROUNDS as u64, "a file per commit before compaction: {info:#}");
     assert_eq!(info["small_files"].as_u64().unwrap(), files_before, "{info:#}");
     let optimized = d.json(&["table", "optimize", "store", "public.orders"]);
     assert_eq!(optimized["files_removed"].as_u64().unwrap(), files_before, "{optimized:#}");

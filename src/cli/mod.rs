@@ -768,8 +768,14 @@ async fn table_cmd(c: &ClientArgs, cmd: TableCmd) -> Result<(), Error> {
             let (schema, table) = schema_table(&table);
             show(
                 c,
-                call::<TableInfo>(c, "GET", &["api", "v1", "datasources", &datasource, "tables", schema, table], &[], NO_BODY)
-                    .await?,
+                call::<TableInfo>(
+                    c,
+                    "GET",
+                    &["api", "v1", "datasources", &datasource, "tables", schema, table],
+                    &[],
+                    NO_BODY,
+                )
+                .await?,
                 output::table_info,
             )
         }

@@ -102,7 +102,9 @@ pub fn render(control: &Control) -> Result<String> {
     let table_families: [(&str, &str, &str, TableValue); 9] = [
         ("rtsync_table_active_files", "gauge", "Data files in the table's current version.", |m| m.active_files as f64),
         ("rtsync_table_bytes", "gauge", "Bytes of the table's current data files.", |m| m.table_bytes as f64),
-        ("rtsync_table_small_files", "gauge", "Data files under half of the target file size.", |m| m.small_files as f64),
+        ("rtsync_table_small_files", "gauge", "Data files under half of the target file size.", |m| {
+            m.small_files as f64
+        }),
         ("rtsync_table_compactions_total", "counter", "Compactions committed by the table's maintenance.", |m| {
             m.compactions as f64
         }),

@@ -57,7 +57,8 @@ fn root_store(root: &str, storage_options: &HashMap<String, String>) -> SyncResu
         })?;
     }
     crate::register_object_stores();
-    let url = deltalake::ensure_table_uri(root).map_err(|e| classify(e, &format!("resolving lakehouse root {root}")))?;
+    let url =
+        deltalake::ensure_table_uri(root).map_err(|e| classify(e, &format!("resolving lakehouse root {root}")))?;
     let store = deltalake::DeltaTableBuilder::from_url(url)
         .and_then(|b| b.with_storage_options(storage_options.clone()).build_storage())
         .map_err(|e| classify(e, &format!("opening lakehouse root {root}")))?;
@@ -150,7 +151,11 @@ pub async fn table_detail(
     let columns = snapshot
         .schema()
         .fields()
-        .map(|f| DeltaColumn { name: f.name().clone(), delta_type: f.data_type().to_string(), nullable: f.is_nullable() })
+        .map(|f| DeltaColumn {
+            name: f.name().clone(),
+            delta_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
         .collect();
     Ok(Some(TableDetail { location, version: loaded.version(), columns }))
 }
