@@ -29,7 +29,7 @@
 //! leaves only unreferenced files (vacuumed later): nothing is lost or duplicated.
 //!
 //! **Extension.** Every rewrite of a table's files belongs here: the merge-on-read work adds a
-//! purge of rows hidden by deletion vectors as another step of [`round`], under the same policy,
+//! purge of rows hidden by deletion vectors as another step of `round`, under the same policy,
 //! metrics and conflict handling, so two components never rewrite files of one table.
 //!
 //! **Library functions** for the CLI, the API and MCP: [`table_info`], [`optimize`] and
