@@ -173,7 +173,10 @@ async fn the_web_ui_drives_the_whole_workflow_in_chromium() {
     assert!(ui["stopped_head"].as_str().unwrap().contains("stopped"), "{ui:#}");
     assert!(ui["started_status"]["Status"].as_str().unwrap().starts_with("running (run 2, attempt 1)"), "{ui:#}");
     assert_eq!(ui["runs"].as_array().unwrap().len(), 2, "{ui:#}");
-    assert!(!ui["log_lines"].as_array().unwrap().is_empty(), "{ui:#}");
+    assert!(strings(&ui["log_lines"]).iter().any(|l| l.contains("INFO task started")), "the attempt's log: {ui:#}");
+    assert_eq!(ui["task_health_title"], "Table health public.ui_made", "{ui:#}");
+    let task_files: u64 = ui["task_health"][1].as_str().unwrap().replace(',', "").parse().unwrap();
+    assert!(task_files >= 1, "the task's page shows its table's files: {ui:#}");
 
     // The table's columns and health.
     assert_eq!(ui["table_columns"], json!(["customer", "customer_name", "id"]), "{ui:#}");

@@ -242,6 +242,10 @@ async function main() {
       return kv && Number(kv.querySelector("div").textContent.replace(/[^0-9]/g, "")) > n;
     }, out.rows_at_stop, DEPLOY_MS);
     out.started_status = await statusOf();
+    // The task's page shows its table's health too.
+    await until("the task's table health", () => document.querySelector("#t-health table"));
+    out.task_health_title = await text("#t-health h3");
+    out.task_health = await page.locator("#t-health table tr").nth(1).locator("td").allInnerTexts();
     out.runs = await page.$$eval("#t-runs tr", (trs) => trs.slice(1).map((tr) => [...tr.cells].slice(0, 3).map((td) => td.textContent)));
   });
 
@@ -259,8 +263,8 @@ async function main() {
     await page.click('#main a[href="#/datasources/lakehouse"]');
     await page.click('#browse a[href="#/datasources/lakehouse/public"]');
     await page.click(`#browse a:text-is("${cfg.table}")`);
-    await until("the table's health", () => [...document.querySelectorAll("#browse h3")].some((h) => h.textContent === "Table health") && document.getElementById("optimize"));
-    const health = page.locator("#browse table").last();
+    await until("the table's health", () => document.querySelector("#health table") && document.querySelector("#health .optimize"));
+    const health = page.locator("#health table");
     out.table_health = await health.locator("th").allInnerTexts();
     out.table_health_row = await health.locator("tr").nth(1).locator("td").allInnerTexts();
     out.table_columns = await page.locator("#browse table").first().locator("tr td:first-child").allInnerTexts();
