@@ -42,6 +42,7 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
 const CHROMIUM_ARGS = [
   "--no-sandbox",
+  "--disable-dev-shm-usage", // a container's small /dev/shm must not crash the renderer
   "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
   "--proxy-server=127.0.0.1:9",
   "--proxy-bypass-list=127.0.0.1;localhost;[::1]",
@@ -97,11 +98,20 @@ const chartOf = (id) =>
     const j = (v) => (v ? JSON.parse(v) : null);
     return { points: Number(c.dataset.points || 0), latest: j(c.dataset.latest), unit: c.dataset.unit, x_ticks: j(c.dataset.xTicks), y_ticks: j(c.dataset.yTicks) };
   }, id);
+// "Rows synced" on the task page, as a number (-1 when not shown).
 const rowsSynced = () =>
   page.evaluate(() => {
     const kv = [...document.querySelectorAll("#t-status .kv")].find((k) => k.querySelector("span").textContent === "Rows synced");
     return kv ? Number(kv.querySelector("div").textContent.replace(/[^0-9]/g, "")) : -1;
   });
+// Waits until the task page shows more than `n` rows synced.
+async function rowsAbove(what, n, ms) {
+  const deadline = Date.now() + ms;
+  while ((await rowsSynced()) <= n) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
+    await page.waitForTimeout(100); // polling, not an outcome: the deadline decides
+  }
+}
 // Waits for the status to have refreshed `n` more times (each refresh adds a chart point).
 async function refreshes(n) {
   const before = (await chartOf("c-rate")).points;
@@ -206,10 +216,7 @@ async function main() {
   await step("deployed", async () => {
     await page.click("#deploy");
     await flashed(true, "deployed as version 1");
-    await until("the first messages synced", ([n]) => {
-      const kv = [...document.querySelectorAll("#t-status .kv")].find((k) => k.querySelector("span").textContent === "Rows synced");
-      return kv && Number(kv.querySelector("div").textContent.replace(/[^0-9]/g, "")) >= n;
-    }, [cfg.initial], DEPLOY_MS);
+    await rowsAbove("the first messages synced", cfg.initial - 1, DEPLOY_MS);
     out.deployed_head = await text("#t-head");
     out.deployed_status = await statusOf();
   });
@@ -237,10 +244,7 @@ async function main() {
   await step("started", async () => {
     await page.click("#start");
     await until("the task running again", () => (document.querySelector("#t-head .state") || {}).textContent === "running");
-    await until("rows synced after the restart", (n) => {
-      const kv = [...document.querySelectorAll("#t-status .kv")].find((k) => k.querySelector("span").textContent === "Rows synced");
-      return kv && Number(kv.querySelector("div").textContent.replace(/[^0-9]/g, "")) > n;
-    }, out.rows_at_stop, DEPLOY_MS);
+    await rowsAbove("rows synced after the restart", out.rows_at_stop, DEPLOY_MS);
     out.started_status = await statusOf();
     // The task's page shows its table's health too.
     await until("the task's table health", () => document.querySelector("#t-health table"));
