@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local test services for rtsync: a Kafka-protocol broker (tansu), PostgreSQL,
 # MariaDB, Oracle MySQL (Debian unstable's build, unpacked privately), a Python venv used by tests as an independent Delta reader and
-# Kafka producer, and Node.js + jsdom with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
+# Kafka producer, and headless Chromium (Debian's) + playwright-core with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
 # under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
 #
 #   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|s3|azurite|all]...  (default: kafka venv ui)
@@ -19,7 +19,7 @@ BIN_DIR="$SERVICES_DIR/bin"
 RUN_DIR="$SERVICES_DIR/run"   # pid files
 LOG_DIR="$SERVICES_DIR/log"
 VENV_DIR="$SERVICES_DIR/venv"
-UI_DIR="$SERVICES_DIR/ui"     # node_modules for tests/ui (jsdom)
+UI_DIR="$SERVICES_DIR/ui-browser"  # node_modules for tests/ui (playwright-core)
 
 KAFKA_PORT="${RTSYNC_KAFKA_PORT:-19092}"
 PG_PORT="${RTSYNC_PG_PORT:-15432}"
@@ -576,30 +576,44 @@ stop_mariadb() {
 }
 
 # ---------------------------------------------------------------------------
-# web UI test driver: Node.js (Debian's, >= 18) and jsdom from tests/ui/package-lock.json
+# web UI test driver: Debian's Chromium, run headless, driven by playwright-core (from
+# tests/ui/package-lock.json) on Node.js >= 20
 # ---------------------------------------------------------------------------
 node_ok() {
-    command -v node >/dev/null 2>&1 && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'
+    command -v node >/dev/null 2>&1 && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'
+}
+
+# The browser binary itself, not Debian's /usr/bin/chromium launcher script (which reads
+# /etc/chromium.d and prints shell noise); the launcher only when the binary is elsewhere.
+chromium_bin() {
+    local b
+    for b in "${RTSYNC_CHROMIUM:-}" /usr/lib/chromium/chromium "$(command -v chromium 2>/dev/null || true)"; do
+        [[ -n "$b" && -x "$b" ]] && { echo "$b"; return 0; }
+    done
+    return 1
 }
 
 ui_ok() {
-    node_ok && [[ -d "$UI_DIR/node_modules/jsdom" ]] &&
+    node_ok && chromium_bin >/dev/null && [[ -d "$UI_DIR/node_modules/playwright-core" ]] &&
         cmp -s "$REPO_ROOT/tests/ui/package-lock.json" "$UI_DIR/package-lock.json"
 }
 
 install_ui() {
     if ui_ok; then
-        log "ui: ok at $UI_DIR"
+        log "ui: ok at $UI_DIR ($(chromium_bin))"
         return 0
     fi
+    chromium_bin >/dev/null || apt_install chromium
+    chromium_bin >/dev/null || die "ui: Debian's chromium package is needed to drive the web UI in tests"
     node_ok || apt_install nodejs npm
-    node_ok || die "ui: Node.js >= 18 is needed to drive the web UI in tests"
+    node_ok || die "ui: Node.js >= 20 is needed to drive the web UI in tests (playwright-core)"
     command -v npm >/dev/null 2>&1 || apt_install npm
     mkdir -p "$UI_DIR"
     cp "$REPO_ROOT/tests/ui/package.json" "$REPO_ROOT/tests/ui/package-lock.json" "$UI_DIR/"
-    log "ui: npm ci (jsdom) in $UI_DIR"
+    log "ui: npm ci (playwright-core) in $UI_DIR"
+    # playwright-core downloads no browser: it drives the system's Chromium.
     (cd "$UI_DIR" && npm ci --no-audit --no-fund --silent >&2) || die "ui: npm ci failed"
-    log "ui: ok at $UI_DIR"
+    log "ui: ok at $UI_DIR ($(chromium_bin))"
 }
 
 status_mariadb() {
@@ -1076,7 +1090,7 @@ cmd_status() {
     status_s3
     status_azurite
     if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
-    if ui_ok; then echo "ui:       ok  $UI_DIR"; else echo "ui:       missing (run: $0 install ui)"; fi
+    if ui_ok; then echo "ui:       ok  $UI_DIR  $(chromium_bin)"; else echo "ui:       missing (run: $0 install ui)"; fi
 }
 
 cmd_env() {
@@ -1089,6 +1103,7 @@ cmd_env() {
     printf 'export RTSYNC_MARIADB_URL=%q\n' "$(mariadb_url)"
     printf 'export RTSYNC_MYSQL_URL=%q\n' "$(mysql_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
+    printf 'export RTSYNC_CHROMIUM=%q\n' "$(chromium_bin || echo chromium)"
     # object stores: a root URI and its storage options (KEY=VALUE, space-separated)
     printf 'export RTSYNC_S3_ROOT=%q\n' "s3://$S3_BUCKET"
     printf 'export RTSYNC_S3_OPTIONS=%q\n' "$(s3_options)"

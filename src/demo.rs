@@ -5,6 +5,7 @@
 //! steady rate while the task syncs them into `<root>/public/demo_orders`; when every message
 //! has landed the task stops cleanly and the demo reads the table back.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -177,7 +178,8 @@ pub async fn run_demo(opts: DemoOptions) -> SyncResult<DemoReport> {
         let metrics = metrics.clone();
         tokio::spawn(async move { run_task(&spec, RunOptions { metrics, shutdown, retry: true }).await })
     };
-    let progress = crate::progress::spawn(metrics.clone());
+    // The progress line on a terminal only: in a log file it would be a stream of redraws.
+    let progress = std::io::stderr().is_terminal().then(|| crate::progress::spawn(metrics.clone()));
     let deadline = Instant::now() + opts.produce_over + Duration::from_secs(120);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -188,8 +190,10 @@ pub async fn run_demo(opts: DemoOptions) -> SyncResult<DemoReport> {
     }
     let _ = stop.send(true);
     let result = task.await.map_err(|e| SyncError::with_source(ErrorKind::Internal, "the demo task panicked", e))?;
-    progress.abort();
-    eprintln!();
+    if let Some(progress) = progress {
+        progress.abort();
+        crate::progress::finish();
+    }
     result?;
     let elapsed = started.elapsed();
     produce

@@ -199,6 +199,10 @@ impl Connector for Kafka {
     }
 
     /// Messages on the broker after the task's position.
+    fn lag_unit(&self) -> Option<&'static str> {
+        Some("messages")
+    }
+
     async fn lag(&self, ds: &DataSource, cfg: &TaskConfig, position: Option<&str>) -> Option<i64> {
         let topic = cfg.source_table.as_deref()?;
         let source = config(&ds.properties, topic, StartOffset::Earliest);

@@ -79,6 +79,12 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// The unit [`Connector::lag`] counts in (`messages`, `WAL bytes`), for the UI's lag chart
+    /// and the status; None when the kind reports no lag.
+    fn lag_unit(&self) -> Option<&'static str> {
+        None
+    }
+
     /// How far the source is ahead of the task's `position`, in the source's own unit; None
     /// when the source cannot say quickly.
     async fn lag(&self, _ds: &DataSource, _cfg: &TaskConfig, _position: Option<&str>) -> Option<i64> {
@@ -197,6 +203,9 @@ pub struct TypeInfo {
     pub available: bool,
     /// Whether its data sources can be a task's source (else: a target).
     pub source: bool,
+    /// The unit a task's lag is in for this kind (`messages`), when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_unit: Option<String>,
 }
 
 /// Every data source type, in the registry's order.
@@ -209,6 +218,7 @@ pub fn types() -> Vec<TypeInfo> {
             label: t.label().to_string(),
             available: t.connector().is_some(),
             source: t.connector().is_none_or(|c| c.is_source()),
+            lag_unit: t.connector().and_then(|c| c.lag_unit()).map(str::to_string),
         })
         .collect()
 }
