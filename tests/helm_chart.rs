@@ -133,7 +133,16 @@ fn chart_lints_renders_and_validates() {
     kinds.sort();
     assert_eq!(
         kinds,
-        ["Deployment", "Deployment", "PodDisruptionBudget", "PodDisruptionBudget", "Secret", "Secret", "Service", "ServiceMonitor"]
+        [
+            "Deployment",
+            "Deployment",
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
+            "Secret",
+            "Secret",
+            "Service",
+            "ServiceMonitor"
+        ]
     );
 
     // One Deployment per pool, each serving its vcluster.
