@@ -92,7 +92,7 @@ pub enum DaemonCommand {
         catalog: Option<String>,
         /// The root of the default `lakehouse` data source when the catalog is created:
         /// required with --catalog (a root every worker reaches: s3://…, az://…, gs://…, or a
-        /// shared directory); default <data dir>/lakehouse.
+        /// shared directory); default `<data dir>/lakehouse`.
         #[arg(long, env = "RTSYNC_LAKEHOUSE_ROOT")]
         lakehouse_root: Option<String>,
         /// Also serve GET /metrics (and /health) on this address, without the token.
@@ -102,11 +102,11 @@ pub enum DaemonCommand {
         #[arg(long, env = "RTSYNC_VCLUSTER")]
         vcluster: Option<String>,
         /// With --catalog: this worker's id in `workers list` and in the leases (default
-        /// <host name>-<pid>).
+        /// `<host name>-<pid>`).
         #[arg(long, env = "RTSYNC_WORKER_ID")]
         worker_id: Option<String>,
         /// The URL other workers and `workers list` show for this worker's API (default
-        /// http://<listen address>).
+        /// `http://<listen address>`).
         #[arg(long, env = "RTSYNC_ADVERTISE", value_name = "URL")]
         advertise: Option<String>,
         /// With --catalog: how long a task lease lasts without a renewal (renewed every third
