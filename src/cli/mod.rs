@@ -86,6 +86,33 @@ pub enum DaemonCommand {
         /// Where the catalog (catalog.db) and the default lakehouse live.
         #[arg(long, default_value = rtsync_control::daemon::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// A PostgreSQL catalog shared by several workers (postgres://USER:PASSWORD@HOST/DB,
+        /// sslmode as libpq); without it, the SQLite catalog.db in --data-dir.
+        #[arg(long, env = "RTSYNC_CATALOG", hide_env_values = true)]
+        catalog: Option<String>,
+        /// The root of the default `lakehouse` data source when the catalog is created:
+        /// required with --catalog (a root every worker reaches: s3://…, az://…, gs://…, or a
+        /// shared directory); default `<data dir>/lakehouse`.
+        #[arg(long, env = "RTSYNC_LAKEHOUSE_ROOT")]
+        lakehouse_root: Option<String>,
+        /// Also serve GET /metrics (and /health) on this address, without the token.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+        /// With --catalog: run only the tasks of this Sync VCluster (default `default`).
+        #[arg(long, env = "RTSYNC_VCLUSTER")]
+        vcluster: Option<String>,
+        /// With --catalog: this worker's id in `workers list` and in the leases (default
+        /// `<host name>-<pid>`).
+        #[arg(long, env = "RTSYNC_WORKER_ID")]
+        worker_id: Option<String>,
+        /// The URL other workers and `workers list` show for this worker's API (default
+        /// `http://<listen address>`).
+        #[arg(long, env = "RTSYNC_ADVERTISE", value_name = "URL")]
+        advertise: Option<String>,
+        /// With --catalog: how long a task lease lasts without a renewal (renewed every third
+        /// of it); a killed worker's tasks run elsewhere within about this long.
+        #[arg(long, env = "RTSYNC_LEASE_TTL", default_value = "20s", value_parser = parse_duration)]
+        lease_ttl: std::time::Duration,
         /// Address of the HTTP API.
         #[arg(long, default_value = rtsync_control::daemon::DEFAULT_LISTEN)]
         listen: String,
@@ -140,6 +167,13 @@ pub enum DaemonCommand {
         client: ClientArgs,
         #[command(subcommand)]
         cmd: DatasourceCmd,
+    },
+    /// The workers (`rtsync serve` processes) of the catalog and the tasks each runs.
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: WorkersCmd,
     },
     /// SYNC vclusters: the worker capacity tasks run on.
     Vcluster {
@@ -202,6 +236,9 @@ pub enum SecretsCmd {
     Rotate {
         #[arg(long, default_value = rtsync_control::daemon::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// The PostgreSQL catalog the workers share (stop every worker first).
+        #[arg(long, env = "RTSYNC_CATALOG", hide_env_values = true)]
+        catalog: Option<String>,
         /// The current key's file.
         #[arg(long)]
         secret_key_file: Option<PathBuf>,
@@ -250,6 +287,12 @@ pub enum DatasourceCmd {
         #[arg(short = 'y', long = "yes")]
         yes: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkersCmd {
+    /// Every worker: id, address, vcluster, state, tasks, last heartbeat, version.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -530,6 +573,13 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
     let result = match cmd {
         DaemonCommand::Serve {
             data_dir,
+            catalog,
+            lakehouse_root,
+            metrics_listen,
+            vcluster,
+            worker_id,
+            advertise,
+            lease_ttl,
             listen,
             token_file,
             insecure_no_auth,
@@ -547,6 +597,13 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
                 Ok(secrets) => {
                     let opts = rtsync_control::daemon::ServeOptions {
                         data_dir,
+                        catalog,
+                        lakehouse_root,
+                        metrics_listen,
+                        vcluster,
+                        worker_id,
+                        advertise,
+                        lease_ttl,
                         listen,
                         token: None,
                         insecure_no_auth,
@@ -559,11 +616,12 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
                 Err(e) => Err(e),
             }
         }
-        DaemonCommand::Secrets { cmd } => secrets(cmd),
+        DaemonCommand::Secrets { cmd } => secrets(cmd).await,
         DaemonCommand::Mcp { server, token } => crate::mcp::serve(server, token)
             .await
             .map_err(|e| Error::internal(format!("the MCP server's stdio failed: {e}"))),
         DaemonCommand::Datasource { client, cmd } => datasource(&client, cmd).await,
+        DaemonCommand::Workers { client, cmd } => workers(&client, cmd).await,
         DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
         DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,
         DaemonCommand::Meta { client, cmd } => meta(&client, cmd).await,
@@ -589,10 +647,10 @@ async fn serve(mut opts: rtsync_control::daemon::ServeOptions, token_file: Optio
     rtsync_control::daemon::serve(opts, rx).await
 }
 
-fn secrets(cmd: SecretsCmd) -> Result<(), Error> {
+async fn secrets(cmd: SecretsCmd) -> Result<(), Error> {
     match cmd {
         SecretsCmd::Keygen => println!("{}", SecretKey::generate()?),
-        SecretsCmd::Rotate { data_dir, secret_key_file, new_key_file, to_plaintext } => {
+        SecretsCmd::Rotate { data_dir, catalog, secret_key_file, new_key_file, to_plaintext } => {
             let old = SecretKey::from_env_or_file(secret_key_file.as_deref())?;
             let new = match (&new_key_file, to_plaintext) {
                 (_, true) => None,
@@ -610,7 +668,7 @@ fn secrets(cmd: SecretsCmd) -> Result<(), Error> {
                     }
                 },
             };
-            let n = rtsync_control::daemon::rotate_secrets(&data_dir, old, new.as_ref())?;
+            let n = rtsync_control::daemon::rotate_secrets(&data_dir, catalog.as_deref(), old, new.as_ref()).await?;
             match new {
                 Some(_) => println!(
                     "{n} secret value(s) re-encrypted under the new key; start the daemon with it (RTSYNC_SECRET_KEY or --secret-key-file)"
@@ -671,6 +729,22 @@ async fn datasource(c: &ClientArgs, cmd: DatasourceCmd) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+async fn workers(c: &ClientArgs, cmd: WorkersCmd) -> Result<(), Error> {
+    match cmd {
+        WorkersCmd::List => {
+            show(c, call::<Vec<Worker>>(c, "GET", &["api", "v1", "workers"], &[], NO_BODY).await?, |l| {
+                output::workers(l)
+            })
+        }
+    }
+    Ok(())
+}
+
+/// `--lease-ttl 20s`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    rtsync_control::duration::parse(text).map_err(|e| e.to_string())
 }
 
 async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {

@@ -86,6 +86,25 @@ pub fn vclusters(list: &[VCluster]) {
     table(&["NAME", "VCLUSTER_TYPE", "SLOTS", "USED", "RUNNING_TASKS"], &rows);
 }
 
+pub fn workers(list: &[Worker]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.address.clone(),
+                w.vcluster.clone(),
+                w.state.clone(),
+                w.tasks.len().to_string(),
+                w.tasks.join(","),
+                format!("{} ({:.1}s ago)", w.last_heartbeat, w.heartbeat_age_ms as f64 / 1000.0),
+                w.version.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ADDRESS", "VCLUSTER", "STATE", "TASKS", "RUNNING", "LAST_HEARTBEAT", "VERSION"], &rows);
+}
+
 pub fn folders(list: &[Folder]) {
     let rows: Vec<Vec<String>> =
         list.iter().map(|f| vec![f.name.clone(), f.tasks.to_string(), f.created_at.clone()]).collect();
@@ -267,6 +286,7 @@ pub fn task_detail(d: &TaskDetail) {
         }),
         ("folder", t.folder.clone()),
         ("vcluster", t.vcluster.clone()),
+        ("worker", opt(&s.worker)),
         (
             "deployed version",
             d.deployed
@@ -372,6 +392,7 @@ pub fn run_detail(d: &RunDetail) {
             vec![
                 a.attempt.to_string(),
                 a.status.clone(),
+                opt(&a.worker),
                 a.reason.clone(),
                 a.started_at.clone(),
                 opt(&a.ended_at),
@@ -383,7 +404,7 @@ pub fn run_detail(d: &RunDetail) {
             ]
         })
         .collect();
-    table(&["ATTEMPT", "STATUS", "REASON", "STARTED", "ENDED", "ERROR"], &rows);
+    table(&["ATTEMPT", "STATUS", "WORKER", "REASON", "STARTED", "ENDED", "ERROR"], &rows);
 }
 
 pub fn attempt_log(l: &AttemptLog) {

@@ -45,6 +45,16 @@ pub async fn pg_connect() -> tokio_postgres::Client {
     client
 }
 
+/// A new, empty database on [`pg_url`]'s server, named after `prefix`; its URL (a catalog of
+/// one test's own).
+pub async fn pg_database(prefix: &str) -> String {
+    let name = unique(prefix);
+    pg_connect().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
+    let base = pg_url();
+    let (server, _db) = base.rsplit_once('/').expect("RTSYNC_PG_URL ends with /DATABASE");
+    format!("{server}/{name}")
+}
+
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -106,6 +106,13 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the running daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

@@ -23,6 +23,33 @@ pub struct Api {
     pub guard: Guard,
 }
 
+/// The metrics listener (`serve --metrics-listen`): `/metrics` and `/health` only, without
+/// the token, for a scraper inside the cluster.
+pub struct MetricsOnly {
+    pub control: Arc<Control>,
+}
+
+impl Handler for MetricsOnly {
+    async fn handle(&self, req: Request) -> Response {
+        let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        match (req.method.as_str(), path.as_slice()) {
+            ("GET", ["metrics"]) => match metrics::render(&self.control).await {
+                Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["health"]) => health(),
+            (m, _) => Response::error(&Error::not_found(format!(
+                "no route {m} /{} on the metrics port: it serves GET /metrics",
+                path.join("/")
+            ))),
+        }
+    }
+}
+
+fn health() -> Response {
+    Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
 fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -113,13 +140,19 @@ impl Api {
             }
         }
         match (m, path.as_slice()) {
-            ("GET", ["health"]) => {
-                Response::json(200, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
-            }
-            // The daemon listens only once the catalog is open and the deployed tasks resumed.
-            ("GET", ["ready"]) => Response::json(200, &serde_json::json!({"status": "ready"})),
+            ("GET", ["health"]) => health(),
+            // The daemon serves only once the catalog is open and the deployed tasks resumed;
+            // a worker of a shared catalog is ready while its lease rounds reach the catalog
+            // and it is not shutting down.
+            ("GET", ["ready"]) => match &c.cluster {
+                Some(cluster) if !cluster.is_ready() => Response::json(
+                    503,
+                    &serde_json::json!({"status": "not ready", "reason": "the worker cannot reach the catalog, or is shutting down"}),
+                ),
+                _ => Response::json(200, &serde_json::json!({"status": "ready"})),
+            },
             ("GET", [] | ["ui", ..]) => Response::text(200, "text/html; charset=utf-8", UI.to_string()),
-            ("GET", ["metrics"]) => match metrics::render(c) {
+            ("GET", ["metrics"]) => match metrics::render(c).await {
                 Ok(text) => Response::text(200, "text/plain; version=0.0.4", text),
                 Err(e) => Response::error(&e),
             },
@@ -136,10 +169,13 @@ impl Api {
         match (m, path) {
             // data sources
             ("GET", ["datasource-types"]) => ok(Ok(crate::connectors::types())),
-            ("GET", ["datasources"]) => ok(c.datasources(req.query("type"))),
-            ("POST", ["datasources"]) => created(body::<CreateDataSource>(req).and_then(|b| c.create_datasource(b))),
-            ("GET", ["datasources", ds]) => ok(c.datasource(ds)),
-            ("DELETE", ["datasources", ds]) => no_content(c.delete_datasource(ds)),
+            ("GET", ["datasources"]) => ok(c.datasources(req.query("type")).await),
+            ("POST", ["datasources"]) => match body::<CreateDataSource>(req) {
+                Ok(b) => created(c.create_datasource(b).await),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["datasources", ds]) => ok(c.datasource(ds).await),
+            ("DELETE", ["datasources", ds]) => no_content(c.delete_datasource(ds).await),
             ("POST", ["datasources", ds, "test"]) => ok(c.test_datasource(ds, req.query("object")).await),
             ("GET", ["datasources", ds, "tables", schema, table]) => ok(c.table_info(ds, schema, table).await),
             ("POST", ["datasources", ds, "tables", schema, table, "optimize"]) => {
@@ -158,24 +194,34 @@ impl Api {
                 };
                 ok(c.object_detail(ds, ns, obj, sample).await)
             }
+            ("GET", ["workers"]) => ok(c.workers().await),
             // vclusters and folders
-            ("GET", ["vclusters"]) => ok(c.vclusters()),
-            ("POST", ["vclusters"]) => created(body::<CreateVCluster>(req).and_then(|b| c.create_vcluster(b))),
-            ("GET", ["vclusters", name]) => ok(c.vcluster(name)),
-            ("DELETE", ["vclusters", name]) => no_content(c.delete_vcluster(name)),
-            ("GET", ["folders"]) => ok(c.folders()),
-            ("POST", ["folders"]) => created(body::<CreateFolder>(req).and_then(|b| c.create_folder(b))),
-            ("DELETE", ["folders", name]) => no_content(c.delete_folder(name)),
+            ("GET", ["vclusters"]) => ok(c.vclusters().await),
+            ("POST", ["vclusters"]) => match body::<CreateVCluster>(req) {
+                Ok(b) => created(c.create_vcluster(b).await),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["vclusters", name]) => ok(c.vcluster(name).await),
+            ("DELETE", ["vclusters", name]) => no_content(c.delete_vcluster(name).await),
+            ("GET", ["folders"]) => ok(c.folders().await),
+            ("POST", ["folders"]) => match body::<CreateFolder>(req) {
+                Ok(b) => created(c.create_folder(b).await),
+                Err(e) => Response::error(&e),
+            },
+            ("DELETE", ["folders", name]) => no_content(c.delete_folder(name).await),
             // tasks
-            ("GET", ["tasks"]) => ok(c.tasks(req.query("folder"))),
-            ("POST", ["tasks"]) => created(body::<CreateTask>(req).and_then(|b| c.create_task(b))),
+            ("GET", ["tasks"]) => ok(c.tasks(req.query("folder")).await),
+            ("POST", ["tasks"]) => match body::<CreateTask>(req) {
+                Ok(b) => created(c.create_task(b).await),
+                Err(e) => Response::error(&e),
+            },
             ("GET", ["tasks", name]) => ok(c.task_detail(name).await),
             ("DELETE", ["tasks", name]) => no_content(c.delete_task(name).await),
             ("PATCH", ["tasks", name, "config"]) => match body::<ConfigPatch>(req) {
                 Ok(patch) => ok(c.configure(name, patch).await),
                 Err(e) => Response::error(&e),
             },
-            ("GET", ["tasks", name, "versions"]) => ok(c.versions(name)),
+            ("GET", ["tasks", name, "versions"]) => ok(c.versions(name).await),
             ("POST", ["tasks", name, "preview"]) => {
                 let limit = match int_query(req, "limit") {
                     Ok(l) => l.map_or(preview::DEFAULT_LIMIT, |l| l.max(1) as usize),
@@ -188,19 +234,28 @@ impl Api {
             ("POST", ["tasks", name, "stop"]) => ok(c.stop(name).await),
             ("POST", ["tasks", name, "start"]) => ok(c.start(name).await),
             ("POST", ["tasks", name, "undeploy"]) => ok(c.undeploy(name).await),
-            ("GET", ["tasks", name, "runs"]) => ok(c.runs(name)),
+            ("GET", ["tasks", name, "runs"]) => ok(c.runs(name).await),
             // runs and attempts
             ("GET", ["runs"]) => match req.query("task") {
-                Some(t) => ok(c.runs(t)),
+                Some(t) => ok(c.runs(t).await),
                 None => Response::error(&Error::bad_request("GET /api/v1/runs needs ?task=NAME")),
             },
-            ("GET", ["runs", id]) => ok(parse_id(id, "run id").and_then(|id| c.run_detail(id))),
-            ("GET", ["runs", id, "log"]) => ok(parse_id(id, "run id")
-                .and_then(|id| Ok((id, int_query(req, "attempt")?)))
-                .and_then(|(id, a)| c.attempt_log(id, a))),
-            ("GET", ["runs", id, "attempts", n, "log"]) => ok(parse_id(id, "run id")
-                .and_then(|id| Ok((id, parse_id(n, "attempt")?)))
-                .and_then(|(id, n)| c.attempt_log(id, Some(n)))),
+            ("GET", ["runs", id]) => match parse_id(id, "run id") {
+                Ok(id) => ok(c.run_detail(id).await),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["runs", id, "log"]) => {
+                match parse_id(id, "run id").and_then(|id| Ok((id, int_query(req, "attempt")?))) {
+                    Ok((id, a)) => ok(c.attempt_log(id, a).await),
+                    Err(e) => Response::error(&e),
+                }
+            }
+            ("GET", ["runs", id, "attempts", n, "log"]) => {
+                match parse_id(id, "run id").and_then(|id| Ok((id, parse_id(n, "attempt")?))) {
+                    Ok((id, n)) => ok(c.attempt_log(id, Some(n)).await),
+                    Err(e) => Response::error(&e),
+                }
+            }
             _ => {
                 Response::error(&Error::not_found(format!("no route {m} /api/v1/{} (see docs/api.md)", path.join("/"))))
             }

@@ -15,9 +15,11 @@
 
 pub mod api;
 pub mod catalog;
+pub mod cluster;
 pub mod connectors;
 pub mod daemon;
 pub mod datasource;
+pub mod db;
 pub mod duration;
 pub mod error;
 pub mod guard;

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Mutex, OnceLock, RwLock};
@@ -81,13 +80,19 @@ where
     AttemptLogLayer.with_filter(tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
 }
 
-/// Starts the writer thread appending to the catalog at `db`. Called once by the daemon.
-pub fn start_writer(db: &Path) -> crate::error::Result<()> {
-    let conn = catalog::connect(db)?;
+/// Starts the writer thread appending to `catalog` (a handle with connections of its own, see
+/// [`catalog::Catalog::separate`]). Called once by the daemon.
+pub fn start_writer(catalog: catalog::Catalog) -> crate::error::Result<()> {
     let (tx, rx) = sync_channel(CHANNEL_DEPTH);
+    // The thread drives its catalog calls on a runtime of its own: the tasks' runtime never
+    // waits on a log write.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::internal(format!("starting the log writer's runtime: {e}")))?;
     std::thread::Builder::new()
         .name("rtsync-attempt-logs".into())
-        .spawn(move || write_loop(conn, rx))
+        .spawn(move || write_loop(&runtime, &catalog, rx))
         .map_err(|e| crate::error::Error::internal(format!("starting the log writer thread: {e}")))?;
     let r = router();
     if let Ok(mut slot) = r.tx.lock() {
@@ -130,7 +135,7 @@ fn send(record: Record) {
     }
 }
 
-fn write_loop(mut conn: rusqlite::Connection, rx: Receiver<Record>) {
+fn write_loop(runtime: &tokio::runtime::Runtime, catalog: &catalog::Catalog, rx: Receiver<Record>) {
     let mut counts: HashMap<Route, u64> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -166,7 +171,7 @@ fn write_loop(mut conn: rusqlite::Connection, rx: Receiver<Record>) {
                 lines.push((r.route.run_id, r.route.attempt, r.line));
             }
         }
-        if let Err(err) = catalog::append_log_lines(&mut conn, &lines) {
+        if let Err(err) = runtime.block_on(catalog.append_log_lines(&lines)) {
             // Not through tracing: that would feed the error back into this writer.
             eprintln!("rtsync: writing attempt logs failed: {err}");
         }

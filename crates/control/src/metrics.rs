@@ -55,7 +55,7 @@ fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn render(control: &Control) -> Result<String> {
+pub async fn render(control: &Control) -> Result<String> {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let mut slots = control.scheduler.slots();
     slots.sort_by_key(|(id, _)| *id);
@@ -128,7 +128,7 @@ pub fn render(control: &Control) -> Result<String> {
             let _ = writeln!(out, "{metric}{{table=\"{}\"}} {}", escape(table), value(m));
         }
     }
-    let vcs = control.vclusters()?;
+    let vcs = control.vclusters().await?;
     for (metric, help) in
         [(VCLUSTER_SLOTS, "Slots of the vcluster."), (VCLUSTER_SLOTS_USED, "Slots taken by running tasks.")]
     {

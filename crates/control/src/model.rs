@@ -298,7 +298,8 @@ pub struct Run {
 pub struct Attempt {
     pub run_id: i64,
     pub attempt: i64,
-    /// running, stopped, failed, interrupted (daemon shut down), lost (daemon killed).
+    /// running, stopped, failed, interrupted (daemon shut down), moved (to another worker),
+    /// lost (daemon killed, or its lease lost).
     pub status: String,
     /// Why it started: deploy, start, retry, daemon restart.
     pub reason: String,
@@ -306,6 +307,9 @@ pub struct Attempt {
     pub ended_at: Option<String>,
     pub error: Option<String>,
     pub error_kind: Option<String>,
+    /// The worker that ran it.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,6 +357,27 @@ pub struct TaskStatus {
     pub errors: i64,
     /// A diagnosis when something looks wrong (latency growing, retrying).
     pub warning: Option<String>,
+    /// The worker that runs the task (its lease holder with a shared catalog).
+    #[serde(default)]
+    pub worker: Option<String>,
+}
+
+/// `workers list`: one `rtsync serve` process of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    /// Where its API answers.
+    pub address: String,
+    pub vcluster: String,
+    pub version: String,
+    pub started_at: String,
+    pub last_heartbeat: String,
+    /// Milliseconds since the last heartbeat, by the catalog's clock.
+    pub heartbeat_age_ms: i64,
+    /// alive, stopping (shutting down gracefully), or dead (no heartbeat within its lease TTL).
+    pub state: String,
+    /// The tasks it holds a lease on.
+    pub tasks: Vec<String>,
 }
 
 /// `task show`.

@@ -48,6 +48,11 @@ pub enum StopReason {
     Undeploy,
     Redeploy(i64),
     Shutdown,
+    /// Its lease goes to another worker (fair share, vcluster change); the run goes on there.
+    Moved(String),
+    /// The catalog says it should not run (stopped or undeployed through another worker,
+    /// which ends the run).
+    Released(String),
 }
 
 impl StopReason {
@@ -56,9 +61,30 @@ impl StopReason {
             StopReason::User => Some(("stopped", "stopped by the user".to_string())),
             StopReason::Undeploy => Some(("undeployed", "undeployed by the user".to_string())),
             StopReason::Redeploy(v) => Some(("superseded", format!("replaced by version {v}"))),
-            StopReason::Shutdown => None,
+            StopReason::Shutdown | StopReason::Moved(_) | StopReason::Released(_) => None,
         }
     }
+
+    /// How the attempt that this stop ends is recorded: status and text.
+    fn attempt_end(&self) -> (&'static str, String) {
+        match self {
+            StopReason::Shutdown => (
+                "interrupted",
+                "the daemon is shutting down: committed what the task held; the run goes on when the daemon starts again (or on another worker)".to_string(),
+            ),
+            StopReason::Moved(why) => ("moved", format!("{why}: committed what the task held; the run goes on on another worker")),
+            StopReason::Released(why) => ("stopped", format!("{why}: committed what the task held")),
+            other => ("stopped", other.run_end().map(|(_, t)| t).unwrap_or_default()),
+        }
+    }
+}
+
+/// The lease a run holds on a shared catalog: asked after a fenced commit whether the task
+/// is still this worker's.
+#[derive(Clone)]
+pub struct Lease {
+    pub cluster: Arc<crate::cluster::Cluster>,
+    pub epoch: i64,
 }
 
 /// What a task is doing right now, as far as the scheduler knows.
@@ -87,12 +113,16 @@ pub struct TaskSlot {
     pub name: Mutex<String>,
     live: Mutex<Live>,
     active: Mutex<Option<ActiveRun>>,
-    /// rows_out already added to the catalog's counters.
-    flushed_rows: Mutex<(u64, Option<i64>)>,
+    /// rows_out already added to the catalog's counters, and the run they count for (held
+    /// across the catalog write, so two flushes never add the same rows).
+    flushed_rows: tokio::sync::Mutex<(u64, Option<i64>)>,
 }
 
 struct ActiveRun {
     run_id: i64,
+    version: i64,
+    incarnation: i64,
+    app_id: String,
     stop: watch::Sender<bool>,
     reason: Arc<Mutex<Option<StopReason>>>,
     done: JoinHandle<()>,
@@ -115,30 +145,83 @@ pub struct RunRequest {
     pub task_id: i64,
     pub task_name: String,
     pub version: i64,
+    pub incarnation: i64,
     pub run_id: i64,
     pub spec: TaskSpec,
-    /// Why the first attempt starts: deploy, start, daemon restart.
+    /// Why the first attempt starts: deploy, start, daemon restart, lease claimed.
     pub reason: String,
+    /// Held on a shared catalog.
+    pub lease: Option<Lease>,
 }
 
 pub struct Scheduler {
     catalog: Catalog,
     slots: Mutex<HashMap<i64, Arc<TaskSlot>>>,
+    /// This worker's id (recorded with each attempt) and API address.
+    worker_id: String,
+    address: String,
+    started_at: String,
 }
 
 impl Scheduler {
-    pub fn new(catalog: Catalog) -> Arc<Self> {
-        let s = Arc::new(Self { catalog, slots: Mutex::new(HashMap::new()) });
+    pub fn new(catalog: Catalog, worker_id: String, address: String) -> Arc<Self> {
+        let s = Arc::new(Self {
+            catalog,
+            slots: Mutex::new(HashMap::new()),
+            worker_id,
+            address,
+            started_at: crate::catalog::now(),
+        });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             loop {
                 tick.tick().await;
                 let Some(s) = weak.upgrade() else { return };
-                s.flush_all();
+                s.flush_all().await;
             }
         });
         s
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn started_at(&self) -> &str {
+        &self.started_at
+    }
+
+    /// The version and incarnation of the task's active run here.
+    pub fn running(&self, task_id: i64) -> Option<(i64, i64)> {
+        let slot = self.slot(task_id)?;
+        let active = slot.active.lock().ok()?;
+        active.as_ref().map(|a| (a.version, a.incarnation))
+    }
+
+    /// Ends the task's run here at once, without a commit (its lease is gone or about to
+    /// be): what it had not committed is read again by the next holder. The attempt is
+    /// recorded as lost; the run stays open for the next holder.
+    pub async fn abort(&self, task_id: i64, why: &str) {
+        let Some(slot) = self.slot(task_id) else { return };
+        let Some(active) = slot.active.lock().ok().and_then(|mut a| a.take()) else { return };
+        active.done.abort();
+        let live = slot.live();
+        if let (Some(run), Some(attempt)) = (live.run_id, live.attempt) {
+            logs::unregister(&active.app_id, Route { run_id: run, attempt });
+            if let Err(e) = self.catalog.end_attempt(run, attempt, "lost", Some(why), None).await {
+                tracing::warn!(task_id, error = %e, "recording the aborted attempt failed");
+            }
+        }
+        slot.set_live(|l| {
+            l.phase = None;
+            l.retry_at = None;
+        });
+        tracing::warn!(task_id, run = active.run_id, "task stopped here without a commit: {why}");
     }
 
     pub fn slot(&self, task_id: i64) -> Option<Arc<TaskSlot>> {
@@ -157,7 +240,7 @@ impl Scheduler {
                     name: Mutex::new(name.to_string()),
                     live: Mutex::new(Live::default()),
                     active: Mutex::new(None),
-                    flushed_rows: Mutex::new((0, None)),
+                    flushed_rows: tokio::sync::Mutex::new((0, None)),
                 })
             })
             .clone()
@@ -179,22 +262,21 @@ impl Scheduler {
     }
 
     /// Starts the run's supervisor.
-    pub fn start(self: &Arc<Self>, req: RunRequest) {
+    pub async fn start(self: &Arc<Self>, req: RunRequest) {
         let slot = self.slot_or_new(req.task_id, &req.task_name);
         if let Ok(mut n) = slot.name.lock() {
             n.clone_from(&req.task_name);
         }
-        if let Ok(mut f) = slot.flushed_rows.lock() {
-            *f = (slot.metrics.rows_out.load(Ordering::Relaxed), Some(req.run_id));
-        }
+        *slot.flushed_rows.lock().await = (slot.metrics.rows_out.load(Ordering::Relaxed), Some(req.run_id));
         let (stop, stop_rx) = watch::channel(false);
         let reason = Arc::new(Mutex::new(None));
         let run_id = req.run_id;
+        let (version, incarnation, app_id) = (req.version, req.incarnation, req.spec.name.clone());
         let me = self.clone();
         let sup = Supervisor { sched: me, slot: slot.clone(), req, stop_rx, reason: reason.clone() };
         let done = tokio::spawn(sup.run());
         if let Ok(mut a) = slot.active.lock() {
-            *a = Some(ActiveRun { run_id, stop, reason, done });
+            *a = Some(ActiveRun { run_id, version, incarnation, app_id, stop, reason, done });
         }
     }
 
@@ -216,7 +298,7 @@ impl Scheduler {
             );
             done.abort();
         }
-        self.flush(task_id, &slot);
+        self.flush(task_id, &slot).await;
         Some(active.run_id)
     }
 
@@ -236,27 +318,25 @@ impl Scheduler {
             if tokio::time::timeout(STOP_TIMEOUT, &mut done).await.is_err() {
                 done.abort();
             }
-            self.flush(id, &slot);
+            self.flush(id, &slot).await;
         }
     }
 
-    fn flush_all(&self) {
+    async fn flush_all(&self) {
         for (id, slot) in self.slots() {
-            let mut live = slot.live.lock().ok();
-            if let Some(l) = live.as_mut() {
+            slot.set_live(|l| {
                 l.samples.push_back((Instant::now(), slot.metrics.rows_out.load(Ordering::Relaxed)));
                 while l.samples.len() > RATE_WINDOW {
                     l.samples.pop_front();
                 }
-            }
-            drop(live);
-            self.flush(id, &slot);
+            });
+            self.flush(id, &slot).await;
         }
     }
 
     /// Saves the task's last position and row counts to the catalog.
-    fn flush(&self, task_id: i64, slot: &TaskSlot) {
-        let Ok(mut flushed) = slot.flushed_rows.lock() else { return };
+    async fn flush(&self, task_id: i64, slot: &TaskSlot) {
+        let mut flushed = slot.flushed_rows.lock().await;
         let s = slot.metrics.snapshot();
         let delta = s.rows_out.saturating_sub(flushed.0) as i64;
         if delta == 0 && s.position.is_empty() {
@@ -268,13 +348,13 @@ impl Scheduler {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         let position = (!s.position.is_empty()).then_some(s.position.as_str());
         let epoch = (s.epoch > 0).then_some(s.epoch as i64);
-        if let Err(e) = self.catalog.save_status(task_id, position, epoch, delta, last_commit.as_deref()) {
+        if let Err(e) = self.catalog.save_status(task_id, position, epoch, delta, last_commit.as_deref()).await {
             tracing::warn!(task_id, error = %e, "saving the task status failed");
             return;
         }
         if let Some(run) = flushed.1
             && delta > 0
-            && let Err(e) = self.catalog.add_run_rows(run, delta)
+            && let Err(e) = self.catalog.add_run_rows(run, delta).await
         {
             tracing::warn!(task_id, error = %e, "saving the run's row count failed");
         }
@@ -305,6 +385,35 @@ pub fn troubleshooting(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// A catalog write the task's record depends on (attempts, run ends, state, last error):
+/// retried a few times, since the catalog may be busy or unreachable for a moment, then logged
+/// as an error that names what the catalog now misses. The task itself goes on either way.
+/// `record!(supervisor, "what", |catalog| catalog.call(…))` gives `Option<T>`.
+macro_rules! record {
+    ($sup:expr, $what:expr, |$c:ident| $call:expr) => {{
+        let mut delay = CATALOG_RETRY_DELAY;
+        let mut out = None;
+        for attempt in 1..=CATALOG_TRIES {
+            let $c = &$sup.sched.catalog;
+            match $call.await {
+                Ok(v) => {
+                    out = Some(v);
+                    break;
+                }
+                Err(e) if attempt < CATALOG_TRIES => {
+                    tracing::warn!(task = %$sup.req.spec.name, run = $sup.req.run_id, error = %e, "recording {} in the catalog failed, retrying", $what);
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => {
+                    tracing::error!(task = %$sup.req.spec.name, run = $sup.req.run_id, error = %e, "recording {} in the catalog failed {CATALOG_TRIES} times: `rtsync runs show {}` and `task show` miss it", $what, $sup.req.run_id);
+                }
+            }
+        }
+        out
+    }};
+}
+
 struct Supervisor {
     sched: Arc<Scheduler>,
     slot: Arc<TaskSlot>,
@@ -321,44 +430,27 @@ impl Supervisor {
     async fn end_run(&self, why: Option<StopReason>) {
         // A daemon shutdown (no run end) leaves the run open: it goes on at the next start.
         if let Some((status, text)) = why.as_ref().and_then(StopReason::run_end) {
-            self.record("the run's end", |c| c.end_run(self.req.run_id, status, &text)).await;
+            record!(self, "the run's end", |c| c.end_run(self.req.run_id, status, &text));
         }
     }
 
     /// A catalog write the task's record depends on (attempts, run ends, state, last error):
     /// retried a few times, since SQLite may be busy for a moment, then logged as an error
     /// that names what the catalog now misses. The task itself goes on either way.
-    async fn record<T>(&self, what: &str, write: impl Fn(&Catalog) -> crate::error::Result<T>) -> Option<T> {
-        let mut delay = CATALOG_RETRY_DELAY;
-        for attempt in 1..=CATALOG_TRIES {
-            match write(&self.sched.catalog) {
-                Ok(v) => return Some(v),
-                Err(e) if attempt < CATALOG_TRIES => {
-                    tracing::warn!(task = %self.req.spec.name, run = self.req.run_id, error = %e, "recording {what} in the catalog failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-                Err(e) => {
-                    tracing::error!(task = %self.req.spec.name, run = self.req.run_id, error = %e, "recording {what} in the catalog failed {CATALOG_TRIES} times: `rtsync runs show {}` and `task show` miss it", self.req.run_id);
-                }
-            }
-        }
-        None
-    }
-
     async fn run(mut self) {
         let app_id = self.req.spec.name.clone();
         let run_id = self.req.run_id;
         let mut backoff = Backoff::default();
         let mut why = self.req.reason.clone();
         loop {
-            let Some(attempt) = self.record("a new attempt", |c| c.insert_attempt(run_id, &why)).await else {
+            let Some(attempt) =
+                record!(self, "a new attempt", |c| c.insert_attempt(run_id, &why, &self.sched.worker_id))
+            else {
                 tracing::error!(task = %app_id, run = run_id, "the attempt could not be recorded in the catalog; the run stops");
-                self.record("the run's end", |c| {
+                record!(self, "the run's end", |c| {
                     c.end_run(run_id, "failed", "the catalog could not record an attempt")
-                })
-                .await;
-                self.record("the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed)).await;
+                });
+                record!(self, "the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed));
                 break;
             };
             let route = Route { run_id, attempt };
@@ -389,32 +481,51 @@ impl Supervisor {
             match result {
                 Ok(()) => {
                     let (status, text) = match &requested {
-                        Some(StopReason::Shutdown) => ("interrupted", "the daemon is shutting down: committed what the task held; the run goes on when the daemon starts again".to_string()),
-                        Some(r) => ("stopped", r.run_end().map(|(_, t)| t).unwrap_or_default()),
+                        Some(r) => r.attempt_end(),
                         None => ("stopped", "stopped".to_string()),
                     };
                     let pos = metrics.snapshot().position;
                     span.in_scope(
                         || tracing::info!(task = %app_id, position = %pos, "attempt {attempt} ended: {text}"),
                     );
-                    self.record("the attempt's end", |c| c.end_attempt(run_id, attempt, status, None, None)).await;
+                    record!(self, "the attempt's end", |c| c.end_attempt(run_id, attempt, status, None, None));
                     self.end_run(requested).await;
                     break;
                 }
                 Err(err) => {
                     let report = err.report();
                     let kind = err.kind();
-                    self.record("the attempt's failure", |c| {
+                    record!(self, "the attempt's failure", |c| {
                         c.end_attempt(run_id, attempt, "failed", Some(&report), Some(kind.as_str()))
-                    })
-                    .await;
+                    });
                     if requested.is_some() {
                         span.in_scope(|| tracing::warn!(task = %app_id, error = %report, "attempt {attempt} failed while stopping"));
                         self.end_run(requested).await;
                         break;
                     }
                     let hint = troubleshooting(kind);
-                    if kind.is_transient() {
+                    let mut retry = kind.is_transient();
+                    if kind == ErrorKind::Fenced
+                        && let Some(lease) = &self.req.lease
+                    {
+                        match lease.cluster.still_holds(self.req.task_id, lease.epoch).await {
+                            Ok(true) => {
+                                span.in_scope(|| tracing::warn!(task = %app_id, epoch = lease.epoch, "the commit was fenced while this worker still holds the task's lease: re-opening the task from its table"));
+                                retry = true;
+                            }
+                            held => {
+                                let why = match held {
+                                    Ok(_) => "the lease is another worker's now".to_string(),
+                                    Err(e) => {
+                                        format!("the catalog cannot say whether the lease is still this worker's ({e})")
+                                    }
+                                };
+                                span.in_scope(|| tracing::warn!(task = %app_id, epoch = lease.epoch, "the commit was fenced and {why}: dropping the task here without a retry (its holder runs it)"));
+                                break;
+                            }
+                        }
+                    }
+                    if retry {
                         if metrics.commits.load(Ordering::Relaxed) > commits_before {
                             backoff.reset();
                         }
@@ -424,7 +535,7 @@ impl Supervisor {
                             delay.as_secs()
                         );
                         span.in_scope(|| tracing::warn!(task = %app_id, error_kind = %kind, retry_in_ms = delay.as_millis() as u64, "{text}"));
-                        self.record("the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text))).await;
+                        record!(self, "the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text)));
                         self.slot.set_live(|l| {
                             l.phase = Some("retrying");
                             l.retry_at = Some(Instant::now() + delay);
@@ -442,9 +553,9 @@ impl Supervisor {
                     }
                     let text = format!("run {run_id} failed ({kind}) in attempt {attempt}: {report}. Check: {hint}");
                     span.in_scope(|| tracing::error!(task = %app_id, error_kind = %kind, "{text}; the task is stopped until `rtsync task start`"));
-                    self.record("the run's failure", |c| c.end_run(run_id, "failed", &report)).await;
-                    self.record("the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed)).await;
-                    self.record("the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text))).await;
+                    record!(self, "the run's failure", |c| c.end_run(run_id, "failed", &report));
+                    record!(self, "the task's state", |c| c.set_state(self.req.task_id, TaskState::Failed));
+                    record!(self, "the task's last error", |c| c.set_last_error(self.req.task_id, Some(&text)));
                     break;
                 }
             }
@@ -459,6 +570,6 @@ impl Supervisor {
         {
             *a = None;
         }
-        self.sched.flush(self.req.task_id, &self.slot);
+        self.sched.flush(self.req.task_id, &self.slot).await;
     }
 }

@@ -26,13 +26,14 @@ use rtsync_mapping::ColumnSpec;
 
 use crate::TaskSpec;
 use crate::catalog::Catalog;
+use crate::cluster::{Cluster, Want};
 use crate::connectors;
 use crate::datasource;
 use crate::error::{Error, Result};
 use crate::meta;
 use crate::model::*;
 use crate::preview;
-use crate::scheduler::{RunRequest, Scheduler, StopReason};
+use crate::scheduler::{Lease, RunRequest, Scheduler, StopReason};
 use crate::secrets::{self, Secrets};
 
 /// No commit for this long while messages wait: the task is falling behind.
@@ -45,6 +46,9 @@ pub struct Control {
     pub scheduler: Arc<Scheduler>,
     /// The key and the operator's rules for secret references.
     pub secrets: Secrets,
+    /// This worker's membership and leases, with a shared (PostgreSQL) catalog; None: the
+    /// single daemon of an SQLite catalog, which runs every deployed task itself.
+    pub cluster: Option<Arc<Cluster>>,
     lifecycle: tokio::sync::Mutex<()>,
 }
 
@@ -99,17 +103,186 @@ fn unix_ms() -> u64 {
 }
 
 impl Control {
-    pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>, secrets: Secrets) -> Self {
-        Self { catalog, scheduler, secrets, lifecycle: tokio::sync::Mutex::new(()) }
+    pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>, secrets: Secrets, cluster: Option<Arc<Cluster>>) -> Self {
+        Self { catalog, scheduler, secrets, cluster, lifecycle: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Runs a new or continued run: here (single daemon), or by whichever worker of the
+    /// task's vcluster claims its lease (shared catalog; this worker is woken to try first).
+    async fn launch(&self, req: RunRequest) {
+        match &self.cluster {
+            None => self.scheduler.start(req).await,
+            Some(c) => c.wake(),
+        }
+    }
+
+    /// Stops the task's run, wherever it runs, and waits until it has committed and stopped.
+    /// The caller has already recorded in the catalog what the task should do next (the
+    /// holder on another worker acts on it at its next round). Returns the run id when it ran
+    /// here.
+    async fn halt(&self, task: &Task, why: StopReason) -> Result<Option<i64>> {
+        if self.scheduler.is_active(task.id) || self.cluster.is_none() {
+            let run = self.scheduler.stop(task.id, why).await;
+            if let Some(c) = &self.cluster {
+                c.release(task.id).await?;
+            }
+            return Ok(run);
+        }
+        if let Some(holder) = Cluster::holder(self.catalog.db(), task.id).await? {
+            tracing::info!(task = %task.name, worker = %holder.worker, "waiting for the worker that runs the task to stop it");
+            if !Cluster::wait_released(self.catalog.db(), task.id, crate::cluster::REMOTE_STOP_TIMEOUT).await? {
+                return Err(Error::new(
+                    crate::error::Code::Unavailable,
+                    format!(
+                        "worker {} still holds task {:?} after {}s: it stops the task at its next lease round, or its lease expires if it is gone (`rtsync workers list`)",
+                        holder.worker,
+                        task.name,
+                        crate::cluster::REMOTE_STOP_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The workers of the catalog: with a shared catalog its registry; else this daemon.
+    pub async fn workers(&self) -> Result<Vec<Worker>> {
+        if self.cluster.is_some() {
+            return Cluster::workers(self.catalog.db()).await;
+        }
+        let mut tasks = Vec::new();
+        for (id, slot) in self.scheduler.slots() {
+            if self.scheduler.is_active(id)
+                && let Ok(name) = slot.name.lock()
+            {
+                tasks.push(name.clone());
+            }
+        }
+        tasks.sort();
+        let now = crate::catalog::now();
+        Ok(vec![Worker {
+            id: self.scheduler.worker_id().to_string(),
+            address: self.scheduler.address().to_string(),
+            vcluster: "*".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.scheduler.started_at().to_string(),
+            last_heartbeat: now,
+            heartbeat_age_ms: 0,
+            state: "alive".to_string(),
+            tasks,
+        }])
+    }
+
+    /// Where a task runs: its lease holder (shared catalog), or this daemon when it runs it.
+    async fn worker_of(&self, task: &Task) -> Result<Option<String>> {
+        match &self.cluster {
+            Some(_) => Ok(Cluster::holder(self.catalog.db(), task.id).await?.map(|h| h.worker)),
+            None => Ok(self.scheduler.is_active(task.id).then(|| self.scheduler.worker_id().to_string())),
+        }
+    }
+
+    /// A note for a deploy or start when no live worker serves the task's vcluster.
+    async fn no_worker_note(&self, task: &Task) -> Result<Option<String>> {
+        if self.cluster.is_none() || Cluster::live_workers(self.catalog.db(), &task.vcluster).await? > 0 {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "no live worker serves vcluster {:?}: the task starts when one does (`rtsync serve --vcluster {}`; `rtsync workers list`)",
+            task.vcluster, task.vcluster
+        )))
+    }
+
+    /// A lease was claimed here: start (or continue) the task's open run on this worker.
+    pub async fn start_leased(&self, cluster: &Arc<Cluster>, task_id: i64, epoch: i64) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let task = self
+            .catalog
+            .task_by_id(task_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("task {task_id} vanished")))?;
+        if task.state != TaskState::Running {
+            return Err(Error::conflict(format!("task {:?} is {}, not running", task.name, task.state)));
+        }
+        let (version, spec) = match self.deployed_spec(&task).await {
+            Ok(v) => v,
+            Err(err) => {
+                self.catalog.set_state(task.id, TaskState::Failed).await?;
+                self.catalog
+                    .set_last_error(task.id, Some(&format!("could not start on worker {}: {err}", cluster.opts.id)))
+                    .await?;
+                if let Some(run) = self.catalog.open_run(task.id).await? {
+                    self.catalog.end_run(run.id, "failed", &err.message).await?;
+                }
+                return Err(err);
+            }
+        };
+        let (run_id, reason) = match self.catalog.open_run(task.id).await? {
+            Some(run) if run.version == version && run.incarnation == task.incarnation => {
+                (run.id, format!("lease {epoch} claimed by worker {}", cluster.opts.id))
+            }
+            other => {
+                if let Some(run) = other {
+                    self.catalog.end_run(run.id, "stopped", "superseded").await?;
+                }
+                let run = self.catalog.insert_run(task.id, version, task.incarnation).await?;
+                (run, format!("lease {epoch} claimed by worker {} (new run)", cluster.opts.id))
+            }
+        };
+        self.scheduler
+            .start(RunRequest {
+                task_id: task.id,
+                task_name: task.name.clone(),
+                version,
+                incarnation: task.incarnation,
+                run_id,
+                spec,
+                reason,
+                lease: Some(Lease { cluster: cluster.clone(), epoch }),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// For each task `worker` holds a lease on: keep running it, or stop it because the
+    /// catalog says it should not run (stopped, undeployed, failed) or runs another version.
+    pub async fn leased_tasks_want(&self, worker: &str) -> Result<Vec<(i64, Want)>> {
+        let rows = self
+            .catalog
+            .db()
+            .query(
+                "SELECT t.id, t.state, t.deployed_version, t.incarnation, t.vcluster FROM task_leases l JOIN tasks t ON t.id = l.task_id WHERE l.worker_id = $1",
+                crate::params![worker],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, state, version, incarnation, vcluster) =
+                (r.i64(0)?, r.text(1)?, r.opt_i64(2)?, r.i64(3)?, r.text(4)?);
+            let want = if state != TaskState::Running.as_str() {
+                Want::Stop(StopReason::Released(format!("the task is {state} in the catalog")))
+            } else if self.cluster.as_ref().is_some_and(|c| c.opts.vcluster != vcluster) {
+                Want::Stop(StopReason::Moved(format!("the task moved to vcluster {vcluster}")))
+            } else {
+                match (self.scheduler.running(id), version) {
+                    (Some((v, inc)), Some(want)) if v != want || inc != incarnation => {
+                        Want::Stop(StopReason::Redeploy(want))
+                    }
+                    (None, _) => Want::Stop(StopReason::Released("the task does not run on this worker".into())),
+                    _ => Want::Keep,
+                }
+            };
+            out.push((id, want));
+        }
+        Ok(out)
     }
 
     /// Brings the stored secrets to this daemon's mode: a password inside a `url` moves to
     /// `password`; with a key, plaintext secrets are encrypted (a key set on a catalog that had
     /// none); every encrypted one must open. Returns how many secret values stay in plaintext.
-    pub fn seal_stored_secrets(&self) -> Result<usize> {
+    pub async fn seal_stored_secrets(&self) -> Result<usize> {
         let mut plaintext = 0;
         let mut updates = Vec::new();
-        for ds in self.catalog.datasources()? {
+        for ds in self.catalog.datasources().await? {
             let mut props = ds.properties.clone();
             let moved = secrets::move_url_password(&mut props);
             let sealed = self
@@ -125,8 +298,8 @@ impl Control {
             plaintext += plain(&sealed);
         }
         if !updates.is_empty() {
-            self.catalog.update_datasource_properties(&updates)?;
-            self.catalog.compact()?;
+            self.catalog.update_datasource_properties(&updates).await?;
+            self.catalog.compact().await?;
             tracing::info!(
                 datasources = updates.len(),
                 "stored secrets brought to this daemon's mode (url passwords split out, encrypted with the key)"
@@ -135,39 +308,56 @@ impl Control {
         Ok(plaintext)
     }
 
-    /// First start: the default SYNC vcluster, folder and Lakehouse data source.
-    pub fn seed(&self, lakehouse_root: &str) -> Result<()> {
-        if self.catalog.vcluster(DEFAULT_VCLUSTER)?.is_none() {
-            self.catalog.insert_vcluster(DEFAULT_VCLUSTER, "SYNC", DEFAULT_VCLUSTER_SLOTS)?;
+    /// First start: the default SYNC vcluster, folder and Lakehouse data source. Workers of a
+    /// shared catalog may start together: an insert another one made first is no error.
+    pub async fn seed(&self, lakehouse_root: &str) -> Result<()> {
+        fn made_elsewhere<T>(r: Result<T>) -> Result<()> {
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == crate::error::Code::Conflict => Ok(()),
+                Err(e) => Err(e),
+            }
         }
-        if self.catalog.folder(DEFAULT_FOLDER)?.is_none() {
-            self.catalog.insert_folder(DEFAULT_FOLDER)?;
+        if self.catalog.vcluster(DEFAULT_VCLUSTER).await?.is_none() {
+            made_elsewhere(self.catalog.insert_vcluster(DEFAULT_VCLUSTER, "SYNC", DEFAULT_VCLUSTER_SLOTS).await)?;
         }
-        if self.catalog.datasource(DEFAULT_LAKEHOUSE)?.is_none() {
-            let props = connectors::default_target_props(lakehouse_root);
-            self.catalog.insert_datasource(DEFAULT_LAKEHOUSE, connectors::TARGET_TYPE, &props)?;
+        if self.catalog.folder(DEFAULT_FOLDER).await?.is_none() {
+            made_elsewhere(self.catalog.insert_folder(DEFAULT_FOLDER).await)?;
+        }
+        match self.catalog.datasource(DEFAULT_LAKEHOUSE).await? {
+            None => {
+                let props = connectors::default_target_props(lakehouse_root);
+                made_elsewhere(
+                    self.catalog.insert_datasource(DEFAULT_LAKEHOUSE, connectors::TARGET_TYPE, &props).await,
+                )?;
+            }
+            Some(ds) if ds.properties != connectors::default_target_props(lakehouse_root) => {
+                tracing::info!(datasource = DEFAULT_LAKEHOUSE, configured = %lakehouse_root, "the catalog's default lakehouse data source keeps the root it was created with");
+            }
+            Some(_) => {}
         }
         Ok(())
     }
 
     // ---- data sources ----
 
-    pub fn create_datasource(&self, req: CreateDataSource) -> Result<DataSource> {
+    pub async fn create_datasource(&self, req: CreateDataSource) -> Result<DataSource> {
         validate_name("data source", &req.name)?;
         let ds_type: DsType = req.ds_type.parse()?;
         let stored = self.secrets.store(&req.properties)?;
         datasource::validate(ds_type, &secrets::placeholders(&stored))?;
-        if self.catalog.datasource(&req.name)?.is_some() {
+        if self.catalog.datasource(&req.name).await?.is_some() {
             return Err(Error::conflict(format!("data source {:?} already exists", req.name)));
         }
-        Ok(self.catalog.insert_datasource(&req.name, ds_type, &stored)?.redacted())
+        Ok(self.catalog.insert_datasource(&req.name, ds_type, &stored).await?.redacted())
     }
 
-    pub fn datasources(&self, ds_type: Option<&str>) -> Result<Vec<DataSource>> {
+    pub async fn datasources(&self, ds_type: Option<&str>) -> Result<Vec<DataSource>> {
         let filter: Option<DsType> = ds_type.map(str::parse).transpose()?;
         Ok(self
             .catalog
-            .datasources()?
+            .datasources()
+            .await?
             .into_iter()
             .filter(|d| filter.is_none_or(|t| t == d.ds_type))
             .map(|d| d.redacted())
@@ -175,28 +365,28 @@ impl Control {
     }
 
     /// The data source as stored: secrets encrypted or referenced.
-    fn datasource_full(&self, name: &str) -> Result<DataSource> {
-        self.catalog.datasource(name)?.ok_or_else(|| ds_not_found(name))
+    async fn datasource_full(&self, name: &str) -> Result<DataSource> {
+        self.catalog.datasource(name).await?.ok_or_else(|| ds_not_found(name))
     }
 
     /// The data source as a connector needs it: secrets decrypted, references read. Only for
     /// building connector configurations; never returned.
-    fn resolved(&self, name: &str) -> Result<DataSource> {
-        let mut ds = self.datasource_full(name)?;
+    async fn resolved(&self, name: &str) -> Result<DataSource> {
+        let mut ds = self.datasource_full(name).await?;
         ds.properties = self.secrets.resolve(&ds.properties).map_err(|e| e.context(format!("data source {name:?}")))?;
         Ok(ds)
     }
 
-    pub fn datasource(&self, name: &str) -> Result<DataSource> {
-        Ok(self.datasource_full(name)?.redacted())
+    pub async fn datasource(&self, name: &str) -> Result<DataSource> {
+        Ok(self.datasource_full(name).await?.redacted())
     }
 
-    pub fn delete_datasource(&self, name: &str) -> Result<()> {
-        self.datasource_full(name)?;
+    pub async fn delete_datasource(&self, name: &str) -> Result<()> {
+        self.datasource_full(name).await?;
         let mut users = Vec::new();
-        for t in self.catalog.tasks(None)? {
+        for t in self.catalog.tasks(None).await? {
             let mut configs = vec![t.draft.clone()];
-            if let Some(v) = t.deployed_version.map(|v| self.catalog.version(t.id, v)).transpose()?.flatten() {
+            if let Some(v) = self.catalog.deployed(&t).await? {
                 configs.push(v.config);
             }
             if configs.iter().any(|c| c.source.as_deref() == Some(name) || c.sink == name) {
@@ -209,11 +399,11 @@ impl Control {
                 users.join(", ")
             )));
         }
-        self.catalog.delete_datasource(name)
+        self.catalog.delete_datasource(name).await
     }
 
     pub async fn test_datasource(&self, name: &str, object: Option<&str>) -> Result<TestResult> {
-        let ds = match self.resolved(name) {
+        let ds = match self.resolved(name).await {
             Ok(ds) => ds,
             Err(e) if e.code == crate::error::Code::NotFound => return Err(e),
             Err(e) => return Ok(TestResult { ok: false, message: e.message }),
@@ -223,7 +413,7 @@ impl Control {
 
     // ---- vclusters and folders ----
 
-    pub fn create_vcluster(&self, req: CreateVCluster) -> Result<VCluster> {
+    pub async fn create_vcluster(&self, req: CreateVCluster) -> Result<VCluster> {
         validate_name("vcluster", &req.name)?;
         let ty = req.vcluster_type.trim().to_ascii_uppercase();
         if !VCLUSTER_TYPES.contains(&ty.as_str()) {
@@ -236,74 +426,82 @@ impl Control {
         if req.slots < 1 {
             return Err(Error::bad_request(format!("--slots {}: a vcluster needs at least 1 slot", req.slots)));
         }
-        if self.catalog.vcluster(&req.name)?.is_some() {
+        if self.catalog.vcluster(&req.name).await?.is_some() {
             return Err(Error::conflict(format!("vcluster {:?} already exists", req.name)));
         }
-        self.catalog.insert_vcluster(&req.name, &ty, req.slots)
+        self.catalog.insert_vcluster(&req.name, &ty, req.slots).await
     }
 
-    pub fn vclusters(&self) -> Result<Vec<VCluster>> {
-        self.catalog.vclusters()
+    pub async fn vclusters(&self) -> Result<Vec<VCluster>> {
+        self.catalog.vclusters().await
     }
 
-    pub fn vcluster(&self, name: &str) -> Result<VCluster> {
-        self.catalog.vcluster(name)?.ok_or_else(|| Error::not_found(format!("vcluster {name:?} does not exist")))
+    pub async fn vcluster(&self, name: &str) -> Result<VCluster> {
+        self.catalog.vcluster(name).await?.ok_or_else(|| Error::not_found(format!("vcluster {name:?} does not exist")))
     }
 
-    pub fn delete_vcluster(&self, name: &str) -> Result<()> {
-        let vc = self.vcluster(name)?;
+    pub async fn delete_vcluster(&self, name: &str) -> Result<()> {
+        let vc = self.vcluster(name).await?;
         if !vc.tasks.is_empty() {
             return Err(Error::conflict(format!(
                 "vcluster {name:?} runs task(s) {}: stop them first",
                 vc.tasks.join(", ")
             )));
         }
-        self.catalog.delete_vcluster(name)
+        self.catalog.delete_vcluster(name).await
     }
 
-    pub fn create_folder(&self, req: CreateFolder) -> Result<Folder> {
+    pub async fn create_folder(&self, req: CreateFolder) -> Result<Folder> {
         validate_name("folder", &req.name)?;
-        if self.catalog.folder(&req.name)?.is_some() {
+        if self.catalog.folder(&req.name).await?.is_some() {
             return Err(Error::conflict(format!("folder {:?} already exists", req.name)));
         }
-        self.catalog.insert_folder(&req.name)
+        self.catalog.insert_folder(&req.name).await
     }
 
-    pub fn folders(&self) -> Result<Vec<Folder>> {
-        self.catalog.folders()
+    pub async fn folders(&self) -> Result<Vec<Folder>> {
+        self.catalog.folders().await
     }
 
-    pub fn delete_folder(&self, name: &str) -> Result<()> {
-        let f =
-            self.catalog.folder(name)?.ok_or_else(|| Error::not_found(format!("folder {name:?} does not exist")))?;
+    pub async fn delete_folder(&self, name: &str) -> Result<()> {
+        let f = self
+            .catalog
+            .folder(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("folder {name:?} does not exist")))?;
         if f.tasks > 0 {
             return Err(Error::conflict(format!(
                 "folder {name:?} holds {} task(s): delete or move them first",
                 f.tasks
             )));
         }
-        self.catalog.delete_folder(name)
+        self.catalog.delete_folder(name).await
     }
 
     // ---- metadata ----
 
     pub async fn namespaces(&self, ds: &str) -> Result<Vec<Namespace>> {
-        meta::namespaces(&self.resolved(ds)?).await
+        meta::namespaces(&self.resolved(ds).await?).await
     }
 
     pub async fn objects(&self, ds: &str, namespace: &str) -> Result<Vec<MetaObject>> {
-        meta::objects(&self.resolved(ds)?, namespace).await
+        meta::objects(&self.resolved(ds).await?, namespace).await
     }
 
     pub async fn object_detail(&self, ds: &str, namespace: &str, object: &str, sample: usize) -> Result<MetaDetail> {
-        meta::detail(&self.resolved(ds)?, namespace, object, sample).await
+        meta::detail(&self.resolved(ds).await?, namespace, object, sample).await
     }
 
     // ---- table maintenance ----
 
     /// The sink configuration of `schema.table` in the target data source `ds`.
-    fn table_config(&self, ds: &str, schema: &str, table: &str) -> Result<rtsync_sink_lakehouse::LakehouseSinkConfig> {
-        let ds = self.resolved(ds)?;
+    async fn table_config(
+        &self,
+        ds: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<rtsync_sink_lakehouse::LakehouseSinkConfig> {
+        let ds = self.resolved(ds).await?;
         let config = connectors::target_config(&ds, schema, table)?;
         config.validate()?;
         Ok(config)
@@ -312,14 +510,14 @@ impl Control {
     /// `rtsync table info`: version, files, size, small files, last compaction, vacuum and
     /// log checkpoint.
     pub async fn table_info(&self, ds: &str, schema: &str, table: &str) -> Result<TableInfo> {
-        let config = self.table_config(ds, schema, table)?;
+        let config = self.table_config(ds, schema, table).await?;
         let info = rtsync_sink_lakehouse::maintenance::table_info(&config).await?;
         Ok(TableInfo::from_sink(info, config.target_file_size))
     }
 
     /// `rtsync table optimize`: compacts the table now (safe while a task writes it).
     pub async fn optimize_table(&self, ds: &str, schema: &str, table: &str) -> Result<OptimizeResult> {
-        let config = self.table_config(ds, schema, table)?;
+        let config = self.table_config(ds, schema, table).await?;
         let report = rtsync_sink_lakehouse::maintenance::optimize(&config).await?;
         Ok(OptimizeResult {
             version: report.version,
@@ -333,7 +531,7 @@ impl Control {
     /// `rtsync table vacuum`: deletes the files that left the table more than `retention`
     /// ago (default: the table's `vacuum_retention`, 7 days); `dry_run` lists them only.
     pub async fn vacuum_table(&self, ds: &str, schema: &str, table: &str, req: VacuumRequest) -> Result<VacuumResult> {
-        let config = self.table_config(ds, schema, table)?;
+        let config = self.table_config(ds, schema, table).await?;
         let retention = req
             .retention
             .as_deref()
@@ -350,30 +548,30 @@ impl Control {
 
     // ---- tasks ----
 
-    fn task_full(&self, name: &str) -> Result<Task> {
-        self.catalog.task(name)?.ok_or_else(|| task_not_found(name))
+    async fn task_full(&self, name: &str) -> Result<Task> {
+        self.catalog.task(name).await?.ok_or_else(|| task_not_found(name))
     }
 
-    pub fn create_task(&self, req: CreateTask) -> Result<Task> {
+    pub async fn create_task(&self, req: CreateTask) -> Result<Task> {
         let task_type = parse_task_type(&req.task_type)?;
         validate_name("task", &req.name)?;
         let folder_name = req.folder.unwrap_or_else(|| DEFAULT_FOLDER.to_string());
-        let folder = self.catalog.folder(&folder_name)?.ok_or_else(|| {
+        let folder = self.catalog.folder(&folder_name).await?.ok_or_else(|| {
             Error::not_found(format!(
                 "folder {folder_name:?} does not exist: create it with `rtsync folder create {folder_name}`"
             ))
         })?;
         let vcluster = req.vcluster.unwrap_or_else(|| DEFAULT_VCLUSTER.to_string());
-        self.check_vcluster_type(&vcluster)?;
-        if self.catalog.task(&req.name)?.is_some() {
+        self.check_vcluster_type(&vcluster).await?;
+        if self.catalog.task(&req.name).await?.is_some() {
             return Err(Error::conflict(format!("task {:?} already exists", req.name)));
         }
-        self.catalog.insert_task(&req.name, task_type, folder.id, &vcluster)
+        self.catalog.insert_task(&req.name, task_type, folder.id, &vcluster).await
     }
 
     /// The vcluster exists and is SYNC.
-    fn check_vcluster_type(&self, name: &str) -> Result<VCluster> {
-        let vc = self.catalog.vcluster(name)?.ok_or_else(|| {
+    async fn check_vcluster_type(&self, name: &str) -> Result<VCluster> {
+        let vc = self.catalog.vcluster(name).await?.ok_or_else(|| {
             Error::conflict(format!(
                 "no SYNC vcluster {name:?}: it does not exist; create it with `rtsync vcluster create {name} --type SYNC --slots N` (or pick one from `rtsync vcluster list`)"
             ))
@@ -388,8 +586,8 @@ impl Control {
     }
 
     /// The vcluster can take this task (which does not count against itself).
-    fn check_slot(&self, task: &Task) -> Result<()> {
-        let vc = self.check_vcluster_type(&task.vcluster)?;
+    async fn check_slot(&self, task: &Task) -> Result<()> {
+        let vc = self.check_vcluster_type(&task.vcluster).await?;
         let others: Vec<&String> = vc.tasks.iter().filter(|t| **t != task.name).collect();
         if others.len() as i64 >= vc.slots {
             return Err(Error::conflict(format!(
@@ -404,21 +602,21 @@ impl Control {
         Ok(())
     }
 
-    pub fn tasks(&self, folder: Option<&str>) -> Result<Vec<Task>> {
+    pub async fn tasks(&self, folder: Option<&str>) -> Result<Vec<Task>> {
         if let Some(f) = folder
-            && self.catalog.folder(f)?.is_none()
+            && self.catalog.folder(f).await?.is_none()
         {
             return Err(Error::not_found(format!("folder {f:?} does not exist")));
         }
-        self.catalog.tasks(folder)
+        self.catalog.tasks(folder).await
     }
 
     pub async fn configure(&self, name: &str, patch: ConfigPatch) -> Result<Task> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
+        let task = self.task_full(name).await?;
         let mut cfg = task.draft.clone();
         if let Some(s) = patch.source {
-            let ds = self.datasource_full(&s)?;
+            let ds = self.datasource_full(&s).await?;
             if ds.ds_type.connector().is_some_and(|c| !c.is_source()) {
                 connectors::source_of(&ds)?;
             }
@@ -431,7 +629,7 @@ impl Control {
             cfg.source_table = Some(t);
         }
         if let Some(s) = patch.sink {
-            let ds = self.datasource_full(&s)?;
+            let ds = self.datasource_full(&s).await?;
             connectors::check_target(&ds)?;
             cfg.sink = s;
         }
@@ -462,20 +660,20 @@ impl Control {
         }
         let vcluster = match patch.vcluster {
             Some(v) => {
-                self.check_vcluster_type(&v)?;
+                self.check_vcluster_type(&v).await?;
                 v
             }
             None => task.vcluster.clone(),
         };
-        self.validate_config(&cfg)?;
-        self.catalog.update_draft(task.id, &cfg, &vcluster)?;
-        self.task_full(name)
+        self.validate_config(&cfg).await?;
+        self.catalog.update_draft(task.id, &cfg, &vcluster).await?;
+        self.task_full(name).await
     }
 
     /// Checks what can be checked without connecting: names, namespaces, JSONPath, casts.
-    fn validate_config(&self, cfg: &TaskConfig) -> Result<()> {
+    async fn validate_config(&self, cfg: &TaskConfig) -> Result<()> {
         if let Some(src) = &cfg.source {
-            let ds = self.datasource_full(src)?;
+            let ds = self.datasource_full(src).await?;
             if let Some(connector) = ds.ds_type.connector() {
                 connector.check_task(&ds, cfg)?;
             }
@@ -494,15 +692,15 @@ impl Control {
     }
 
     /// The spec a version runs as, in `incarnation`.
-    fn build_spec(&self, task: &Task, cfg: &TaskConfig, incarnation: i64) -> Result<TaskSpec> {
+    async fn build_spec(&self, task: &Task, cfg: &TaskConfig, incarnation: i64) -> Result<TaskSpec> {
         let src_name = cfg.source.as_deref().ok_or_else(|| {
             Error::bad_request(format!(
                 "task {:?} has no source: `rtsync task configure {} --source DS --source-table T`",
                 task.name, task.name
             ))
         })?;
-        let src = self.resolved(src_name).map_err(|e| e.context("the task's source"))?;
-        let sink_ds = self.resolved(&cfg.sink).map_err(|e| e.context("the task's target"))?;
+        let src = self.resolved(src_name).await.map_err(|e| e.context("the task's source"))?;
+        let sink_ds = self.resolved(&cfg.sink).await.map_err(|e| e.context("the task's target"))?;
         let table = cfg.source_table.as_deref().ok_or_else(|| {
             Error::bad_request(format!(
                 "task {:?} has no source table/topic: `rtsync task configure {} --source-table T`",
@@ -528,23 +726,23 @@ impl Control {
     }
 
     pub async fn preview(&self, name: &str, limit: usize) -> Result<Preview> {
-        let task = self.task_full(name)?;
-        let spec = self.build_spec(&task, &task.draft, task.incarnation)?;
+        let task = self.task_full(name).await?;
+        let spec = self.build_spec(&task, &task.draft, task.incarnation).await?;
         preview::preview(&spec, limit).await
     }
 
     /// Compares the task's source table with its Delta table (`task verify`), with the
     /// deployed version's configuration (the draft's before the first deploy).
     pub async fn verify(&self, name: &str) -> Result<crate::verify::VerifyReport> {
-        let task = self.task_full(name)?;
-        let deployed = task.deployed_version.map(|v| self.catalog.version(task.id, v)).transpose()?.flatten();
+        let task = self.task_full(name).await?;
+        let deployed = self.catalog.deployed(&task).await?;
         let cfg = deployed.map_or_else(|| task.draft.clone(), |v| v.config);
-        let spec = self.build_spec(&task, &cfg, task.incarnation)?;
+        let spec = self.build_spec(&task, &cfg, task.incarnation).await?;
         crate::verify::verify(&spec).await
     }
 
-    fn refuse(&self, task: &Task, err: Error) -> Error {
-        if let Err(e) = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message))) {
+    async fn refuse(&self, task: &Task, err: Error) -> Error {
+        if let Err(e) = self.catalog.set_last_error(task.id, Some(&format!("deploy refused: {}", err.message))).await {
             tracing::error!(task = %task.name, error = %e, "recording why the deploy was refused failed");
         }
         err
@@ -552,11 +750,8 @@ impl Control {
 
     pub async fn deploy(&self, name: &str) -> Result<ActionResult> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
-        let deployed = match task.deployed_version {
-            Some(v) => self.catalog.version(task.id, v)?,
-            None => None,
-        };
+        let task = self.task_full(name).await?;
+        let deployed = self.catalog.deployed(&task).await?;
         let unchanged = deployed.as_ref().is_some_and(|v| v.config == task.draft);
         if task.state == TaskState::Running && unchanged {
             let v = deployed.as_ref().map_or(0, |v| v.version);
@@ -576,32 +771,49 @@ impl Control {
                 app_id(name, incarnation)
             ));
         }
-        let spec = self
-            .build_spec(&task, &task.draft, incarnation)
-            .map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
-        self.check_slot(&task).map_err(|e| self.refuse(&task, e.context(format!("deploying task {name:?}"))))?;
+        let checked = match self.build_spec(&task, &task.draft, incarnation).await {
+            Ok(spec) => self.check_slot(&task).await.map(|()| spec),
+            Err(e) => Err(e),
+        };
+        let spec = match checked {
+            Ok(spec) => spec,
+            Err(e) => return Err(self.refuse(&task, e.context(format!("deploying task {name:?}"))).await),
+        };
         if task.state == TaskState::Running {
-            let next = self.catalog.latest_version(task.id)?.map_or(1, |v| v.version + 1);
-            self.scheduler.stop(task.id, StopReason::Redeploy(next)).await;
+            let next = self.catalog.latest_version(task.id).await?.map_or(1, |v| v.version + 1);
+            if self.cluster.is_some() {
+                // The holder stops the old version when it sees the task stopped.
+                self.catalog.set_state(task.id, TaskState::Stopped).await?;
+            }
+            self.halt(&task, StopReason::Redeploy(next)).await?;
+            if let Some(open) = self.catalog.open_run(task.id).await? {
+                self.catalog.end_run(open.id, "superseded", &format!("replaced by version {next}")).await?;
+            }
         }
         let version = match (&deployed, unchanged) {
             (Some(v), true) => {
                 notes.push(format!("the draft equals version {}, so no new version was published", v.version));
                 v.version
             }
-            _ => self.catalog.publish(task.id, &task.draft, incarnation)?,
+            _ => self.catalog.publish(task.id, &task.draft, incarnation).await?,
         };
-        self.catalog.set_state(task.id, TaskState::Running)?;
-        self.catalog.set_last_error(task.id, None)?;
-        let run_id = self.catalog.insert_run(task.id, version, incarnation)?;
-        self.scheduler.start(RunRequest {
+        self.catalog.set_state(task.id, TaskState::Running).await?;
+        self.catalog.set_last_error(task.id, None).await?;
+        let run_id = self.catalog.insert_run(task.id, version, incarnation).await?;
+        self.launch(RunRequest {
             task_id: task.id,
             task_name: task.name.clone(),
             version,
+            incarnation,
             run_id,
             reason: format!("deploy of version {version}"),
             spec: spec.clone(),
-        });
+            lease: None,
+        })
+        .await;
+        if let Some(note) = self.no_worker_note(&task).await? {
+            notes.push(note);
+        }
         let mut message = format!(
             "task {name} deployed as version {version} and started: run {run_id}, writing {} (Delta app id {})",
             spec.sink.table_location(),
@@ -611,26 +823,26 @@ impl Control {
             message.push_str("; ");
             message.push_str(&n);
         }
-        Ok(ActionResult { message, task: self.task_full(name)?, run_id: Some(run_id), version: Some(version) })
+        Ok(ActionResult { message, task: self.task_full(name).await?, run_id: Some(run_id), version: Some(version) })
     }
 
     pub async fn stop(&self, name: &str) -> Result<ActionResult> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
+        let task = self.task_full(name).await?;
         match task.state {
             TaskState::Running => {}
             TaskState::Draft => return Err(Error::conflict(format!("task {name:?} is not deployed: nothing to stop"))),
             s => return Err(Error::conflict(format!("task {name:?} is not running (it is {s}): nothing to stop"))),
         }
-        self.catalog.set_state(task.id, TaskState::Stopped)?;
-        let run = self.scheduler.stop(task.id, StopReason::User).await;
-        if let Some(open) = self.catalog.open_run(task.id)? {
-            self.catalog.end_run(open.id, "stopped", "stopped by the user")?;
+        self.catalog.set_state(task.id, TaskState::Stopped).await?;
+        let run = self.halt(&task, StopReason::User).await?;
+        if let Some(open) = self.catalog.open_run(task.id).await? {
+            self.catalog.end_run(open.id, "stopped", "stopped by the user").await?;
         }
-        let pos = self.catalog.status(task.id)?.and_then(|s| s.position).unwrap_or_else(|| "none yet".into());
+        let pos = self.catalog.status(task.id).await?.and_then(|s| s.position).unwrap_or_else(|| "none yet".into());
         Ok(ActionResult {
             message: format!("task {name} stopped; position kept ({pos}): `rtsync task start {name}` resumes from it"),
-            task: self.task_full(name)?,
+            task: self.task_full(name).await?,
             run_id: run,
             version: task.deployed_version,
         })
@@ -638,7 +850,7 @@ impl Control {
 
     pub async fn start(&self, name: &str) -> Result<ActionResult> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
+        let task = self.task_full(name).await?;
         match task.state {
             TaskState::Stopped | TaskState::Failed => {}
             TaskState::Running => return Err(Error::conflict(format!("task {name:?} is already running"))),
@@ -652,26 +864,31 @@ impl Control {
             task.deployed_version.ok_or_else(|| Error::internal("a deployed task has no deployed version"))?;
         let v = self
             .catalog
-            .version(task.id, version)?
+            .version(task.id, version)
+            .await?
             .ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
-        let spec = self.build_spec(&task, &v.config, task.incarnation)?;
-        self.check_slot(&task)?;
-        self.catalog.set_state(task.id, TaskState::Running)?;
-        self.catalog.set_last_error(task.id, None)?;
-        let run_id = self.catalog.insert_run(task.id, version, task.incarnation)?;
-        self.scheduler.start(RunRequest {
+        let spec = self.build_spec(&task, &v.config, task.incarnation).await?;
+        self.check_slot(&task).await?;
+        self.catalog.set_state(task.id, TaskState::Running).await?;
+        self.catalog.set_last_error(task.id, None).await?;
+        let run_id = self.catalog.insert_run(task.id, version, task.incarnation).await?;
+        self.launch(RunRequest {
             task_id: task.id,
             task_name: task.name.clone(),
             version,
+            incarnation: task.incarnation,
             run_id,
             reason: "start".into(),
             spec,
-        });
+            lease: None,
+        })
+        .await;
+        let note = self.no_worker_note(&task).await?.map(|n| format!("; {n}")).unwrap_or_default();
         Ok(ActionResult {
             message: format!(
-                "task {name} started (version {version}, run {run_id}): it resumes from the position committed in its table"
+                "task {name} started (version {version}, run {run_id}): it resumes from the position committed in its table{note}"
             ),
-            task: self.task_full(name)?,
+            task: self.task_full(name).await?,
             run_id: Some(run_id),
             version: Some(version),
         })
@@ -679,16 +896,19 @@ impl Control {
 
     pub async fn undeploy(&self, name: &str) -> Result<ActionResult> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
+        let task = self.task_full(name).await?;
         if task.state == TaskState::Draft {
             return Err(Error::conflict(format!("task {name:?} is not deployed: nothing to undeploy")));
         }
-        let run = self.scheduler.stop(task.id, StopReason::Undeploy).await;
-        if let Some(open) = self.catalog.open_run(task.id)? {
-            self.catalog.end_run(open.id, "undeployed", "undeployed by the user")?;
+        if self.cluster.is_some() {
+            self.catalog.set_state(task.id, TaskState::Stopped).await?;
+        }
+        let run = self.halt(&task, StopReason::Undeploy).await?;
+        if let Some(open) = self.catalog.open_run(task.id).await? {
+            self.catalog.end_run(open.id, "undeployed", "undeployed by the user").await?;
         }
         let cleanup = self.drop_source_objects(&task).await;
-        let incarnation = self.catalog.undeploy(task.id)?;
+        let incarnation = self.catalog.undeploy(task.id).await?;
         // The next incarnation starts with fresh metrics (no position, no counts).
         self.scheduler.forget(task.id);
         Ok(ActionResult {
@@ -696,7 +916,7 @@ impl Control {
                 "task {name} undeployed and its position forgotten: the next deploy starts afresh from its start offset as Delta app id {} (rows already in the table stay){cleanup}",
                 app_id(name, incarnation)
             ),
-            task: self.task_full(name)?,
+            task: self.task_full(name).await?,
             run_id: run,
             version: None,
         })
@@ -706,31 +926,31 @@ impl Control {
     /// PostgreSQL slot, so the server stops retaining WAL for it). Returns a note for the
     /// message.
     async fn drop_source_objects(&self, task: &Task) -> String {
-        let Some(Ok(Some(v))) = task.deployed_version.map(|v| self.catalog.version(task.id, v)) else {
+        let Ok(Some(v)) = self.catalog.deployed(task).await else {
             return String::new();
         };
-        let Ok(spec) = self.build_spec(task, &v.config, task.incarnation) else { return String::new() };
+        let Ok(spec) = self.build_spec(task, &v.config, task.incarnation).await else { return String::new() };
         spec.source.source().cleanup(&spec.name).await
     }
 
     pub async fn delete_task(&self, name: &str) -> Result<()> {
         let _guard = self.lifecycle.lock().await;
-        let task = self.task_full(name)?;
+        let task = self.task_full(name).await?;
         if task.state.is_deployed() {
             return Err(Error::conflict(format!(
                 "task {name:?} is deployed: undeploy it first (`rtsync task undeploy {name} -y`)"
             )));
         }
-        self.catalog.delete_task(task.id)?;
+        self.catalog.delete_task(task.id).await?;
         self.scheduler.forget(task.id);
         Ok(())
     }
 
-    pub fn versions(&self, name: &str) -> Result<Vec<Version>> {
-        let task = self.task_full(name)?;
+    pub async fn versions(&self, name: &str) -> Result<Vec<Version>> {
+        let task = self.task_full(name).await?;
         let mut out = Vec::new();
         let mut v = 1;
-        while let Some(ver) = self.catalog.version(task.id, v)? {
+        while let Some(ver) = self.catalog.version(task.id, v).await? {
             out.push(ver);
             v += 1;
         }
@@ -738,17 +958,14 @@ impl Control {
     }
 
     pub async fn task_detail(&self, name: &str) -> Result<TaskDetail> {
-        let task = self.task_full(name)?;
-        let deployed = match task.deployed_version {
-            Some(v) => self.catalog.version(task.id, v)?,
-            None => None,
-        };
+        let task = self.task_full(name).await?;
+        let deployed = self.catalog.deployed(&task).await?;
         let cfg = deployed.as_ref().map(|v| &v.config).unwrap_or(&task.draft);
-        let target = self.catalog.datasource(&cfg.sink)?.and_then(|ds| {
+        let target = self.catalog.datasource(&cfg.sink).await?.and_then(|ds| {
             let table = cfg.effective_sink_table()?;
             connectors::target_config(&ds, &cfg.sink_schema, table).ok().map(|c| c.table_location())
         });
-        let saved = self.catalog.status(task.id)?.unwrap_or_default();
+        let saved = self.catalog.status(task.id).await?.unwrap_or_default();
         let mut status = TaskStatus {
             phase: task.state.to_string(),
             position: saved.position.clone(),
@@ -785,15 +1002,16 @@ impl Control {
             status.errors = m.errors as i64;
         }
         if status.run_id.is_none()
-            && let Some(open) = self.catalog.open_run(task.id)?
+            && let Some(open) = self.catalog.open_run(task.id).await?
         {
             status.run_id = Some(open.id);
         }
+        status.worker = self.worker_of(&task).await?;
         if task.state.is_deployed() {
             status.lag = self.lag(cfg, status.position.as_deref()).await;
         }
         if status.warning.is_none() && task.state == TaskState::Running {
-            status.warning = self.diagnose(&task, &status, last_commit_ms)?;
+            status.warning = self.diagnose(&task, &status, last_commit_ms).await?;
         }
         Ok(TaskDetail { app_id: task.app_id(), deployed, status, target, task })
     }
@@ -801,14 +1019,14 @@ impl Control {
     /// How far the source is ahead of the task's position, in the source's own unit, when
     /// its connector can say quickly.
     async fn lag(&self, cfg: &TaskConfig, position: Option<&str>) -> Option<i64> {
-        let ds = self.resolved(cfg.source.as_deref()?).ok()?;
+        let ds = self.resolved(cfg.source.as_deref()?).await.ok()?;
         ds.ds_type.connector()?.lag(&ds, cfg, position).await
     }
 
     /// Names a likely cause when a running task falls behind (the seed's "increasing sync
     /// latency" row).
-    fn diagnose(&self, task: &Task, s: &TaskStatus, last_commit_ms: Option<u64>) -> Result<Option<String>> {
-        let vc = self.catalog.vcluster(&task.vcluster)?;
+    async fn diagnose(&self, task: &Task, s: &TaskStatus, last_commit_ms: Option<u64>) -> Result<Option<String>> {
+        let vc = self.catalog.vcluster(&task.vcluster).await?;
         let slots = vc.map(|v| format!("{} of {} slots used", v.slots_used, v.slots)).unwrap_or_default();
         let lag = s.lag.unwrap_or(0);
         let since_commit = last_commit_ms.map(|t| Duration::from_millis(unix_ms().saturating_sub(t)));
@@ -833,22 +1051,22 @@ impl Control {
 
     // ---- runs ----
 
-    pub fn runs(&self, task: &str) -> Result<Vec<Run>> {
-        let t = self.task_full(task)?;
-        self.catalog.runs(t.id)
+    pub async fn runs(&self, task: &str) -> Result<Vec<Run>> {
+        let t = self.task_full(task).await?;
+        self.catalog.runs(t.id).await
     }
 
-    pub fn run_detail(&self, run_id: i64) -> Result<RunDetail> {
-        let run = self
-            .catalog
-            .run(run_id)?
-            .ok_or_else(|| Error::not_found(format!("run {run_id} does not exist (`rtsync runs list --task T`)")))?;
-        let attempts = self.catalog.attempts(run_id)?;
+    pub async fn run_detail(&self, run_id: i64) -> Result<RunDetail> {
+        let run =
+            self.catalog.run(run_id).await?.ok_or_else(|| {
+                Error::not_found(format!("run {run_id} does not exist (`rtsync runs list --task T`)"))
+            })?;
+        let attempts = self.catalog.attempts(run_id).await?;
         Ok(RunDetail { run, attempts })
     }
 
-    pub fn attempt_log(&self, run_id: i64, attempt: Option<i64>) -> Result<AttemptLog> {
-        let detail = self.run_detail(run_id)?;
+    pub async fn attempt_log(&self, run_id: i64, attempt: Option<i64>) -> Result<AttemptLog> {
+        let detail = self.run_detail(run_id).await?;
         let a = match attempt {
             Some(n) => detail
                 .attempts
@@ -861,38 +1079,46 @@ impl Control {
                 .last()
                 .ok_or_else(|| Error::not_found(format!("run {run_id} has no attempts yet")))?,
         };
-        let lines = self.catalog.log_lines(run_id, a.attempt)?;
+        let lines = self.catalog.log_lines(run_id, a.attempt).await?;
         Ok(AttemptLog { run_id, attempt: a, lines })
     }
 
     // ---- daemon start ----
 
+    /// The deployed version of a running task and the spec it runs as.
+    async fn deployed_spec(&self, task: &Task) -> Result<(i64, TaskSpec)> {
+        let version =
+            task.deployed_version.ok_or_else(|| Error::internal("running task without a deployed version"))?;
+        let v = self
+            .catalog
+            .version(task.id, version)
+            .await?
+            .ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
+        Ok((version, self.build_spec(task, &v.config, task.incarnation).await?))
+    }
+
     /// After a start (clean or after a kill): ends attempts the previous daemon left open and
     /// resumes every running task, continuing its open run with a new attempt.
     pub async fn resume_all(&self) -> Result<usize> {
+        if self.cluster.is_some() {
+            // With a shared catalog the workers claim the deployed tasks by lease.
+            return Ok(0);
+        }
         let _guard = self.lifecycle.lock().await;
-        let lost = self.catalog.mark_lost_attempts()?;
+        let lost = self.catalog.mark_lost_attempts().await?;
         if lost > 0 {
             tracing::warn!(attempts = lost, "attempts left open by the previous daemon were marked lost");
         }
         let mut resumed = 0;
-        for task in self.catalog.tasks(None)? {
-            let open = self.catalog.open_run(task.id)?;
+        for task in self.catalog.tasks(None).await? {
+            let open = self.catalog.open_run(task.id).await?;
             if task.state != TaskState::Running {
                 if let Some(run) = open {
-                    self.catalog.end_run(run.id, "stopped", "the task was not running when the daemon started")?;
+                    self.catalog.end_run(run.id, "stopped", "the task was not running when the daemon started").await?;
                 }
                 continue;
             }
-            let prepared = (|| -> Result<(i64, TaskSpec)> {
-                let version =
-                    task.deployed_version.ok_or_else(|| Error::internal("running task without a deployed version"))?;
-                let v = self
-                    .catalog
-                    .version(task.id, version)?
-                    .ok_or_else(|| Error::internal(format!("version {version} is missing")))?;
-                Ok((version, self.build_spec(&task, &v.config, task.incarnation)?))
-            })();
+            let prepared = self.deployed_spec(&task).await;
             match prepared {
                 Ok((version, spec)) => {
                     let (run_id, reason) = match open {
@@ -901,28 +1127,36 @@ impl Control {
                         }
                         other => {
                             if let Some(run) = other {
-                                self.catalog.end_run(run.id, "stopped", "superseded at daemon start")?;
+                                self.catalog.end_run(run.id, "stopped", "superseded at daemon start").await?;
                             }
-                            (self.catalog.insert_run(task.id, version, task.incarnation)?, "daemon restart (new run)")
+                            (
+                                self.catalog.insert_run(task.id, version, task.incarnation).await?,
+                                "daemon restart (new run)",
+                            )
                         }
                     };
                     tracing::info!(task = %task.name, run = run_id, "resuming deployed task");
-                    self.scheduler.start(RunRequest {
+                    self.launch(RunRequest {
                         task_id: task.id,
                         task_name: task.name.clone(),
                         version,
+                        incarnation: task.incarnation,
                         run_id,
                         spec,
                         reason: reason.into(),
-                    });
+                        lease: None,
+                    })
+                    .await;
                     resumed += 1;
                 }
                 Err(err) => {
                     tracing::error!(task = %task.name, error = %err, "cannot resume the task");
-                    self.catalog.set_state(task.id, TaskState::Failed)?;
-                    self.catalog.set_last_error(task.id, Some(&format!("could not resume at daemon start: {err}")))?;
+                    self.catalog.set_state(task.id, TaskState::Failed).await?;
+                    self.catalog
+                        .set_last_error(task.id, Some(&format!("could not resume at daemon start: {err}")))
+                        .await?;
                     if let Some(run) = open {
-                        self.catalog.end_run(run.id, "failed", &err.message)?;
+                        self.catalog.end_run(run.id, "failed", &err.message).await?;
                     }
                 }
             }
