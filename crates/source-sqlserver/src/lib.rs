@@ -78,6 +78,7 @@ pub mod server;
 pub mod sim;
 pub mod sql;
 pub mod types;
+pub mod verify;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,7 +91,7 @@ use rtsync_core::{ChangeBatch, Position, Source, SyncError, SyncResult, TableDes
 
 pub use config::SqlServerSourceConfig;
 pub use position::{Lsn, MssqlPosition};
-pub use server::{CaptureInstance, CatalogColumn, CdcServer, Preflight, TdsServer};
+pub use server::{CaptureInstance, CatalogColumn, CdcServer, LsnBounds, Preflight, TdsServer};
 
 use crate::rows::{RowColumn, RowsBuilder};
 use crate::sql::SqlColumn;
@@ -228,6 +229,8 @@ pub struct SqlServerSource<S: CdcServer = TdsServer> {
     pending_truncate: bool,
     /// When the capture instances were last read.
     instances_read: Instant,
+    /// How many capture instances the table had then (before the `capture_instance` filter).
+    instances_seen: usize,
 }
 
 impl SqlServerSource<TdsServer> {
@@ -264,6 +267,7 @@ impl<S: CdcServer> SqlServerSource<S> {
             last_emit: Instant::now(),
             pending_truncate: false,
             instances_read: Instant::now(),
+            instances_seen: 0,
         }
     }
 
@@ -289,6 +293,7 @@ impl<S: CdcServer> SqlServerSource<S> {
         }
         let pk = server.primary_key(&schema, &table).await?;
         let mut instances = server.capture_instances(&schema, &table).await?;
+        self.instances_seen = instances.len();
         if let Some(ci) = &self.config.capture_instance {
             instances.retain(|i| &i.name == ci);
             if instances.is_empty() {
@@ -428,11 +433,17 @@ impl<S: CdcServer> SqlServerSource<S> {
             MssqlPosition::Snapshot { lsn, .. } => (*lsn, None),
         };
         let next_needed = if skip.is_some() { from } else { from.increment() };
-        if self.instances_read.elapsed() >= CAPTURE_INSTANCE_REFRESH {
+        let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+        let name = self.instances[self.current].name.clone();
+        let bounds = self.server().await?.lsn_bounds(&name, &schema, &table).await?;
+        // A new capture instance is noticed before reading up to this max LSN: every change
+        // at or below it committed before the new instance existed, so the older one has it.
+        if bounds.capture_instances != self.instances_seen || self.instances_read.elapsed() >= CAPTURE_INSTANCE_REFRESH
+        {
             self.refresh_instances().await?;
         }
         let ci = self.instances[self.current].clone();
-        let (min_lsn, max_lsn) = self.server().await?.lsn_bounds(&ci.name).await?;
+        let (min_lsn, max_lsn) = (bounds.min, bounds.max);
         if self.ensure_retention(min_lsn, next_needed).await? {
             self.start_snapshot().await?;
             self.pending_truncate = true;
@@ -496,6 +507,7 @@ impl<S: CdcServer> SqlServerSource<S> {
     async fn refresh_instances(&mut self) -> SyncResult<()> {
         let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
         let mut instances = self.server().await?.capture_instances(&schema, &table).await?;
+        self.instances_seen = instances.len();
         if let Some(ci) = &self.config.capture_instance {
             instances.retain(|i| &i.name == ci);
         }
@@ -575,7 +587,8 @@ impl<S: CdcServer> Source for SqlServerSource<S> {
                 let index = self.instances.iter().rposition(|i| i.start_lsn <= next).unwrap_or(0);
                 self.use_instance(index)?;
                 let ci = self.instances[index].name.clone();
-                let (min_lsn, _) = self.server().await?.lsn_bounds(&ci).await?;
+                let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+                let min_lsn = self.server().await?.lsn_bounds(&ci, &schema, &table).await?.min;
                 if self.ensure_retention(min_lsn, next).await? {
                     self.start_snapshot().await?;
                     self.pending_truncate = true;
