@@ -59,9 +59,9 @@ async fn main() {
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lines() {
-            match line {
-                Ok(l) if tx.send(l).is_ok() => {}
-                _ => return,
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
             }
         }
     });

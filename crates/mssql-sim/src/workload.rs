@@ -151,7 +151,10 @@ pub fn random_value(rng: &mut Rng, c: &SqlColumn) -> ColumnData<'static> {
             let n = size(rng, lob);
             ColumnData::Binary(Some(Cow::Owned(bytes(rng, n))))
         }
-        SqlType::Clr => ColumnData::Binary(Some(Cow::Owned(bytes(rng, 1 + rng.below(40) as usize)))),
+        SqlType::Clr => {
+            let n = 1 + rng.below(40) as usize;
+            ColumnData::Binary(Some(Cow::Owned(bytes(rng, n))))
+        }
         SqlType::Date => ColumnData::Date(Some(date(rng))),
         SqlType::Time { scale } => ColumnData::Time(Some(time(rng, scale))),
         // 1753-01-01 … 9999-12-31, in 1/300 s.
@@ -171,11 +174,15 @@ pub fn random_value(rng: &mut Rng, c: &SqlColumn) -> ColumnData<'static> {
             ColumnData::Guid(Some(Uuid::from_u128(u128::from(rng.next()) << 64 | u128::from(rng.next()))))
         }
         SqlType::Xml => {
-            let body = unicode(rng, rng.below(60) as usize).replace(['<', '>', '&'], "");
+            let n = rng.below(60) as usize;
+            let body = unicode(rng, n).replace(['<', '>', '&'], "");
             let attr = ascii(rng, 8).replace(['<', '>', '&', '"'], "_");
             ColumnData::Xml(Some(Cow::Owned(XmlData::new(format!("<r a=\"{attr}\"><v>{body}</v></r>")))))
         }
-        SqlType::SqlVariant => text(unicode(rng, rng.below(40) as usize)),
+        SqlType::SqlVariant => {
+            let n = rng.below(40) as usize;
+            text(unicode(rng, n))
+        }
     }
 }
 

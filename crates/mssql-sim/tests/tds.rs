@@ -145,24 +145,40 @@ async fn a_second_capture_instance_over_tds() {
     let v2 = &instances[1];
     assert_eq!(v2.columns.last().unwrap().0.column.name, "note");
     let cols: Vec<SqlColumn> = v2.columns.iter().map(|(c, _)| c.column.clone()).collect();
-    let a = tds.changes(v2, &cols, Lsn::ZERO, false, 0, db.lock().max_lsn(), 10_000).await.unwrap();
-    let b = direct.changes(v2, &cols, Lsn::ZERO, false, 0, db.lock().max_lsn(), 10_000).await.unwrap();
+    let max = db.lock().max_lsn();
+    let a = tds.changes(v2, &cols, Lsn::ZERO, false, 0, max, 10_000).await.unwrap();
+    let b = direct.changes(v2, &cols, Lsn::ZERO, false, 0, max, 10_000).await.unwrap();
+    assert_eq!(tds.lsn_bounds(&v2.name, "dbo", "every type").await.unwrap().capture_instances, 2);
     assert!(!a.is_empty());
     assert_eq!(norm_changes(&a), norm_changes(&b));
+}
+
+/// An error with its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 #[tokio::test]
 async fn login_and_unknown_statements_fail_as_sql_server_does() {
     let (_db, sim, _) = setup(3).await;
     let wrong = sim.url().replace(":Sim_Passw0rd@", ":wrong@");
-    let err = TdsServer::connect(&config(&wrong), "t").await.err().unwrap().to_string();
+    let err = chain(&TdsServer::connect(&config(&wrong), "t").await.err().unwrap());
     assert!(err.contains("Login failed for user 'rtsync'"), "{err}");
     let other_db = sim.url().replace("/rtsync_sim?", "/master?");
-    let err = TdsServer::connect(&config(&other_db), "t").await.err().unwrap().to_string();
+    let err = chain(&TdsServer::connect(&config(&other_db), "t").await.err().unwrap());
     assert!(err.contains("Cannot open database \"master\""), "{err}");
 
     let mut client = TcpCompat::connect(&config(&sim.url()), "t").await.unwrap();
-    let err = client.simple_query("SELECT 1").await.unwrap().into_results().await.unwrap_err().to_string();
+    let err = match client.simple_query("SELECT 1").await {
+        Ok(stream) => stream.into_results().await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
     assert!(err.contains("does not know this statement") && err.contains("SELECT 1"), "{err}");
     // The connection stays usable after an error, as with SQL Server.
     let mut q = tiberius::Query::new(rtsync_source_sqlserver::sql::lsn_bounds());
