@@ -137,6 +137,7 @@ impl Db {
             }
         };
         match (self, v) {
+            (Db::SqlServer(_), _) => unreachable!("the SQL Server simulator takes values, not SQL literals"),
             (_, Value::Null) => "NULL".into(),
             (_, Value::Text(s) | Value::Json(s)) => quote(s),
             (Db::Postgres(_), Value::Bytes(b)) => format!("'\\x{}'::bytea", hex(b)),

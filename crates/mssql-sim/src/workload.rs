@@ -140,9 +140,9 @@ pub fn random_value(rng: &mut Rng, c: &SqlColumn) -> ColumnData<'static> {
         }
         SqlType::Money => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next() as i64), 4))),
         SqlType::SmallMoney => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next() as i32), 4))),
-        // Binary fractions, so every reader prints them the same.
+        // Binary fractions of at most 16 significant digits, which every reader prints alike.
         SqlType::Real => ColumnData::F32(Some((rng.below(1 << 20) as f32 - (1 << 19) as f32) / 64.0)),
-        SqlType::Float => ColumnData::F64(Some(((rng.next() as i64) >> 20) as f64 / 1024.0)),
+        SqlType::Float => ColumnData::F64(Some(((rng.next() as i64) >> 34) as f64 / 1024.0)),
         SqlType::Text { lob } => {
             let n = size(rng, lob);
             text(if n_char { unicode(rng, n) } else { ascii(rng, n) })
