@@ -449,7 +449,7 @@ impl Session {
             Some(ci) if schema == "cdc" => self.instance(ci).await?,
             _ => None,
         };
-        let columns: Vec<(String, (String, i16, u8, u8), bool)> = match change_table {
+        let columns: Vec<(String, SysType, bool)> = match change_table {
             Some(ci) => {
                 let meta = |n: &str, ty: (&str, i16, u8, u8), null: bool| {
                     (n.to_string(), (ty.0.to_string(), ty.1, ty.2, ty.3), null)
@@ -635,9 +635,12 @@ pub fn split_qualified(s: &str) -> Option<(String, String)> {
     rest.is_empty().then_some((schema, table))
 }
 
+/// A type as `sys.columns` describes it: the `sys.types` name, `max_length`, `precision`, `scale`.
+pub type SysType = (String, i16, u8, u8);
+
 /// The `sys.types` name, `max_length`, `precision` and `scale` of a declared type
 /// (`nvarchar(40)` → `nvarchar`, 80, 0, 0): what `sys.columns` says for it.
-pub fn sys_type(c: &CatalogColumn) -> (String, i16, u8, u8) {
+pub fn sys_type(c: &CatalogColumn) -> SysType {
     let decl = c.column.decl.as_str();
     let (name, args) = match decl.split_once('(') {
         Some((n, a)) => (n, a.trim_end_matches(')')),

@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
 }
 
 fn utf16_text(bytes: &[u8], what: &str) -> Result<String, String> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(format!("{what}: odd UTF-16 length"));
     }
     let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();

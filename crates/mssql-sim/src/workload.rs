@@ -24,7 +24,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -34,7 +34,7 @@ impl Rng {
 
     /// 0..n (0 when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -101,7 +101,7 @@ fn unicode(rng: &mut Rng, n: usize) -> String {
 }
 
 fn bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
-    (0..n).map(|_| rng.next() as u8).collect()
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn text(s: String) -> ColumnData<'static> {
@@ -128,21 +128,21 @@ pub fn random_value(rng: &mut Rng, c: &SqlColumn) -> ColumnData<'static> {
     let date = |rng: &mut Rng| Date::new(1 + rng.below(3_652_057) as u32);
     match c.ty {
         SqlType::Bit => ColumnData::Bit(Some(rng.below(2) == 1)),
-        SqlType::TinyInt => ColumnData::U8(Some(rng.next() as u8)),
-        SqlType::SmallInt => ColumnData::I16(Some(rng.next() as i16)),
-        SqlType::Int => ColumnData::I32(Some(rng.next() as i32)),
-        SqlType::BigInt => ColumnData::I64(Some(rng.next() as i64)),
+        SqlType::TinyInt => ColumnData::U8(Some(rng.next_u64() as u8)),
+        SqlType::SmallInt => ColumnData::I16(Some(rng.next_u64() as i16)),
+        SqlType::Int => ColumnData::I32(Some(rng.next_u64() as i32)),
+        SqlType::BigInt => ColumnData::I64(Some(rng.next_u64() as i64)),
         SqlType::Decimal { precision, scale } => {
             let digits = 1 + rng.below(u64::from(precision)) as u32;
-            let v = (u128::from(rng.next()) << 64 | u128::from(rng.next())) % 10u128.pow(digits);
+            let v = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) % 10u128.pow(digits);
             let v = if rng.below(2) == 0 { v as i128 } else { -(v as i128) };
             ColumnData::Numeric(Some(Numeric::new_with_scale(v, scale)))
         }
-        SqlType::Money => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next() as i64), 4))),
-        SqlType::SmallMoney => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next() as i32), 4))),
+        SqlType::Money => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next_u64() as i64), 4))),
+        SqlType::SmallMoney => ColumnData::Numeric(Some(Numeric::new_with_scale(i128::from(rng.next_u64() as i32), 4))),
         // Binary fractions of at most 16 significant digits, which every reader prints alike.
         SqlType::Real => ColumnData::F32(Some((rng.below(1 << 20) as f32 - (1 << 19) as f32) / 64.0)),
-        SqlType::Float => ColumnData::F64(Some(((rng.next() as i64) >> 34) as f64 / 1024.0)),
+        SqlType::Float => ColumnData::F64(Some(((rng.next_u64() as i64) >> 34) as f64 / 1024.0)),
         SqlType::Text { lob } => {
             let n = size(rng, lob);
             text(if n_char { unicode(rng, n) } else { ascii(rng, n) })
@@ -171,7 +171,7 @@ pub fn random_value(rng: &mut Rng, c: &SqlColumn) -> ColumnData<'static> {
             rng.below(1_681) as i16 - 840,
         ))),
         SqlType::UniqueIdentifier => {
-            ColumnData::Guid(Some(Uuid::from_u128(u128::from(rng.next()) << 64 | u128::from(rng.next()))))
+            ColumnData::Guid(Some(Uuid::from_u128(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))))
         }
         SqlType::Xml => {
             let n = rng.below(60) as usize;

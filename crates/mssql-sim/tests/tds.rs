@@ -45,7 +45,10 @@ fn norm_values(values: &[ColumnData<'static>]) -> Vec<Option<ColumnData<'static>
     values.iter().map(norm).collect()
 }
 
-fn norm_changes(rows: &[ChangeRow]) -> Vec<(Lsn, Lsn, u8, Vec<u8>, Vec<Option<ColumnData<'static>>>)> {
+/// A change row with its NULLs made alike.
+type NormChange = (Lsn, Lsn, u8, Vec<u8>, Vec<Option<ColumnData<'static>>>);
+
+fn norm_changes(rows: &[ChangeRow]) -> Vec<NormChange> {
     rows.iter().map(|r| (r.start_lsn, r.seqval, r.operation, r.update_mask.clone(), norm_values(&r.values))).collect()
 }
 
