@@ -23,24 +23,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Updates `column` of row `update`, deletes row `delete`, appends a copy of row `copy` with
-/// key `extra`: three Delta commits by a writer that is not rtsync.
-const TAMPER: &str = r#"
-import sys, json
-import pyarrow as pa
-import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
-path, column, update, delete, copy, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-DeltaTable(path).update(updates={column: "'tampered'"}, predicate=f"id = {update}")
-DeltaTable(path).delete(f"id = {delete}")
-t = DeltaTable(path).to_pyarrow_table()
-row = t.filter(pc.equal(t["id"], copy))
-i = row.schema.get_field_index("id")
-row = row.set_column(i, row.schema.field(i), pa.array([extra], type=row.schema.field(i).type))
-write_deltalake(path, row, mode="append")
-print(json.dumps({"version": DeltaTable(path).version()}))
-"#;
-
 fn verify(d: &Daemon, task: &str) -> (bool, Value) {
     let r = d.cli(&["task", "verify", task, "--format", "json"]);
     let report: Value = serde_json::from_str(&r.stdout)
@@ -118,18 +100,7 @@ async fn sqlserver_table_through_the_daemon() {
 
     let keys: Vec<i64> = db.lock().table().keys().take(3).copied().collect();
     let location = dir.path().join("data").join("lakehouse").join("public").join(table);
-    let args: Vec<String> = [
-        location.to_str().unwrap().to_string(),
-        "c_varchar".into(),
-        keys[0].to_string(),
-        keys[1].to_string(),
-        keys[2].to_string(),
-        "999999".into(),
-    ]
-    .into();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tampered = python_json(TAMPER, &args);
-    assert!(tampered["version"].as_i64().unwrap() > 0, "{tampered}");
+    tamper_delta(location.to_str().unwrap(), "c_varchar", [keys[0], keys[1], keys[2], 999_999]);
     let (ok, report) = verify(&d, task);
     assert!(!ok, "verify must exit non-zero when differences persist: {report:#}");
     assert_eq!(report["differences_total"], 3, "{report:#}");

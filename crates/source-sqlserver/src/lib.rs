@@ -59,7 +59,10 @@
 //! A table has at most two capture instances; the second is how a DBA captures a new shape of
 //! the table. The source reads the older one up to the LSN just before the newer one's
 //! `start_lsn`, then the newer one (new columns appear in the batches from then on, and the
-//! sink adds them to the target). When the cleanup job has removed changes the position still
+//! sink adds them to the target). Every poll reads the table's number of capture instances with
+//! the LSN bounds and re-reads them when it changed, before reading up to that max LSN: the
+//! changes up to it committed before a new instance existed, so the older one holds them all.
+//! When the cleanup job has removed changes the position still
 //! needs (`sys.fn_cdc_get_min_lsn(ci)` above the next LSN to read), the task stops with an
 //! error naming the fix, or copies the table again when `resnapshot_on_retention_loss` is set.
 //!
