@@ -67,6 +67,8 @@ const CONVERGE: Duration = Duration::from_secs(120);
 enum Source {
     Postgres,
     Mysql(MySqlServer),
+    /// The SQL Server CDC simulator behind its TDS endpoint (no SQL Server runs here).
+    SqlServer,
 }
 
 impl Source {
@@ -76,6 +78,7 @@ impl Source {
             Source::Postgres => "postgres",
             Source::Mysql(MySqlServer::MariaDb) => "mariadb",
             Source::Mysql(MySqlServer::OracleMySql) => "oracle_mysql",
+            Source::SqlServer => "sqlserver",
         }
     }
 }
@@ -240,6 +243,7 @@ async fn fuzz(source: Source) {
     let columns = match source {
         Source::Postgres => sources::postgres_columns(),
         Source::Mysql(_) => sources::mysql_columns(),
+        Source::SqlServer => sources::sqlserver_columns(),
     };
     eprintln!(
         "cdc fuzz {}: seed {} rounds {} key changes {}; replay: {}",
@@ -253,7 +257,7 @@ async fn fuzz(source: Source) {
         settings.seed,
         columns.clone(),
         INITIAL_COLUMNS,
-        Options { key_changes: settings.key_changes, ddl_alone: matches!(source, Source::Mysql(_)) },
+        Options { key_changes: settings.key_changes, ddl_alone: !matches!(source, Source::Postgres) },
     );
     let mut chance = generator.rng.fork();
     let add_column_round = generator.rng.range(1, settings.rounds as i64) as usize;
@@ -281,6 +285,14 @@ async fn fuzz(source: Source) {
                 "type = \"mysql\"\nurl = \"{url}\"\nschema = \"{name}\"\ntable = \"fuzz\"\nsnapshot_chunk_rows = 20\nidle_position_secs = 2"
             );
             (db, format!("{name}.fuzz"), spec, Some(name.clone()))
+        }
+        Source::SqlServer => {
+            let sim = sources::SqlServerSim::start(&columns[..INITIAL_COLUMNS]).await;
+            let spec = format!(
+                "type = \"sqlserver\"\nurl = \"{}\"\nschema = \"dbo\"\ntable = \"fuzz\"\nsnapshot_chunk_rows = 20\npoll_interval_ms = 50\nidle_advance_secs = 2",
+                sim.endpoint.url()
+            );
+            (Db::SqlServer(sim), "fuzz".to_string(), spec, None)
         }
     };
     db.create_table(&table, &columns[..INITIAL_COLUMNS]).await.unwrap();
@@ -339,9 +351,10 @@ async fn fuzz(source: Source) {
     if let Some(status) = clean_exit {
         assert!(status.success(), "rtsync exited with {status} on SIGTERM:\n{}", task.log_tail(30));
     }
-    match database {
-        Some(db_name) => db.batch(&format!("DROP DATABASE {db_name}")).await.unwrap(),
-        None => db.batch(&format!("DROP TABLE {table}")).await.unwrap(),
+    match (database, &db) {
+        (_, Db::SqlServer(_)) => {}
+        (Some(db_name), _) => db.batch(&format!("DROP DATABASE {db_name}")).await.unwrap(),
+        (None, _) => db.batch(&format!("DROP TABLE {table}")).await.unwrap(),
     }
     eprintln!(
         "cdc fuzz {}: seed {}: {} rounds equal, {} transactions, {} statements, {} cells compared, {} kills, {:.0?}",
@@ -485,4 +498,9 @@ per_mysql_server!(async mysql_random_workload_through_kills);
 
 async fn mysql_random_workload_through_kills(server: MySqlServer) {
     fuzz(Source::Mysql(server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_random_workload_through_kills() {
+    fuzz(Source::SqlServer).await;
 }

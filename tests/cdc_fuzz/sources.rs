@@ -1,6 +1,8 @@
-//! The two sources the fuzzer drives: their fuzzed table, how each operation is written in
-//! their SQL, and how the table is read back as canonical text per cell, through the plain
-//! database clients (tokio-postgres, mysql_async), never through rtsync's code.
+//! The sources the fuzzer drives: their fuzzed table, how each operation is written in their
+//! SQL, and how the table is read back as canonical text per cell, through the plain database
+//! clients (tokio-postgres, mysql_async), never through rtsync's code. SQL Server is the CDC
+//! simulator behind its TDS endpoint (`SqlServerSim`): operations go into the simulator's
+//! transactions and the table is read from its state.
 
 use std::collections::BTreeMap;
 
@@ -84,6 +86,7 @@ pub enum Db {
         conn: Conn,
         offset_min: i64,
     },
+    SqlServer(SqlServerSim),
 }
 
 impl Db {
@@ -119,6 +122,7 @@ impl Db {
         match self {
             Db::Postgres(c) => c.batch_execute(sql).await.map_err(|e| format!("{e:?}")),
             Db::Mysql { conn, .. } => conn.query_drop(sql).await.map_err(|e| format!("{e:?}")),
+            Db::SqlServer(_) => Err(format!("the SQL Server simulator runs no SQL: {sql}")),
         }
     }
 
@@ -133,6 +137,7 @@ impl Db {
             }
         };
         match (self, v) {
+            (Db::SqlServer(_), _) => unreachable!("the SQL Server simulator takes values, not SQL literals"),
             (_, Value::Null) => "NULL".into(),
             (_, Value::Text(s) | Value::Json(s)) => quote(s),
             (Db::Postgres(_), Value::Bytes(b)) => format!("'\\x{}'::bytea", hex(b)),
@@ -194,12 +199,17 @@ impl Db {
                 defs.join(", ")
             ),
             Db::Mysql { .. } => format!("CREATE TABLE {table} ({}) CHARACTER SET utf8mb4", defs.join(", ")),
+            // created with the simulator
+            Db::SqlServer(_) => return Ok(()),
         };
         self.batch(&sql).await
     }
 
     /// Commits `txn` as one source transaction (a lone TRUNCATE/ALTER as itself on MySQL).
     pub async fn apply(&mut self, table: &str, columns: &[Column], txn: &Txn) -> Result<(), String> {
+        if let Db::SqlServer(sim) = self {
+            return sim.apply(columns, txn);
+        }
         let statements: Vec<String> = txn.ops.iter().map(|op| self.statement(table, columns, op)).collect();
         match self {
             Db::Postgres(c) => {
@@ -220,12 +230,17 @@ impl Db {
                 }
                 tx.commit().await.map_err(|e| format!("{e:?}"))
             }
+            Db::SqlServer(_) => unreachable!("applied above"),
         }
     }
 
     /// Inserts or updates the sentinel row `id = 0` with `num = mark`.
     pub async fn mark(&mut self, table: &str, mark: i64) -> Result<(), String> {
         let sql = match self {
+            Db::SqlServer(sim) => {
+                sim.mark(mark);
+                return Ok(());
+            }
             Db::Postgres(_) => format!(
                 "INSERT INTO {table} (id, num, t) VALUES (0, {mark}, 'sentinel') ON CONFLICT (id) DO UPDATE SET num = EXCLUDED.num"
             ),
@@ -238,6 +253,9 @@ impl Db {
 
     /// Every row of the table, each cell as canonical text (see `compare`).
     pub async fn read(&mut self, table: &str, columns: &[Column]) -> Result<Rows, String> {
+        if let Db::SqlServer(sim) = self {
+            return sim.read(columns);
+        }
         let pg = matches!(self, Db::Postgres(_));
         let exprs: Vec<String> = columns
             .iter()
@@ -282,6 +300,7 @@ impl Db {
                     insert_row(&mut rows, columns, cells)?;
                 }
             }
+            Db::SqlServer(_) => unreachable!("read above"),
         }
         Ok(rows)
     }
@@ -311,4 +330,229 @@ fn insert_row(rows: &mut Rows, columns: &[Column], cells: Vec<Option<String>>) -
         return Err(format!("key {key} twice in the source"));
     }
     Ok(())
+}
+
+/// The fuzzed SQL Server table, in the CDC simulator behind its TDS endpoint
+/// (`rtsync-mssql-sim`): no SQL Server runs here.
+pub fn sqlserver_columns() -> Vec<Column> {
+    let (min, max) = (year_start_micros(2), year_start_micros(9999) - 1);
+    vec![
+        Column { name: "id", sql_type: "bigint", kind: Kind::Int32 },
+        Column { name: "big", sql_type: "nvarchar(max)", kind: Kind::Big },
+        Column { name: "vb", sql_type: "varbinary(max)", kind: Kind::Bytes },
+        Column { name: "js", sql_type: "nvarchar(max)", kind: Kind::Json },
+        Column { name: "d38", sql_type: "decimal(38,10)", kind: Kind::Decimal { int: 28, scale: 10 } },
+        Column { name: "d12", sql_type: "decimal(12,0)", kind: Kind::Decimal { int: 12, scale: 0 } },
+        Column { name: "d20", sql_type: "decimal(20,5)", kind: Kind::Decimal { int: 15, scale: 5 } },
+        Column { name: "dbl", sql_type: "float", kind: Kind::Float64 { special: false } },
+        Column { name: "f", sql_type: "real", kind: Kind::Float32 { special: false } },
+        Column { name: "dto", sql_type: "datetimeoffset(6)", kind: Kind::Instant { min, max } },
+        Column { name: "dt2", sql_type: "datetime2(6)", kind: Kind::Local { min, max } },
+        Column { name: "d", sql_type: "date", kind: Kind::Date { min: min / DAY_US, max: max / DAY_US } },
+        Column { name: "t", sql_type: "nvarchar(1000)", kind: Kind::Text },
+        Column { name: "num", sql_type: "int", kind: Kind::Int32 },
+        Column { name: "b", sql_type: "bit", kind: Kind::Bool },
+        Column { name: "t2", sql_type: "nvarchar(1000)", kind: Kind::Text },
+        Column { name: "extra", sql_type: "nvarchar(1000)", kind: Kind::Text },
+    ]
+}
+
+/// The simulated SQL Server: the database, its TDS endpoint and its capture job.
+pub struct SqlServerSim {
+    pub db: rtsync_source_sqlserver::sim::SimHandle,
+    pub endpoint: rtsync_mssql_sim::TdsSim,
+    capture_job: tokio::task::JoinHandle<()>,
+    instances: usize,
+}
+
+impl Drop for SqlServerSim {
+    fn drop(&mut self) {
+        self.capture_job.abort();
+    }
+}
+
+/// Days from 0001-01-01 (SQL Server's `date` epoch) to 1970-01-01.
+const DAYS_0001_TO_1970: i64 = 719_162;
+
+/// `nvarchar(max)`, `decimal(38,10)`, `int` as the catalog describes it.
+fn mssql_catalog(c: &Column) -> rtsync_source_sqlserver::CatalogColumn {
+    let (ty, args) = match c.sql_type.split_once('(') {
+        Some((t, a)) => (t, a.trim_end_matches(')')),
+        None => (c.sql_type, ""),
+    };
+    let num = |s: &str| s.trim().parse::<i16>().unwrap_or(0);
+    let (len, precision, scale) = match (ty, args) {
+        (_, "max") => (-1, 0, 0),
+        ("nvarchar", n) => (num(n) * 2, 0, 0),
+        ("decimal", ps) => {
+            let (p, s) = ps.split_once(',').unwrap_or((ps, "0"));
+            (17, num(p) as u8, num(s) as u8)
+        }
+        (_, s) if !s.is_empty() => (8, 0, num(s) as u8),
+        _ => (8, 0, 0),
+    };
+    rtsync_source_sqlserver::sim::column(c.name, ty, len, precision, scale)
+}
+
+fn mssql_datetime2(micros: i64) -> tiberius::time::DateTime2 {
+    use tiberius::time::{Date, DateTime2, Time};
+    let days = micros.div_euclid(DAY_US) + DAYS_0001_TO_1970;
+    DateTime2::new(Date::new(days as u32), Time::new(micros.rem_euclid(DAY_US) as u64, 6))
+}
+
+fn mssql_micros(dt: &tiberius::time::DateTime2) -> i64 {
+    let days = i64::from(dt.date().days()) - DAYS_0001_TO_1970;
+    let t = dt.time();
+    days * DAY_US + t.increments() as i64 * 1_000_000 / 10i64.pow(u32::from(t.scale()))
+}
+
+/// A workload value as the simulator holds it for a column of `c`'s type.
+fn mssql_value(c: &Column, v: &Value) -> tiberius::ColumnData<'static> {
+    use std::borrow::Cow;
+    use tiberius::ColumnData as D;
+    match v {
+        Value::Null => D::String(None),
+        Value::Text(s) | Value::Json(s) => D::String(Some(Cow::Owned(s.clone()))),
+        Value::Bytes(b) => D::Binary(Some(Cow::Owned(b.clone()))),
+        Value::Decimal(text) => {
+            let scale = text.split_once('.').map_or(0, |(_, f)| f.len()) as u8;
+            let digits: i128 = text.replace('.', "").parse().expect("decimal text");
+            D::Numeric(Some(tiberius::numeric::Numeric::new_with_scale(digits, scale)))
+        }
+        Value::Float64(f) => D::F64(Some(*f)),
+        Value::Float32(f) => D::F32(Some(*f)),
+        Value::Instant { micros, offset_min } => {
+            D::DateTimeOffset(Some(tiberius::time::DateTimeOffset::new(mssql_datetime2(*micros), *offset_min as i16)))
+        }
+        Value::Local(us) => D::DateTime2(Some(mssql_datetime2(*us))),
+        Value::Date(d) => D::Date(Some(tiberius::time::Date::new((d + DAYS_0001_TO_1970) as u32))),
+        Value::Int(i) if c.sql_type == "bigint" => D::I64(Some(*i)),
+        Value::Int(i) => D::I32(Some(*i as i32)),
+        Value::Bool(b) => D::Bit(Some(*b)),
+    }
+}
+
+/// A simulator value as canonical text (None: NULL), at the scale `c` declares.
+fn mssql_text(c: &Column, v: &tiberius::ColumnData<'static>) -> Result<Option<String>, String> {
+    use tiberius::ColumnData as D;
+    Ok(match v {
+        D::I64(x) => x.map(|x| x.to_string()),
+        D::I32(x) => x.map(|x| x.to_string()),
+        D::Bit(x) => x.map(|x| x.to_string()),
+        D::String(x) => x.as_ref().map(|s| s.to_string()),
+        D::Binary(x) => x.as_ref().map(|b| hex(b)),
+        D::Numeric(x) => x.map(|n| {
+            let Kind::Decimal { scale, .. } = c.kind else { return format!("(a decimal in {})", c.name) };
+            let v = n.value() * 10i128.pow(scale.saturating_sub(u32::from(n.scale())));
+            let (sign, abs) = (if v < 0 { "-" } else { "" }, v.unsigned_abs());
+            let f = 10u128.pow(scale);
+            if scale == 0 {
+                format!("{sign}{abs}")
+            } else {
+                format!("{sign}{}.{:0w$}", abs / f, abs % f, w = scale as usize)
+            }
+        }),
+        D::F64(x) => x.map(crate::compare::float_text),
+        D::F32(x) => x.map(|f| crate::compare::float_text(f64::from(f))),
+        D::DateTimeOffset(x) => {
+            x.map(|d| format!("{}+00:00", local_text(mssql_micros(&d.datetime2())).replacen(' ', "T", 1)))
+        }
+        D::DateTime2(x) => x.map(|d| local_text(mssql_micros(&d)).replacen(' ', "T", 1)),
+        D::Date(x) => x.map(|d| date_text(i64::from(d.days()) - DAYS_0001_TO_1970)),
+        other => return Err(format!("column {}: unexpected simulator value {other:?}", c.name)),
+    })
+}
+
+impl SqlServerSim {
+    /// The table `dbo.fuzz` with `columns`, its TDS endpoint, and a capture job that harvests
+    /// committed transactions every 50 ms (so `fn_cdc_get_max_lsn` lags the commits).
+    pub async fn start(columns: &[Column]) -> SqlServerSim {
+        let db =
+            rtsync_source_sqlserver::sim::SimDb::create("dbo", "fuzz", columns.iter().map(mssql_catalog).collect());
+        let endpoint = rtsync_mssql_sim::TdsSim::start(db.clone(), Default::default(), 0).await.expect("TDS endpoint");
+        let job_db = db.clone();
+        let capture_job = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                job_db.lock().capture();
+            }
+        });
+        SqlServerSim { db, endpoint, capture_job, instances: 1 }
+    }
+
+    /// Commits `txn` as one transaction. A lone ADD COLUMN adds the column and, as a DBA does
+    /// for a new table shape, a second capture instance. SQL Server refuses TRUNCATE TABLE on a
+    /// table CDC captures (error 4711), so the workload's TRUNCATE deletes every row instead.
+    pub fn apply(&mut self, columns: &[Column], txn: &Txn) -> Result<(), String> {
+        use rtsync_source_sqlserver::sim::Values;
+        if let [Op::AddColumn { index }] = txn.ops.as_slice() {
+            let mut d = self.db.lock();
+            d.add_column(mssql_catalog(&columns[*index]));
+            self.instances += 1;
+            d.enable_capture_instance(&format!("dbo_fuzz_v{}", self.instances));
+            return Ok(());
+        }
+        let values = |set: &[(usize, Value)]| -> Values {
+            set.iter().map(|(i, v)| (columns[*i].name.to_string(), mssql_value(&columns[*i], v))).collect()
+        };
+        let key = |k: i64| tiberius::ColumnData::I64(Some(k));
+        let mut d = self.db.lock();
+        let mut refused = None;
+        d.transaction(|tx| {
+            for op in &txn.ops {
+                match op {
+                    Op::Insert { key: k, row } if !tx.contains(*k) => {
+                        let mut v = values(row);
+                        v.insert("id".into(), key(*k));
+                        tx.insert(v);
+                    }
+                    Op::Update { key: k, set, .. } => tx.update(*k, values(set)),
+                    Op::ChangeKey { from, to, set } if !tx.contains(*to) => {
+                        let mut v = values(set);
+                        v.insert("id".into(), key(*to));
+                        tx.update(*from, v);
+                    }
+                    Op::Delete { key: k } => tx.delete(*k),
+                    Op::Truncate => {
+                        for k in tx.keys() {
+                            tx.delete(k);
+                        }
+                    }
+                    other => refused = Some(format!("the simulator refused {}", other.describe(columns))),
+                }
+            }
+        });
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Upserts the sentinel row `id = 0` with `num = mark`.
+    pub fn mark(&mut self, mark: i64) {
+        use tiberius::ColumnData as D;
+        let mut d = self.db.lock();
+        d.transaction(|tx| {
+            let mut v = rtsync_source_sqlserver::sim::Values::new();
+            v.insert("num".into(), D::I32(Some(mark as i32)));
+            if tx.contains(0) {
+                tx.update(0, v);
+            } else {
+                v.insert("id".into(), D::I64(Some(0)));
+                v.insert("t".into(), D::String(Some("sentinel".into())));
+                tx.insert(v);
+            }
+        });
+    }
+
+    /// The simulated table as canonical text per cell.
+    pub fn read(&self, columns: &[Column]) -> Result<Rows, String> {
+        let d = self.db.lock();
+        let mut rows = Rows::new();
+        for values in d.table().values() {
+            let cells = columns
+                .iter()
+                .map(|c| values.get(c.name).map_or(Ok(None), |v| mssql_text(c, v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            insert_row(&mut rows, columns, cells)?;
+        }
+        Ok(rows)
+    }
 }

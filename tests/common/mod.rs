@@ -291,3 +291,27 @@ pub async fn order_rows(table: &LakehouseSinkConfig) -> std::collections::BTreeM
     }
     out
 }
+
+/// Edits a Delta table as a writer that is not rtsync, in three commits: sets `column` of row
+/// `update` to 'tampered', deletes row `delete`, and appends a copy of row `copy` with key `extra`
+/// (`[update, delete, copy, extra]`; the key column is `id`).
+pub fn tamper_delta(location: &str, column: &str, [update, delete, copy, extra]: [i64; 4]) {
+    const TAMPER: &str = r#"
+import sys, json
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+path, column, update, delete, copy, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+DeltaTable(path).update(updates={column: "'tampered'"}, predicate=f"id = {update}")
+DeltaTable(path).delete(f"id = {delete}")
+t = DeltaTable(path).to_pyarrow_table()
+row = t.filter(pc.equal(t["id"], copy))
+i = row.schema.get_field_index("id")
+row = row.set_column(i, row.schema.field(i), pa.array([extra], type=row.schema.field(i).type))
+write_deltalake(path, row, mode="append")
+print(json.dumps({"version": DeltaTable(path).version()}))
+"#;
+    let args = [update, delete, copy, extra].map(|k| k.to_string());
+    let out = python_json(TAMPER, &[location, column, &args[0], &args[1], &args[2], &args[3]]);
+    assert!(out["version"].as_i64().unwrap_or(0) > 0, "{out}");
+}

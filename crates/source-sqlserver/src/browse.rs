@@ -29,12 +29,14 @@ pub struct TableDetail {
     pub cdc: bool,
 }
 
-const LIST_SCHEMAS: &str = "SELECT s.name, COUNT(t.object_id) AS tables FROM sys.schemas s \
+/// The schemas with their table counts (public so the TDS simulator can recognise it).
+pub const LIST_SCHEMAS: &str = "SELECT s.name, COUNT(t.object_id) AS tables FROM sys.schemas s \
      LEFT JOIN sys.tables t ON t.schema_id = s.schema_id AND t.is_ms_shipped = 0 \
      WHERE s.name NOT IN (N'sys', N'INFORMATION_SCHEMA', N'cdc', N'guest') AND s.principal_id < 16384 \
      GROUP BY s.name ORDER BY s.name";
 
-const LIST_TABLES: &str = "SELECT t.name, CAST(t.is_tracked_by_cdc AS int) AS cdc, \
+/// The tables of schema `@P1`.
+pub const LIST_TABLES: &str = "SELECT t.name, CAST(t.is_tracked_by_cdc AS int) AS cdc, \
      (SELECT SUM(p.rows) FROM sys.partitions p WHERE p.object_id = t.object_id AND p.index_id IN (0, 1)) AS estimated_rows \
      FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id \
      WHERE s.name = @P1 AND t.is_ms_shipped = 0 ORDER BY t.name";

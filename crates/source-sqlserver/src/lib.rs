@@ -59,7 +59,10 @@
 //! A table has at most two capture instances; the second is how a DBA captures a new shape of
 //! the table. The source reads the older one up to the LSN just before the newer one's
 //! `start_lsn`, then the newer one (new columns appear in the batches from then on, and the
-//! sink adds them to the target). When the cleanup job has removed changes the position still
+//! sink adds them to the target). Every poll reads the table's number of capture instances with
+//! the LSN bounds and re-reads them when it changed, before reading up to that max LSN: the
+//! changes up to it committed before a new instance existed, so the older one holds them all.
+//! When the cleanup job has removed changes the position still
 //! needs (`sys.fn_cdc_get_min_lsn(ci)` above the next LSN to read), the task stops with an
 //! error naming the fix, or copies the table again when `resnapshot_on_retention_loss` is set.
 //!
@@ -78,6 +81,7 @@ pub mod server;
 pub mod sim;
 pub mod sql;
 pub mod types;
+pub mod verify;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,7 +94,7 @@ use rtsync_core::{ChangeBatch, Position, Source, SyncError, SyncResult, TableDes
 
 pub use config::SqlServerSourceConfig;
 pub use position::{Lsn, MssqlPosition};
-pub use server::{CaptureInstance, CatalogColumn, CdcServer, Preflight, TdsServer};
+pub use server::{CaptureInstance, CatalogColumn, CdcServer, LsnBounds, Preflight, TdsServer};
 
 use crate::rows::{RowColumn, RowsBuilder};
 use crate::sql::SqlColumn;
@@ -228,6 +232,8 @@ pub struct SqlServerSource<S: CdcServer = TdsServer> {
     pending_truncate: bool,
     /// When the capture instances were last read.
     instances_read: Instant,
+    /// How many capture instances the table had then (before the `capture_instance` filter).
+    instances_seen: usize,
 }
 
 impl SqlServerSource<TdsServer> {
@@ -264,6 +270,7 @@ impl<S: CdcServer> SqlServerSource<S> {
             last_emit: Instant::now(),
             pending_truncate: false,
             instances_read: Instant::now(),
+            instances_seen: 0,
         }
     }
 
@@ -289,6 +296,7 @@ impl<S: CdcServer> SqlServerSource<S> {
         }
         let pk = server.primary_key(&schema, &table).await?;
         let mut instances = server.capture_instances(&schema, &table).await?;
+        self.instances_seen = instances.len();
         if let Some(ci) = &self.config.capture_instance {
             instances.retain(|i| &i.name == ci);
             if instances.is_empty() {
@@ -428,11 +436,17 @@ impl<S: CdcServer> SqlServerSource<S> {
             MssqlPosition::Snapshot { lsn, .. } => (*lsn, None),
         };
         let next_needed = if skip.is_some() { from } else { from.increment() };
-        if self.instances_read.elapsed() >= CAPTURE_INSTANCE_REFRESH {
+        let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+        let name = self.instances[self.current].name.clone();
+        let bounds = self.server().await?.lsn_bounds(&name, &schema, &table).await?;
+        // A new capture instance is noticed before reading up to this max LSN: every change
+        // at or below it committed before the new instance existed, so the older one has it.
+        if bounds.capture_instances != self.instances_seen || self.instances_read.elapsed() >= CAPTURE_INSTANCE_REFRESH
+        {
             self.refresh_instances().await?;
         }
         let ci = self.instances[self.current].clone();
-        let (min_lsn, max_lsn) = self.server().await?.lsn_bounds(&ci.name).await?;
+        let (min_lsn, max_lsn) = (bounds.min, bounds.max);
         if self.ensure_retention(min_lsn, next_needed).await? {
             self.start_snapshot().await?;
             self.pending_truncate = true;
@@ -496,6 +510,7 @@ impl<S: CdcServer> SqlServerSource<S> {
     async fn refresh_instances(&mut self) -> SyncResult<()> {
         let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
         let mut instances = self.server().await?.capture_instances(&schema, &table).await?;
+        self.instances_seen = instances.len();
         if let Some(ci) = &self.config.capture_instance {
             instances.retain(|i| &i.name == ci);
         }
@@ -575,7 +590,8 @@ impl<S: CdcServer> Source for SqlServerSource<S> {
                 let index = self.instances.iter().rposition(|i| i.start_lsn <= next).unwrap_or(0);
                 self.use_instance(index)?;
                 let ci = self.instances[index].name.clone();
-                let (min_lsn, _) = self.server().await?.lsn_bounds(&ci).await?;
+                let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+                let min_lsn = self.server().await?.lsn_bounds(&ci, &schema, &table).await?.min;
                 if self.ensure_retention(min_lsn, next).await? {
                     self.start_snapshot().await?;
                     self.pending_truncate = true;

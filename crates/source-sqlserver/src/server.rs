@@ -42,6 +42,16 @@ pub struct CaptureInstance {
     pub index_columns: Vec<String>,
 }
 
+/// What [`CdcServer::lsn_bounds`] reads in one round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsnBounds {
+    pub min: Lsn,
+    pub max: Lsn,
+    /// How many capture instances the table has (a new one appears when a DBA captures a new
+    /// shape of the table).
+    pub capture_instances: usize,
+}
+
 /// What the pre-flight check reads in one round trip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preflight {
@@ -73,8 +83,9 @@ pub trait CdcServer: Send {
     /// The table's capture instances, oldest first.
     async fn capture_instances(&mut self, schema: &str, table: &str) -> SyncResult<Vec<CaptureInstance>>;
 
-    /// `sys.fn_cdc_get_min_lsn(ci)` (all zeroes when unknown) and `sys.fn_cdc_get_max_lsn()`.
-    async fn lsn_bounds(&mut self, ci: &str) -> SyncResult<(Lsn, Lsn)>;
+    /// `sys.fn_cdc_get_min_lsn(ci)` (all zeroes when unknown), `sys.fn_cdc_get_max_lsn()`, and
+    /// the number of capture instances of `schema.table`.
+    async fn lsn_bounds(&mut self, ci: &str, schema: &str, table: &str) -> SyncResult<LsnBounds>;
 
     /// Starts a SNAPSHOT-isolation transaction and returns the max LSN read in it.
     async fn begin_snapshot(&mut self) -> SyncResult<Lsn>;
@@ -321,12 +332,17 @@ impl CdcServer for TdsServer {
         Ok(out)
     }
 
-    async fn lsn_bounds(&mut self, ci: &str) -> SyncResult<(Lsn, Lsn)> {
+    async fn lsn_bounds(&mut self, ci: &str, schema: &str, table: &str) -> SyncResult<LsnBounds> {
         let mut q = Query::new(sql::lsn_bounds());
         q.bind(ci.to_string());
+        q.bind(sql::qualified(schema, table));
         let rows = self.rows(q, "reading the CDC LSN range").await?;
         let r = rows.first().ok_or_else(|| SyncError::internal("no row for the CDC LSN range"))?;
-        Ok((cell_lsn(r, 0), cell_lsn(r, 1)))
+        Ok(LsnBounds {
+            min: cell_lsn(r, 0),
+            max: cell_lsn(r, 1),
+            capture_instances: cell_i64(r, 2).unwrap_or(0) as usize,
+        })
     }
 
     async fn begin_snapshot(&mut self) -> SyncResult<Lsn> {

@@ -9,8 +9,8 @@
 //! snapshot sees the table as of its start), and a second capture instance created after a
 //! column is added ([`SimDb::add_column`], [`SimDb::enable_capture_instance`]).
 //!
-//! It is not a TDS endpoint: tiberius's login and row decoding are covered by the unit tests
-//! of the value conversion and, against a real server, by the live tests only.
+//! The crate `rtsync-mssql-sim` (tests only) puts a TDS endpoint in front of it, so that
+//! tiberius's login and row decoding and the connector's own SQL run against it too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +21,7 @@ use tiberius::ColumnData;
 
 use crate::position::Lsn;
 use crate::rows::{ChangeRow, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE, mask_of};
-use crate::server::{CaptureInstance, CatalogColumn, CdcServer, Preflight};
+use crate::server::{CaptureInstance, CatalogColumn, CdcServer, LsnBounds, Preflight};
 use crate::sql::SqlColumn;
 use crate::{Connect, server};
 
@@ -228,6 +228,11 @@ impl SimDb {
         &self.columns
     }
 
+    /// The simulated table's schema and name.
+    pub fn qualified_name(&self) -> (&str, &str) {
+        (&self.schema, &self.table)
+    }
+
     pub fn max_lsn(&self) -> Lsn {
         self.max_lsn
     }
@@ -310,6 +315,11 @@ impl SimTx<'_> {
     pub fn contains(&self, key: i64) -> bool {
         self.db.rows.contains_key(&key)
     }
+
+    /// The keys the table holds within this transaction.
+    pub fn keys(&self) -> Vec<i64> {
+        self.db.rows.keys().copied().collect()
+    }
 }
 
 impl SimHandle {
@@ -350,10 +360,11 @@ impl CdcServer for SimServer {
         Ok(self.db.lock().instances.iter().map(|i| i.ci.clone()).collect())
     }
 
-    async fn lsn_bounds(&mut self, ci: &str) -> SyncResult<(Lsn, Lsn)> {
+    async fn lsn_bounds(&mut self, ci: &str, schema: &str, table: &str) -> SyncResult<LsnBounds> {
         let db = self.db.lock();
         let min = db.instances.iter().find(|i| i.ci.name == ci).map(|i| i.min_lsn).unwrap_or(Lsn::ZERO);
-        Ok((min, db.max_lsn))
+        let ours = db.schema == schema && db.table == table;
+        Ok(LsnBounds { min, max: db.max_lsn, capture_instances: if ours { db.instances.len() } else { 0 } })
     }
 
     async fn begin_snapshot(&mut self) -> SyncResult<Lsn> {

@@ -140,9 +140,12 @@ pub fn changes(ci: &str, columns: &[SqlColumn], has_command_id: bool, inclusive_
 }
 
 /// The LSN range the change tables can serve: `min_lsn` of `@P1` (a capture instance; all
-/// zeroes when it does not exist or was cleaned up entirely) and the database's `max_lsn`.
+/// zeroes when it does not exist or was cleaned up entirely), the database's `max_lsn`, and
+/// how many capture instances table `@P2` (`[schema].[table]`) has, so a poll notices a new
+/// one before it reads past the new one's start.
 pub fn lsn_bounds() -> &'static str {
-    "SELECT sys.fn_cdc_get_min_lsn(@P1) AS min_lsn, sys.fn_cdc_get_max_lsn() AS max_lsn"
+    "SELECT sys.fn_cdc_get_min_lsn(@P1) AS min_lsn, sys.fn_cdc_get_max_lsn() AS max_lsn, \
+     (SELECT COUNT(*) FROM cdc.change_tables WHERE source_object_id = OBJECT_ID(@P2)) AS capture_instances"
 }
 
 /// The capture instances of table `@P1` (`[schema].[table]`), oldest first.

@@ -148,8 +148,9 @@ impl TaskSource for SqlServerSourceConfig {
         crate::preview::table_preview(&batch, format!("{}.{}", self.schema, self.table))
     }
 
-    async fn verifier(&self, _spec: &TaskSpec) -> Result<(Box<dyn TableVerifier>, String)> {
-        Err(Error::bad_request("task verify is not available for SQL Server sources yet"))
+    async fn verifier(&self, spec: &TaskSpec) -> Result<(Box<dyn TableVerifier>, String)> {
+        let v = rtsync_source_sqlserver::verify::SqlServerVerifier::connect(self, &spec.name).await?;
+        Ok((Box::new(v), format!("{}.{}", self.schema, self.table)))
     }
 
     /// CDC belongs to the DBA: nothing is dropped.
