@@ -118,6 +118,7 @@ fn input(props: &[(&str, &str, &str)], required: &[&str]) -> Value {
     for (name, ty, description) in props {
         let schema = match *ty {
             "id" => json!({"type": ["integer", "string"], "description": description}),
+            "strings" => json!({"type": "array", "items": {"type": "string"}, "description": description}),
             "columns" => json!({
                 "type": "array",
                 "description": description,
@@ -278,6 +279,21 @@ fn tools() -> Vec<Value> {
                     ("start_offset", "string", "Kafka: earliest, latest, offsets:P=O,…, timestamp:MS"),
                     ("columns", "columns", "Kafka JSONPath computed columns"),
                     ("error_policy", "string", "fail or dead_letter"),
+                    (
+                        "format",
+                        "string",
+                        "Kafka message format: json (default), avro, protobuf, debezium-json, debezium-avro; avro, protobuf and debezium-avro need schema.registry.url on the data source",
+                    ),
+                    (
+                        "key_columns",
+                        "strings",
+                        "Kafka change events: the key columns (default: the message key's fields)",
+                    ),
+                    (
+                        "json_fields",
+                        "strings",
+                        "Kafka registry formats: fields landing as JSON text; * for every nested field",
+                    ),
                 ]),
                 &[],
             ),
@@ -535,13 +551,16 @@ async fn call_tool(server: &Daemon, name: &str, args: &Value) -> Result<Value, S
                 ("sink_table", "sink_table"),
                 ("start_offset", "start_offset"),
                 ("error_policy", "error_policy"),
+                ("format", "format"),
             ] {
                 if let Some(v) = arg_str(args, arg) {
                     patch.insert(field.into(), json!(v));
                 }
             }
-            if let Some(cols) = args.get("columns").filter(|c| !c.is_null()) {
-                patch.insert("columns".into(), cols.clone());
+            for field in ["columns", "key_columns", "json_fields"] {
+                if let Some(v) = args.get(field).filter(|c| !c.is_null()) {
+                    patch.insert(field.into(), v.clone());
+                }
             }
             let path = v1(&["tasks", &task, "config"]);
             let p: Vec<&str> = path.iter().map(String::as_str).collect();

@@ -473,6 +473,18 @@ pub struct ConfigureArgs {
     /// Run on this SYNC vcluster.
     #[arg(long)]
     vcluster: Option<String>,
+    /// Kafka: how message values are encoded: json, avro, protobuf, debezium-json,
+    /// debezium-avro (avro/protobuf need schema.registry.url on the data source).
+    #[arg(long, value_name = "FORMAT")]
+    message_format: Option<String>,
+    /// Kafka change events: a key column rows are applied by, repeatable (default: the
+    /// message key's fields).
+    #[arg(long = "key-column", value_name = "COLUMN")]
+    key_columns: Vec<String>,
+    /// Kafka registry formats: a field that lands as JSON text instead of a struct, list or
+    /// map, repeatable; `*` for every nested field.
+    #[arg(long = "json-field", value_name = "FIELD")]
+    json_fields: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -917,6 +929,9 @@ async fn task(c: &ClientArgs, cmd: TaskCmd) -> Result<(), Error> {
                 error_policy,
                 commit_interval_ms,
                 vcluster: a.vcluster,
+                format: a.message_format,
+                key_columns: (!a.key_columns.is_empty()).then_some(a.key_columns),
+                json_fields: (!a.json_fields.is_empty()).then_some(a.json_fields),
             };
             show(
                 c,

@@ -248,6 +248,7 @@ fn describe_config(c: &TaskConfig) -> Vec<(&'static str, String)> {
     vec![
         ("source", source),
         ("start offset", c.start_offset.clone().unwrap_or_else(|| "earliest".into())),
+        ("format", c.format.clone().unwrap_or_else(|| "json".into())),
         ("target", format!("{} {}.{}", c.sink, c.sink_schema, c.effective_sink_table().unwrap_or("(source table)"))),
         ("columns", columns),
         ("error policy", format!("{:?}", c.error_policy).to_lowercase().replace("deadletter", "dead_letter")),

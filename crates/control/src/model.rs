@@ -166,6 +166,17 @@ pub struct TaskConfig {
     pub error_policy: ErrorPolicy,
     #[serde(default)]
     pub commit_interval_ms: Option<u64>,
+    /// Kafka: how message values are encoded (json, avro, protobuf, debezium-json,
+    /// debezium-avro); None: json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Kafka change events: the columns rows are applied by (default: the message key's
+    /// fields).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<String>,
+    /// Kafka registry formats: fields landing as JSON text (`*`: every nested field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_fields: Vec<String>,
 }
 
 fn default_sink() -> String {
@@ -189,6 +200,9 @@ impl Default for TaskConfig {
             columns: Vec::new(),
             error_policy: ErrorPolicy::Fail,
             commit_interval_ms: None,
+            format: None,
+            key_columns: Vec::new(),
+            json_fields: Vec::new(),
         }
     }
 }
@@ -235,6 +249,12 @@ pub struct ConfigPatch {
     pub commit_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_fields: Option<Vec<String>>,
 }
 
 /// A task as the catalog holds it.

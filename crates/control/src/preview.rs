@@ -27,11 +27,15 @@ pub async fn preview(spec: &TaskSpec, limit: usize) -> Result<Preview> {
     spec.source.source().preview(spec, limit).await
 }
 
-/// Source records mapped by the task's columns: the rows they become and the ones the mapping
-/// rejects. `empty_note` explains an empty read.
-pub(crate) fn mapped_preview(spec: &TaskSpec, batches: &[RecordBatch], empty_note: String) -> Result<Preview> {
-    let mapping = rtsync_mapping::compile(&spec.columns).map_err(|e| e.context_prefix("columns"))?;
-    let columns = if spec.columns.is_empty() { rtsync_mapping::default_columns() } else { spec.columns.clone() };
+/// Source records mapped by the task's mapping: the rows they become and the ones the mapping
+/// rejects. `columns` are the target columns as the user sees them; `empty_note` explains an
+/// empty read.
+pub(crate) fn mapped_preview(
+    mapping: &dyn ColumnMapping,
+    columns: Vec<PreviewColumn>,
+    batches: &[RecordBatch],
+    empty_note: String,
+) -> Result<Preview> {
     let mut out_rows = Vec::new();
     let mut rejected = Vec::new();
     let mut read_count = 0i64;
@@ -50,7 +54,7 @@ pub(crate) fn mapped_preview(spec: &TaskSpec, batches: &[RecordBatch], empty_not
         }
     }
     Ok(Preview {
-        columns: columns.into_iter().map(|c| PreviewColumn { name: c.name, ty: c.ty }).collect(),
+        columns,
         rows: out_rows,
         rejected,
         messages_read: read_count,

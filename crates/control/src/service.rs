@@ -652,6 +652,15 @@ impl Control {
         if let Some(p) = patch.error_policy {
             cfg.error_policy = p;
         }
+        if let Some(f) = patch.format {
+            cfg.format = Some(f);
+        }
+        if let Some(k) = patch.key_columns {
+            cfg.key_columns = k;
+        }
+        if let Some(j) = patch.json_fields {
+            cfg.json_fields = j;
+        }
         if let Some(ms) = patch.commit_interval_ms {
             if ms < 10 {
                 return Err(Error::bad_request("--commit-interval: must be at least 10ms"));

@@ -88,16 +88,19 @@
 //! to microseconds. With no columns configured the target gets every built-in field
 //! ([`default_columns`]).
 
+mod avro;
 mod cast;
 mod column;
 mod expr;
 mod json;
 mod mapping;
 mod node;
+mod records;
 mod spec;
 
 pub use json::MAX_DEPTH;
 pub use mapping::{KafkaJsonMapping, compile, default_columns};
+pub use records::{RecordMapping, RecordOptions, avro_fields, debezium_json_columns, json_key_fields};
 /// The `rtsync-core` types a user of this crate needs, so that a program can depend on this
 /// crate alone.
 pub use rtsync_core::{ColumnMapping, MappedBatch, Rejected, arrow, kafka};

@@ -203,6 +203,22 @@ pub async fn sample_newest(
     sample: usize,
     wait: Duration,
 ) -> SyncResult<Option<(Vec<Watermarks>, Vec<Option<Vec<u8>>>)>> {
+    let Some((partitions, batches)) = newest_messages(config, sample, wait).await? else { return Ok(None) };
+    let mut values = Vec::new();
+    for batch in &batches {
+        let column = batch.column(1).as_binary::<i32>();
+        values.extend((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_vec())));
+    }
+    Ok(Some((partitions, values)))
+}
+
+/// The newest messages of `config.topic` as the task would receive them (about `sample` over
+/// all partitions), and the topic's watermarks; None when the topic does not exist.
+pub async fn newest_messages(
+    config: &KafkaSourceConfig,
+    sample: usize,
+    wait: Duration,
+) -> SyncResult<Option<(Vec<Watermarks>, Vec<RecordBatch>)>> {
     let Some(partitions) = watermarks(config, &config.topic).await? else { return Ok(None) };
     let per_partition = sample.div_ceil(partitions.len().max(1)) as i64;
     let mut starts = BTreeMap::new();
@@ -213,12 +229,13 @@ pub async fn sample_newest(
         expected += (p.high - from).max(0) as usize;
     }
     let expected = expected.min(sample);
-    let values = if expected == 0 {
+    let batches = if expected == 0 {
         Vec::new()
     } else {
-        sample_values(config, StartOffset::Offsets(starts), expected, wait).await?
+        let config = KafkaSourceConfig { start_offset: StartOffset::Offsets(starts), ..config.clone() };
+        read_batches(&config, expected.clamp(1, 10_000), wait, wait).await?
     };
-    Ok(Some((partitions, values)))
+    Ok(Some((partitions, batches)))
 }
 
 /// A JSON field seen in sampled message values.

@@ -6,6 +6,8 @@ use std::fmt;
 use rtsync_core::SyncError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::registry::SchemaRegistryConfig;
+
 /// Rows per batch handed to the engine, at most.
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 32_768;
 /// How long the poll thread waits for more messages after the first one of a batch.
@@ -13,7 +15,76 @@ pub const DEFAULT_LINGER_MS: u64 = 50;
 /// How often the topic's partition count is re-read to pick up new partitions.
 pub const PARTITION_REFRESH_SECS: u64 = 30;
 
-/// librdkafka properties whose values are secrets: never printed.
+/// The placeholder Debezium writes for a value it did not capture (an unchanged TOASTed
+/// column of PostgreSQL); configurable in Debezium as `unavailable.value.placeholder`.
+pub const DEFAULT_UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+
+/// How message values are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MessageFormat {
+    /// JSON text; columns are JSONPath expressions over it. Appended.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format, schemas from the Schema Registry. Appended.
+    Avro,
+    /// Protobuf in the Confluent wire format, schemas from the Schema Registry. Appended.
+    Protobuf,
+    /// Debezium change events in JSON (with or without the embedded schema): applied as
+    /// upserts and deletes by key.
+    DebeziumJson,
+    /// Debezium change events in Avro with the Schema Registry: upserts and deletes by key.
+    DebeziumAvro,
+}
+
+impl MessageFormat {
+    pub const NAMES: &'static str = "json, avro, protobuf, debezium-json, debezium-avro";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageFormat::Json => "json",
+            MessageFormat::Avro => "avro",
+            MessageFormat::Protobuf => "protobuf",
+            MessageFormat::DebeziumJson => "debezium-json",
+            MessageFormat::DebeziumAvro => "debezium-avro",
+        }
+    }
+
+    /// Whether messages carry a schema id that the registry resolves.
+    pub fn needs_registry(self) -> bool {
+        matches!(self, MessageFormat::Avro | MessageFormat::Protobuf | MessageFormat::DebeziumAvro)
+    }
+
+    /// Whether messages are change events applied by key (else appended).
+    pub fn is_change_events(self) -> bool {
+        matches!(self, MessageFormat::DebeziumJson | MessageFormat::DebeziumAvro)
+    }
+}
+
+impl fmt::Display for MessageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MessageFormat {
+    type Err = SyncError;
+
+    fn from_str(text: &str) -> Result<Self, SyncError> {
+        let format = match text.trim().to_ascii_lowercase().as_str() {
+            "json" => MessageFormat::Json,
+            "avro" => MessageFormat::Avro,
+            "protobuf" | "proto" => MessageFormat::Protobuf,
+            "debezium-json" | "debezium" => MessageFormat::DebeziumJson,
+            "debezium-avro" => MessageFormat::DebeziumAvro,
+            _ => {
+                return Err(SyncError::config(format!("format {text:?} is not one of {}", MessageFormat::NAMES)));
+            }
+        };
+        Ok(format)
+    }
+}
+
 /// Where a task starts reading when it has no checkpoint yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StartOffset {
@@ -130,6 +201,36 @@ pub struct KafkaSourceConfig {
     pub max_batch_rows: usize,
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+    /// How message values are encoded.
+    #[serde(default, skip_serializing_if = "is_default_format")]
+    pub format: MessageFormat,
+    /// The Schema Registry of `avro`, `protobuf` and `debezium-avro` topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Debezium: the key columns the changes are applied by. Empty: the fields of the
+    /// message key (Debezium writes the primary key there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<String>,
+    /// Avro/Protobuf/Debezium: fields that land as JSON text instead of a typed column
+    /// (nested records, arrays and maps otherwise become structs, lists and maps); `*` for
+    /// every nested field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_fields: Vec<String>,
+    /// Debezium: the placeholder of a value the event does not carry.
+    #[serde(default = "default_unavailable_value", skip_serializing_if = "is_default_unavailable_value")]
+    pub unavailable_value: String,
+}
+
+fn is_default_format(f: &MessageFormat) -> bool {
+    *f == MessageFormat::Json
+}
+
+fn default_unavailable_value() -> String {
+    DEFAULT_UNAVAILABLE_VALUE.to_string()
+}
+
+fn is_default_unavailable_value(v: &str) -> bool {
+    v == DEFAULT_UNAVAILABLE_VALUE
 }
 
 fn default_max_batch_rows() -> usize {
@@ -150,6 +251,11 @@ impl KafkaSourceConfig {
             properties: BTreeMap::new(),
             max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
             linger_ms: DEFAULT_LINGER_MS,
+            format: MessageFormat::Json,
+            schema_registry: None,
+            key_columns: Vec::new(),
+            json_fields: Vec::new(),
+            unavailable_value: default_unavailable_value(),
         }
     }
 
@@ -163,6 +269,22 @@ impl KafkaSourceConfig {
         }
         if self.max_batch_rows == 0 {
             return Err(SyncError::config("source.max_batch_rows: must be at least 1"));
+        }
+        match (&self.schema_registry, self.format.needs_registry()) {
+            (Some(registry), _) => registry.validate()?,
+            (None, true) => {
+                return Err(SyncError::config(format!(
+                    "source.schema_registry.url: format {} needs a Schema Registry",
+                    self.format
+                )));
+            }
+            (None, false) => {}
+        }
+        if !self.key_columns.is_empty() && !self.format.is_change_events() {
+            return Err(SyncError::config(format!(
+                "source.key_columns: only change-event formats (debezium-json, debezium-avro) apply rows by key; format is {}",
+                self.format
+            )));
         }
         for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"] {
             if self.properties.contains_key(key) {
@@ -193,6 +315,11 @@ impl fmt::Debug for KafkaSourceConfig {
             .field("properties", &props)
             .field("max_batch_rows", &self.max_batch_rows)
             .field("linger_ms", &self.linger_ms)
+            .field("format", &self.format)
+            .field("schema_registry", &self.schema_registry)
+            .field("key_columns", &self.key_columns)
+            .field("json_fields", &self.json_fields)
+            .field("unavailable_value", &self.unavailable_value)
             .finish()
     }
 }

@@ -72,6 +72,7 @@ pub mod browse;
 mod config;
 mod position;
 mod reader;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,8 +87,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rtsync_core::arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
-pub use config::{DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_ROWS, KafkaSourceConfig, PARTITION_REFRESH_SECS, StartOffset};
+pub use config::{
+    DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_ROWS, DEFAULT_UNAVAILABLE_VALUE, KafkaSourceConfig, MessageFormat,
+    PARTITION_REFRESH_SECS, StartOffset,
+};
 pub use position::KafkaOffsets;
+pub use registry::{SchemaRegistry, SchemaRegistryConfig};
 /// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
 /// depend on this crate alone.
 pub use rtsync_core::{ChangeBatch, ErrorKind, Position, Source, SyncError, SyncResult, TableDescription, arrow};

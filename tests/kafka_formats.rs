@@ -1,0 +1,598 @@
+//! Avro with a Schema Registry, and Debezium change events, from the real broker (tansu) to
+//! Delta, read back by the independent Python reader.
+//!
+//! No Schema Registry server can be installed here from the package registries (Karapace and
+//! Confluent's are not published there), so each test serves the registry's REST API itself
+//! ([`registry::Registry`]: `GET /schemas/ids/{id}`, `GET /subjects/{s}/versions[/{v}|latest]`,
+//! basic authentication), as a Confluent registry answers it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use apache_avro::Schema as AvroSchema;
+use apache_avro::types::{Record, Value};
+use common::*;
+use rtsync_sink_lakehouse::LakehouseSinkConfig;
+use serde_json::json;
+
+/// A Confluent-compatible Schema Registry served on loopback by the test.
+mod registry {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine;
+
+    #[derive(Default)]
+    struct State {
+        /// (subject, version, id, schema text)
+        schemas: Vec<(String, i32, u32, String)>,
+    }
+
+    #[derive(Clone)]
+    pub struct Registry {
+        pub url: String,
+        state: Arc<Mutex<State>>,
+    }
+
+    impl Registry {
+        /// Serves until the test process ends; requests must carry `user:password`.
+        pub fn start(user: &str, password: &str) -> Registry {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let state = Arc::new(Mutex::new(State::default()));
+            let auth =
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+            let served = state.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let (status, body) = answer(&mut stream, &served, &auth).unwrap_or((400, "{}".into()));
+                    let reason = match status {
+                        200 => "OK",
+                        401 => "Unauthorized",
+                        404 => "Not Found",
+                        _ => "Bad Request",
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+            Registry { url, state }
+        }
+
+        /// Registers `schema` under `subject` as its next version; returns its global id
+        /// (the same text under the same subject keeps its id, as the registry does).
+        pub fn register(&self, subject: &str, schema: &str) -> u32 {
+            let mut s = self.state.lock().unwrap();
+            if let Some(found) = s.schemas.iter().find(|(sub, _, _, t)| sub == subject && t == schema) {
+                return found.2;
+            }
+            let id = s.schemas.len() as u32 + 1;
+            let version = s.schemas.iter().filter(|(sub, ..)| sub == subject).count() as i32 + 1;
+            s.schemas.push((subject.to_string(), version, id, schema.to_string()));
+            id
+        }
+    }
+
+    fn answer(stream: &mut std::net::TcpStream, state: &Mutex<State>, auth: &str) -> std::io::Result<(u16, String)> {
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut authorized = false;
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header)?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "authorization" => authorized = value.trim() == auth,
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        if !authorized {
+            return Ok((401, r#"{"error_code":401,"message":"Unauthorized"}"#.into()));
+        }
+        let s = state.lock().unwrap();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let not_found = (404, r#"{"error_code":40401,"message":"Subject not found."}"#.to_string());
+        Ok(match parts.as_slice() {
+            ["schemas", "ids", id] => match s.schemas.iter().find(|x| id.parse() == Ok(x.2)) {
+                Some(x) => (200, serde_json::json!({ "schema": x.3 }).to_string()),
+                None => (404, r#"{"error_code":40403,"message":"Schema not found"}"#.into()),
+            },
+            ["subjects", subject, "versions"] => {
+                let versions: Vec<i32> = s.schemas.iter().filter(|x| x.0 == *subject).map(|x| x.1).collect();
+                if versions.is_empty() { not_found } else { (200, serde_json::to_string(&versions).unwrap()) }
+            }
+            ["subjects", subject, "versions", v] => {
+                let mine = s.schemas.iter().filter(|x| x.0 == *subject);
+                let found = if *v == "latest" { mine.last() } else { mine.into_iter().find(|x| v.parse() == Ok(x.1)) };
+                match found {
+                    Some(x) => (
+                        200,
+                        serde_json::json!({ "subject": x.0, "version": x.1, "id": x.2, "schema": x.3 }).to_string(),
+                    ),
+                    None => not_found,
+                }
+            }
+            _ => not_found,
+        })
+    }
+}
+
+/// Reads a Delta table with the `deltalake` package and prints its Delta schema and rows:
+/// decimals as plain text, timestamps as epoch microseconds, dates as epoch days, maps as
+/// `[key, value]` pairs.
+const PY_ROWS: &str = r#"
+import datetime, decimal, json, sys
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
+table = DeltaTable(sys.argv[1])
+schema = {f["name"]: f["type"] for f in json.loads(table.schema().to_json())["fields"]}
+read = QueryBuilder().register("t", table).execute("SELECT * FROM t")
+data = pa.RecordBatchReader.from_stream(read).read_all()
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+def enc(v):
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f")
+    if isinstance(v, datetime.datetime):
+        v = v if v.tzinfo else v.replace(tzinfo=datetime.timezone.utc)
+        return (v - EPOCH) // datetime.timedelta(microseconds=1)
+    if isinstance(v, datetime.date):
+        return (v - datetime.date(1970, 1, 1)).days
+    if isinstance(v, bytes):
+        return v.hex()
+    raise TypeError(repr(v))
+print(json.dumps({"schema": schema, "rows": data.to_pylist()}, default=enc))
+"#;
+
+/// The table's rows by the integer column `key`, and its Delta schema.
+fn read_table(table: &LakehouseSinkConfig, key: &str) -> (BTreeMap<i64, serde_json::Value>, serde_json::Value) {
+    let out = python_json(PY_ROWS, &[&table.table_location()]);
+    let mut rows = BTreeMap::new();
+    for row in out["rows"].as_array().unwrap() {
+        let k = row[key].as_i64().unwrap();
+        assert!(rows.insert(k, row.clone()).is_none(), "key {k} appears twice");
+    }
+    (rows, out["schema"].clone())
+}
+
+const ORDER_V1: &str = r#"{
+  "type": "record", "name": "Order", "namespace": "shop",
+  "fields": [
+    {"name": "id", "type": "long"},
+    {"name": "qty", "type": "int"},
+    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
+    {"name": "placed", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["NEW", "PAID", "SHIPPED"]}},
+    {"name": "note", "type": ["null", "string"], "default": null},
+    {"name": "ship", "type": {"type": "record", "name": "Ship", "fields": [
+        {"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "int"], "default": null}]}},
+    {"name": "tags", "type": {"type": "array", "items": "string"}},
+    {"name": "attrs", "type": {"type": "map", "values": "double"}}
+  ]
+}"#;
+
+/// Version 2 adds a nullable field.
+fn order_v2() -> String {
+    ORDER_V1.replace(
+        r#"{"name": "attrs", "type": {"type": "map", "values": "double"}}"#,
+        r#"{"name": "attrs", "type": {"type": "map", "values": "double"}},
+    {"name": "coupon", "type": ["null", "string"], "default": null}"#,
+    )
+}
+
+/// Version 3 widens `qty` to long.
+fn order_v3() -> String {
+    order_v2().replace(r#"{"name": "qty", "type": "int"}"#, r#"{"name": "qty", "type": "long"}"#)
+}
+
+/// `v` as the shortest big-endian two's complement bytes (Avro and Connect decimals).
+fn unscaled_bytes(v: i64) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let mut start = 0;
+    while start < 7 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    bytes[start..].to_vec()
+}
+
+/// Order `i` under `schema` (with `coupon` when the schema has it).
+fn order(schema: &AvroSchema, i: i64, v2: bool) -> Value {
+    let mut r = Record::new(schema).unwrap();
+    r.put("id", i);
+    r.put("qty", (i % 100) as i32);
+    r.put("amount", Value::Decimal(apache_avro::Decimal::from(unscaled_bytes(i * 137 - 5000))));
+    r.put("placed", Value::TimestampMillis(1_700_000_000_000 + i * 1001));
+    r.put("day", Value::Date(19_000 + (i % 1000) as i32));
+    r.put("ref", Value::Uuid(format!("00000000-0000-4000-8000-{i:012x}").parse().unwrap()));
+    let status = ["NEW", "PAID", "SHIPPED"][(i % 3) as usize];
+    r.put("status", Value::Enum((i % 3) as u32, status.into()));
+    let note = (i % 4 != 0).then(|| format!("n{i} Zürich 🚀"));
+    r.put("note", Value::Union(u32::from(note.is_some()), Box::new(note.map_or(Value::Null, Value::String))));
+    let zip = (i % 5 != 0).then_some((i % 90_000) as i32);
+    r.put(
+        "ship",
+        Value::Record(vec![
+            ("city".into(), Value::String(format!("c{}", i % 10))),
+            ("zip".into(), Value::Union(u32::from(zip.is_some()), Box::new(zip.map_or(Value::Null, Value::Int)))),
+        ]),
+    );
+    r.put("tags", Value::Array((0..i % 3).map(|t| Value::String(format!("t{t}"))).collect()));
+    let attrs: HashMap<String, Value> = if i % 2 == 0 {
+        HashMap::from([("w".to_string(), Value::Double(i as f64 / 4.0)), ("h".to_string(), Value::Double(1.5))])
+    } else {
+        HashMap::new()
+    };
+    r.put("attrs", Value::Map(attrs));
+    if v2 {
+        let coupon = (i % 2 == 0).then(|| format!("C{i}"));
+        r.put("coupon", Value::Union(u32::from(coupon.is_some()), Box::new(coupon.map_or(Value::Null, Value::String))));
+    }
+    r.into()
+}
+
+/// What order `i` reads back as.
+fn expected_order(i: i64, v2: bool) -> serde_json::Value {
+    let unscaled = i * 137 - 5000;
+    let amount = format!("{}{}.{:02}", if unscaled < 0 { "-" } else { "" }, unscaled.abs() / 100, unscaled.abs() % 100);
+    let attrs = if i % 2 == 0 { json!([["h", 1.5], ["w", i as f64 / 4.0]]) } else { json!([]) };
+    let status = ["NEW", "PAID", "SHIPPED"][(i % 3) as usize];
+    json!({
+        "id": i,
+        "qty": i % 100,
+        "amount": amount,
+        "placed": (1_700_000_000_000 + i * 1001) * 1000,
+        "day": 19_000 + i % 1000,
+        "ref": format!("00000000-0000-4000-8000-{i:012x}"),
+        "status": status,
+        "note": (i % 4 != 0).then(|| format!("n{i} Zürich 🚀")),
+        "ship": {"city": format!("c{}", i % 10), "zip": (i % 5 != 0).then_some(i % 90_000)},
+        "tags": (0..i % 3).map(|t| format!("t{t}")).collect::<Vec<_>>(),
+        "attrs": attrs,
+        "coupon": (v2 && i % 2 == 0).then(|| format!("C{i}")),
+    })
+}
+
+/// `value` in the Confluent wire format under schema id `id`.
+fn wire(id: u32, schema: &AvroSchema, value: Value) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend(apache_avro::to_avro_datum(schema, value).unwrap());
+    out
+}
+
+fn avro_spec(name: &str, servers: &str, topic: &str, root: &str, registry: &str, extra: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+commit_interval = "300ms"
+{extra}
+[source]
+type = "kafka"
+bootstrap_servers = "{servers}"
+topic = "{topic}"
+start_offset = "earliest"
+format = "avro"
+schema_registry = {{ url = "{registry}", basic_auth_user_info = "app:s3cret" }}
+[sink]
+root = "{root}"
+schema = "public"
+table = "{name}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
+    let servers = bootstrap();
+    let topic = unique("kafka_avro");
+    let name = unique("kafka_avro_sync");
+    create_topic(&servers, &topic, 2).await;
+    let reg = registry::Registry::start("app", "s3cret");
+    let subject = format!("{topic}-value");
+    let v1_id = reg.register(&subject, ORDER_V1);
+    let v1 = AvroSchema::parse_str(ORDER_V1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let spec = write_spec(dir.path(), &name, &avro_spec(&name, &servers, &topic, root.to_str().unwrap(), &reg.url, ""));
+    let log = dir.path().join("rtsync.log");
+    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
+
+    // 3000 version-1 orders while the task runs and is SIGKILLed twice.
+    const V1: i64 = 3000;
+    const V2: i64 = 500;
+    let p = producer(&servers);
+    let mut child = spawn_run(&spec, &log);
+    for i in 0..V1 {
+        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&wire(v1_id, &v1, order(&v1, i, false))), None);
+        if i == 1000 || i == 2000 {
+            flush(&p);
+            std::thread::sleep(Duration::from_millis(1500));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn_run(&spec, &log);
+        }
+    }
+    flush(&p);
+    assert_eq!(wait_rows(&table, V1 as u64, Duration::from_secs(120)).await, V1 as u64, "{}", log_of(&log));
+
+    // Version 2 adds a field: the task restarts by itself and adds the column.
+    let v2_text = order_v2();
+    let v2_id = reg.register(&subject, &v2_text);
+    let v2 = AvroSchema::parse_str(&v2_text).unwrap();
+    for i in V1..V1 + V2 {
+        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&wire(v2_id, &v2, order(&v2, i, true))), None);
+    }
+    flush(&p);
+    let total = (V1 + V2) as u64;
+    assert_eq!(wait_rows(&table, total, Duration::from_secs(120)).await, total, "{}", log_of(&log));
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let log_text = log_of(&log);
+    assert!(status.success(), "rtsync exited with {status}; log:\n{log_text}");
+    assert!(log_text.contains(r#"adds field \"coupon\""#) || log_text.contains(r#"adds field "coupon""#), "{log_text}");
+
+    // Exactly once, value by value, as the independent reader sees it.
+    let (rows, schema) = read_table(&table, "id");
+    assert_eq!(rows.len() as u64, total);
+    for i in 0..V1 + V2 {
+        let mut got = rows[&i].clone();
+        let want = expected_order(i, i >= V1);
+        // floats compare as numbers
+        assert_eq!(got.as_object_mut().unwrap().len(), 12, "row {i}: {got}");
+        assert_eq!(got, want, "row {i}");
+    }
+    assert_eq!(schema["amount"], "decimal(12,2)");
+    assert_eq!(schema["placed"], "timestamp");
+    assert_eq!(schema["day"], "date");
+    assert_eq!(schema["qty"], "integer");
+    assert_eq!(schema["coupon"], "string");
+
+    // Version 3 widens qty to long: the task stops, naming the column.
+    let v3_text = order_v3();
+    let v3_id = reg.register(&subject, &v3_text);
+    let v3 = AvroSchema::parse_str(&v3_text).unwrap();
+    let mut widened = order(&v3, V1 + V2, true);
+    if let Value::Record(fields) = &mut widened {
+        fields[1].1 = Value::Long(1 << 40);
+    }
+    send(&p, &topic, 0, "wide", Some(&wire(v3_id, &v3, widened)), None);
+    flush(&p);
+    let mut child = spawn_run(&spec, &log);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let log_text = log_of(&log);
+    assert!(!status.success(), "a widened column must stop the task; log:\n{log_text}");
+    assert!(log_text.contains("column") && log_text.contains("qty") && log_text.contains("widen"), "{log_text}");
+    assert_eq!(count_rows(&table).await, total, "nothing of the widened message landed");
+}
+
+fn log_of(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// One row of the Debezium test's source table.
+#[derive(Debug, Clone, PartialEq)]
+struct Item {
+    id: i64,
+    name: String,
+    doc: String,
+    price_cents: i64,
+}
+
+const CONNECT_SCHEMA: &str = r#"{"type":"struct","name":"db.public.items.Envelope","fields":[
+  {"field":"before","type":"struct","optional":true,"name":"db.public.items.Value","fields":[
+    {"field":"id","type":"int64"},{"field":"name","type":"string","optional":true},
+    {"field":"doc","type":"string","optional":true},
+    {"field":"price","type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"10"}}]},
+  {"field":"after","type":"struct","optional":true,"name":"db.public.items.Value","fields":[
+    {"field":"id","type":"int64"},{"field":"name","type":"string","optional":true},
+    {"field":"doc","type":"string","optional":true},
+    {"field":"price","type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"10"}}]},
+  {"field":"op","type":"string"},{"field":"ts_ms","type":"int64","optional":true}]}"#;
+
+/// A Debezium JSON event; with the embedded schema on even ids (both shapes in one topic).
+fn debezium_event(op: &str, before: Option<&Item>, after: Option<&Item>, doc_unavailable: bool) -> (String, String) {
+    let with_schema = before.or(after).is_some_and(|r| r.id % 2 == 0);
+    let image = |r: Option<&Item>, unavailable: bool| match r {
+        None => serde_json::Value::Null,
+        Some(r) => {
+            let price = if with_schema {
+                let bytes = unscaled_bytes(r.price_cents);
+                json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes))
+            } else {
+                json!(format!("{}.{:02}", r.price_cents / 100, r.price_cents % 100))
+            };
+            let doc = if unavailable { "__debezium_unavailable_value".to_string() } else { r.doc.clone() };
+            json!({"id": r.id, "name": r.name, "doc": doc, "price": price})
+        }
+    };
+    let payload = json!({"before": image(before, false), "after": image(after, doc_unavailable), "op": op, "ts_ms": 1});
+    let key_id = after.or(before).unwrap().id;
+    let (value, key) = if with_schema {
+        let schema: serde_json::Value = serde_json::from_str(CONNECT_SCHEMA).unwrap();
+        (
+            json!({"schema": schema, "payload": payload}),
+            json!({"schema": {"type": "struct", "fields": [{"field": "id", "type": "int64"}]}, "payload": {"id": key_id}}),
+        )
+    } else {
+        (payload, json!({"id": key_id}))
+    };
+    (key.to_string(), value.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_json_changes_apply_as_upserts_across_sigkills() {
+    let servers = bootstrap();
+    let topic = unique("kafka_dbz");
+    let name = unique("kafka_dbz_sync");
+    create_topic(&servers, &topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let spec_text = format!(
+        r#"
+name = "{name}"
+commit_interval = "300ms"
+[source]
+type = "kafka"
+bootstrap_servers = "{servers}"
+topic = "{topic}"
+start_offset = "earliest"
+format = "debezium-json"
+key_columns = ["id"]
+[sink]
+root = "{root}"
+schema = "public"
+table = "{name}"
+[[columns]]
+name = "id"
+expr = "$.id"
+type = "bigint"
+[[columns]]
+name = "name"
+expr = "$.name"
+type = "string"
+[[columns]]
+name = "doc"
+expr = "$.doc"
+type = "string"
+[[columns]]
+name = "price"
+expr = "$.price"
+type = "decimal(10,2)"
+"#,
+        root = root.to_str().unwrap()
+    );
+    let spec = write_spec(dir.path(), &name, &spec_text);
+    let log = dir.path().join("rtsync.log");
+    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
+
+    // A seeded random history of inserts, updates (some with the doc unavailable), deletes
+    // with their tombstones, and key changes (a delete of the old key and a create of the new,
+    // as Debezium writes them); each key's events go to the partition of its key, in order.
+    let seed = 16u64;
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut oracle: BTreeMap<i64, Item> = BTreeMap::new();
+    let mut events: Vec<(i64, String, Option<String>)> = Vec::new(); // (partition key, key, value)
+    let mut next_id = 1i64;
+    let item = |id: i64, v: u64| Item {
+        id,
+        name: format!("item {id} v{v} é"),
+        doc: format!("doc {v}"),
+        price_cents: (id * 997 + v as i64) % 100_000,
+    };
+    for step in 0..1500u64 {
+        let live: Vec<i64> = oracle.keys().copied().collect();
+        let choice = if live.len() < 5 { 0 } else { next(10) };
+        match choice {
+            0..=3 => {
+                let r = item(next_id, step);
+                next_id += 1;
+                let (k, v) = debezium_event(if step < 50 { "r" } else { "c" }, None, Some(&r), false);
+                events.push((r.id, k, Some(v)));
+                oracle.insert(r.id, r);
+            }
+            4..=6 => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle[&id].clone();
+                let unavailable = next(3) == 0;
+                let mut new = item(id, step);
+                if unavailable {
+                    new.doc = old.doc.clone();
+                }
+                let (k, v) = debezium_event("u", Some(&old), Some(&new), unavailable);
+                events.push((id, k, Some(v)));
+                oracle.insert(id, new);
+            }
+            7..=8 => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle.remove(&id).unwrap();
+                let (k, v) = debezium_event("d", Some(&old), None, false);
+                events.push((id, k.clone(), Some(v)));
+                events.push((id, k, None)); // the tombstone
+            }
+            _ => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle.remove(&id).unwrap();
+                let mut moved = old.clone();
+                moved.id = next_id;
+                next_id += 1;
+                let (k, v) = debezium_event("d", Some(&old), None, false);
+                events.push((id, k.clone(), Some(v)));
+                events.push((id, k, None));
+                let (k, v) = debezium_event("c", None, Some(&moved), false);
+                events.push((moved.id, k, Some(v)));
+                oracle.insert(moved.id, moved);
+            }
+        }
+    }
+
+    let p = producer(&servers);
+    let mut child = spawn_run(&spec, &log);
+    let half = events.len() / 2;
+    for (n, (id, key, value)) in events.iter().enumerate() {
+        send(&p, &topic, (id % 3) as i32, key, value.as_ref().map(String::as_bytes), None);
+        if n == half {
+            flush(&p);
+            std::thread::sleep(Duration::from_millis(1500));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn_run(&spec, &log);
+        }
+    }
+    flush(&p);
+    // Wait until the table holds exactly the oracle's keys.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let rows = loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if count_rows(&table).await == oracle.len() as u64 {
+            let (rows, _) = read_table(&table, "id");
+            if rows.keys().copied().collect::<Vec<_>>() == oracle.keys().copied().collect::<Vec<_>>() {
+                break rows;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the table never matched (seed {seed}); log:\n{}", log_of(&log));
+    };
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "rtsync exited with {status}; log:\n{}", log_of(&log));
+    for (id, want) in &oracle {
+        let got = &rows[id];
+        let price = format!("{}.{:02}", want.price_cents / 100, want.price_cents % 100);
+        assert_eq!(
+            got,
+            &json!({"id": id, "name": want.name, "doc": want.doc, "price": price}),
+            "row {id} (seed {seed})"
+        );
+    }
+    assert!(!log_of(&log).contains("__debezium_unavailable_value"));
+}
