@@ -379,6 +379,10 @@ async fn random_changes_read_back_by_independent_readers() {
         sink.commit(&checkpoint(epoch)).await.unwrap();
         if round % 4 == 3 {
             check(&config, &oracle, extra, seed, epoch).await;
+        } else if let Some(d) =
+            first_difference("rtsync query_table", &rtsync_rows(&config, extra).await, &expected(&oracle, extra))
+        {
+            panic!("seed {seed}, after commit {epoch}: {d}");
         }
     }
     assert!(adds_with_deletion_vectors(&config) > 0, "updates and deletes were written as deletion vectors");

@@ -383,11 +383,30 @@ pub struct CompactionReport {
     pub bytes_added: u64,
 }
 
+/// One rewrite of a table's files at a time in this process, per table location.
+///
+/// The delta crate's conflict checker ignores `dataChange = false` removes of a winning
+/// commit, so two rewrites planned on the same snapshot (the background compaction and an
+/// `rtsync table optimize`, or a compaction and a purge) would both commit and the rows of the
+/// files both rewrote would be in the table twice. Each rewrite holds this lock and plans on
+/// the table as it is once it holds it. (Rewrites from another process are not covered: run
+/// `rtsync table optimize` through the daemon that runs the task, or set `maintenance = false`.)
+async fn rewrite_lock(table: &DeltaTable) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: LazyLock<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+    let lock = match LOCKS.lock() {
+        Ok(mut locks) => locks.entry(table.table_url().to_string()).or_default().clone(),
+        Err(poisoned) => poisoned.into_inner().entry(table.table_url().to_string()).or_default().clone(),
+    };
+    lock.lock_owned().await
+}
+
 async fn compact(
-    table: DeltaTable,
+    mut table: DeltaTable,
     target_file_size: u64,
     properties: CommitProperties,
 ) -> Result<(DeltaTable, CompactionReport), DeltaTableError> {
+    let _rewriting = rewrite_lock(&table).await;
+    table.update_incremental(None).await?;
     let target = NonZeroU64::new(target_file_size).unwrap_or(NonZeroU64::MIN);
     let (table, m) = table.optimize().with_target_size(target).with_commit_properties(properties).await?;
     let report = CompactionReport {
@@ -417,6 +436,10 @@ async fn purge(
     use deltalake::writer::DeltaWriter;
 
     let location = table.table_url().to_string();
+    let _rewriting = rewrite_lock(table).await;
+    let mut table = table.clone();
+    table.update_incremental(None).await.map_err(|e| classify(e, &format!("refreshing table {location}")))?;
+    let table = &table;
     let active =
         crate::mor::active_files(table).map_err(|e| classify(e, &format!("listing the files of {location}")))?;
     let due: Vec<&crate::mor::ActiveFile> = active
