@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(read(&store, &db).await.unwrap(), b);
         let mut inline = PORTABLE_MAGIC.to_le_bytes().to_vec();
         a.serialize_into(&mut inline).unwrap();
-        while inline.len() % 4 != 0 {
+        while !inline.len().is_multiple_of(4) {
             inline.push(0);
         }
         let di = DeletionVectorDescriptor {

@@ -294,7 +294,7 @@ impl MergeOnRead {
         let codec = Self::codec(table, keys)?;
         let store = table.log_store().object_store(None);
         self.dvs.retain_active(active);
-        let report = self.index.sync(&store, &table_id, version as u64, active, &codec, &mut self.dvs).await?;
+        let report = self.index.sync(&store, &table_id, version, active, &codec, &mut self.dvs).await?;
         if report.files_read > 0 || report.files_forgotten > 0 {
             tracing::debug!(
                 index = %self.index.path().display(),
@@ -501,8 +501,8 @@ impl MergeOnRead {
         let is_delete = |r: usize| ops.as_ref().is_some_and(|o| o.is_valid(r) && o.value(r) == "d");
         let mut needing: Vec<u32> = Vec::new();
         let mut carries: Vec<Carry> = Vec::new();
-        for r in 0..rows.num_rows() {
-            if is_delete(r) || located[r].is_none() {
+        for (r, at) in located.iter().enumerate().take(rows.num_rows()) {
+            if is_delete(r) || at.is_none() {
                 continue;
             }
             let lookup = needing.len() as u32;
