@@ -362,6 +362,9 @@ pub enum TableCmd {
     /// Compact the table's small files now (a separate commit, dataChange=false; safe while a
     /// task writes the table).
     Optimize { datasource: String, table: String },
+    /// Enable deletion vectors, so CDC tasks apply changes merge-on-read (from their next
+    /// start). Readers without deletion-vector support can no longer read the table.
+    Upgrade { datasource: String, table: String },
     /// Delete data files no longer in the table, after the retention.
     Vacuum {
         datasource: String,
@@ -870,6 +873,13 @@ async fn table_cmd(c: &ClientArgs, cmd: TableCmd) -> Result<(), Error> {
             let path = ["api", "v1", "datasources", &datasource, "tables", schema, table, "optimize"];
             show(c, call::<OptimizeResult>(c, "POST", &path, &[], Some(&serde_json::json!({}))).await?, |r| {
                 output::optimize_result(r)
+            })
+        }
+        TableCmd::Upgrade { datasource, table } => {
+            let (schema, table) = schema_table(&table);
+            let path = ["api", "v1", "datasources", &datasource, "tables", schema, table, "upgrade"];
+            show(c, call::<TableInfo>(c, "POST", &path, &[], Some(&serde_json::json!({}))).await?, |t| {
+                output::upgrade_result(t)
             })
         }
         TableCmd::Vacuum { datasource, table, dry_run, retention } => {

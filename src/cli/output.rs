@@ -552,6 +552,21 @@ pub fn table_info(t: &TableInfo) {
     println!("last compaction   {}", t.last_compaction.clone().unwrap_or_else(none));
     println!("last vacuum       {}", t.last_vacuum.clone().unwrap_or_else(none));
     println!("log checkpoint    {}", t.last_checkpoint_version.map_or_else(none, |v| format!("version {v}")));
+    if t.apply == "merge_on_read" {
+        println!("apply             merge_on_read ({} rows hidden by deletion vectors)", t.rows_hidden);
+        println!("                  readers must apply deletion vectors: {DV_READERS}");
+    } else {
+        println!("apply             copy_on_write");
+    }
+}
+
+/// Readers that read a table with deletion vectors right (and those that do not).
+pub const DV_READERS: &str = "Python deltalake QueryBuilder / DeltaTable.scan(), polars read_delta/scan_delta, \
+DuckDB with duckdb-ext-delta, Spark with Delta >= 2.3; not to_pyarrow_table()/to_pyarrow_dataset() or older engines";
+
+pub fn upgrade_result(t: &TableInfo) {
+    println!("{} applies changes merge-on-read from the next start of its task (deletion vectors enabled)", t.location);
+    println!("it can now be read only by readers that apply deletion vectors: {DV_READERS}");
 }
 
 pub fn optimize_result(r: &OptimizeResult) {

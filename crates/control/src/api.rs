@@ -178,6 +178,9 @@ impl Api {
             ("DELETE", ["datasources", ds]) => no_content(c.delete_datasource(ds).await),
             ("POST", ["datasources", ds, "test"]) => ok(c.test_datasource(ds, req.query("object")).await),
             ("GET", ["datasources", ds, "tables", schema, table]) => ok(c.table_info(ds, schema, table).await),
+            ("POST", ["datasources", ds, "tables", schema, table, "upgrade"]) => {
+                ok(c.upgrade_table(ds, schema, table).await)
+            }
             ("POST", ["datasources", ds, "tables", schema, table, "optimize"]) => {
                 ok(c.optimize_table(ds, schema, table).await)
             }

@@ -589,6 +589,13 @@ pub struct TableInfo {
     pub last_vacuum: Option<String>,
     /// The version of the last log checkpoint.
     pub last_checkpoint_version: Option<i64>,
+    /// How CDC tasks apply changes to it: `merge_on_read` (the table has deletion vectors) or
+    /// `copy_on_write`.
+    #[serde(default)]
+    pub apply: String,
+    /// Rows hidden by deletion vectors (purged by maintenance).
+    #[serde(default)]
+    pub rows_hidden: u64,
 }
 
 impl TableInfo {
@@ -607,6 +614,8 @@ impl TableInfo {
             last_compaction: time(info.last_compaction_ms),
             last_vacuum: time(info.last_vacuum_ms),
             last_checkpoint_version: info.last_checkpoint_version,
+            apply: if info.deletion_vectors { "merge_on_read" } else { "copy_on_write" }.to_string(),
+            rows_hidden: info.rows_hidden,
         }
     }
 }

@@ -515,6 +515,15 @@ impl Control {
         Ok(TableInfo::from_sink(info, config.target_file_size))
     }
 
+    /// `rtsync table upgrade`: enables deletion vectors, so CDC tasks apply changes
+    /// merge-on-read from their next start; the table's info after it.
+    pub async fn upgrade_table(&self, ds: &str, schema: &str, table: &str) -> Result<TableInfo> {
+        let config = self.table_config(ds, schema, table)?;
+        rtsync_sink_lakehouse::maintenance::enable_deletion_vectors(&config).await?;
+        let info = rtsync_sink_lakehouse::maintenance::table_info(&config).await?;
+        Ok(TableInfo::from_sink(info, config.target_file_size))
+    }
+
     /// `rtsync table optimize`: compacts the table now (safe while a task writes it).
     pub async fn optimize_table(&self, ds: &str, schema: &str, table: &str) -> Result<OptimizeResult> {
         let config = self.table_config(ds, schema, table).await?;
@@ -718,10 +727,13 @@ impl Control {
         })?;
         let sink_table = cfg.effective_sink_table().unwrap_or(table);
         let source = connectors::source_of(&src)?.source_spec(&src, &task.name, cfg, table)?;
+        let mut sink = connectors::target_config(&sink_ds, &cfg.sink_schema, sink_table)?;
+        // merge-on-read key indexes live in the data directory, beside the catalog
+        sink.index_dir = self.catalog.path().parent().map(|d| d.join("key-index").to_string_lossy().into_owned());
         let spec = TaskSpec {
             name: app_id(&task.name, incarnation),
             source,
-            sink: connectors::target_config(&sink_ds, &cfg.sink_schema, sink_table)?,
+            sink,
             columns: cfg.columns.clone(),
             error_policy: cfg.error_policy,
             commit_interval: cfg

@@ -67,8 +67,11 @@
 
 pub mod browse;
 use rtsync_core::duration;
+mod dv;
 mod error;
+mod key_index;
 pub mod maintenance;
+mod mor;
 mod read;
 mod upsert;
 pub mod verify;
@@ -144,12 +147,66 @@ pub struct LakehouseSinkConfig {
     /// `delta.logRetentionDuration` of tables rtsync creates (none: Delta's 30 days).
     #[serde(default, with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub log_retention: Option<Duration>,
+    /// How a CDC task applies changes to a table it creates (an existing table keeps its own).
+    #[serde(default, skip_serializing_if = "ApplyMode::is_default")]
+    pub apply: ApplyMode,
+    /// Where merge-on-read tables keep their key index (default: a directory under the OS
+    /// temporary directory; a missing index is rebuilt from the table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_dir: Option<String>,
+    /// Maintenance rewrites a merge-on-read file once its deletion vector hides more than this
+    /// share of its rows (0 < purge_threshold <= 1).
+    #[serde(default = "default_purge_threshold", skip_serializing_if = "is_default_purge_threshold")]
+    pub purge_threshold: f64,
+}
+
+/// How a CDC task applies updates and deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    /// New row versions go to new files; replaced rows are marked in Delta deletion vectors,
+    /// so a commit costs O(changes). Readers must support deletion vectors.
+    #[default]
+    MergeOnRead,
+    /// Every file holding a changed key is rewritten (a MERGE): readable by every Delta
+    /// reader, but a commit of random updates rewrites most of the table.
+    CopyOnWrite,
+}
+
+impl ApplyMode {
+    fn is_default(&self) -> bool {
+        *self == ApplyMode::default()
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApplyMode::MergeOnRead => "merge_on_read",
+            ApplyMode::CopyOnWrite => "copy_on_write",
+        }
+    }
+}
+
+impl fmt::Display for ApplyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Defaults of the maintenance options (see the README's table maintenance section).
 pub const DEFAULT_COMPACT_MIN_FILES: usize = 32;
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_VACUUM_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// Default [`LakehouseSinkConfig::purge_threshold`].
+pub const DEFAULT_PURGE_THRESHOLD: f64 = 0.25;
+
+fn default_purge_threshold() -> f64 {
+    DEFAULT_PURGE_THRESHOLD
+}
+
+fn is_default_purge_threshold(v: &f64) -> bool {
+    *v == DEFAULT_PURGE_THRESHOLD
+}
 
 fn default_maintenance() -> bool {
     true
@@ -210,6 +267,9 @@ impl fmt::Debug for LakehouseSinkConfig {
             .field("compact_interval", &self.compact_interval)
             .field("vacuum_retention", &self.vacuum_retention)
             .field("log_retention", &self.log_retention)
+            .field("apply", &self.apply)
+            .field("index_dir", &self.index_dir)
+            .field("purge_threshold", &self.purge_threshold)
             .finish()
     }
 }
@@ -227,6 +287,9 @@ impl LakehouseSinkConfig {
             compact_interval: DEFAULT_COMPACT_INTERVAL,
             vacuum_retention: DEFAULT_VACUUM_RETENTION,
             log_retention: None,
+            apply: ApplyMode::default(),
+            index_dir: None,
+            purge_threshold: DEFAULT_PURGE_THRESHOLD,
         }
     }
 
@@ -250,6 +313,12 @@ impl LakehouseSinkConfig {
         }
         if self.compact_min_files < 2 {
             return Err(SyncError::config("sink.compact_min_files: must be at least 2"));
+        }
+        if !(self.purge_threshold > 0.0 && self.purge_threshold <= 1.0) {
+            return Err(SyncError::config("sink.purge_threshold: must be above 0 and at most 1"));
+        }
+        if self.index_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return Err(SyncError::config("sink.index_dir: must not be empty"));
         }
         if self.compact_interval < Duration::from_millis(100) {
             return Err(SyncError::config("sink.compact_interval: must be at least 100ms"));
@@ -350,6 +419,8 @@ pub struct DeltaSink {
     known_version: Option<u64>,
     /// Compaction and vacuum of this table, in the background (None: `maintenance = false`).
     maintainer: Option<maintenance::Maintainer>,
+    /// Upsert mode on a table with deletion vectors and `apply = "merge_on_read"`.
+    mor: Option<mor::MergeOnRead>,
 }
 
 impl DeltaSink {
@@ -370,6 +441,7 @@ impl DeltaSink {
             table_columns: None,
             known_version: None,
             maintainer: None,
+            mor: None,
         })
     }
 
@@ -396,6 +468,35 @@ impl DeltaSink {
 
     pub fn mode(&self) -> &SinkMode {
         &self.mode
+    }
+
+    /// How this upsert sink applies changes since open (None: append mode or not open).
+    pub fn apply_mode(&self) -> Option<ApplyMode> {
+        match (&self.mode, self.table.is_some(), &self.mor) {
+            (SinkMode::Upsert { .. }, true, Some(_)) => Some(ApplyMode::MergeOnRead),
+            (SinkMode::Upsert { .. }, true, None) => Some(ApplyMode::CopyOnWrite),
+            _ => None,
+        }
+    }
+
+    /// The key index file of a merge-on-read sink.
+    pub fn key_index_path(&self) -> Option<&std::path::Path> {
+        self.mor.as_ref().map(|m| m.index_path())
+    }
+
+    /// Where the key index of this task's table lives: `index_dir` or the OS temporary
+    /// directory, a file named after the table and the task.
+    fn index_file(&self) -> std::path::PathBuf {
+        let dir = match &self.config.index_dir {
+            Some(d) => std::path::PathBuf::from(d),
+            None => std::env::temp_dir().join("rtsync-key-index"),
+        };
+        let readable: String = format!("{}.{}.{}", self.config.schema, self.config.table, self.task)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        let id = crc32fast::hash(format!("{}\n{}", self.config.table_location(), self.task).as_bytes());
+        dir.join(format!("{readable}-{id:08x}.redb"))
     }
 
     /// The maintenance metrics of this sink's table (None before open or with maintenance off).
@@ -433,6 +534,10 @@ impl DeltaSink {
             .with_columns(structure.fields().cloned())
             .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(interval))
             .with_comment(format!("synced by rtsync task {}", self.task));
+        if matches!(self.mode, SinkMode::Upsert { .. }) && self.config.apply == ApplyMode::MergeOnRead {
+            // reader 3 / writer 7 with the deletionVectors feature
+            create = create.with_configuration_property(deltalake::TableProperty::EnableDeletionVectors, Some("true"));
+        }
         if let Some(retention) = self.config.log_retention {
             create = create.with_configuration_property(
                 deltalake::TableProperty::LogRetentionDuration,
@@ -551,6 +656,24 @@ impl Sink for DeltaSink {
             });
             maintenance::Maintainer::start(self.config.clone(), self.task.clone(), stored)
         });
+        self.mor = match &self.mode {
+            SinkMode::Upsert { keys } if self.config.apply == ApplyMode::MergeOnRead => {
+                if supports_deletion_vectors(&table) {
+                    let index = key_index::KeyIndex::open(&self.index_file())?;
+                    let mut mor = mor::MergeOnRead::new(index);
+                    mor.sync(&table, keys).await?;
+                    Some(mor)
+                } else {
+                    tracing::info!(
+                        task = %self.task,
+                        table = %self.location(),
+                        "the table has no deletion vectors: applying changes copy-on-write (`rtsync table upgrade` enables merge-on-read)"
+                    );
+                    None
+                }
+            }
+            _ => None,
+        };
         self.writer = Some(Mutex::new(self.new_writer(&table)?));
         self.table = Some(table);
         self.buffered_rows = 0;
@@ -699,6 +822,37 @@ impl Sink for DeltaSink {
                                 Err(e) => Err(e),
                             }
                         }
+                        Some(p) if self.mor.is_some() => {
+                            let mut mor = self.mor.take().ok_or_else(|| SyncError::internal("merge-on-read state"))?;
+                            let mut attempt = 0;
+                            let applied = loop {
+                                let fresh = self.new_writer(&table)?;
+                                let outcome =
+                                    mor.apply(&table, &p.rows, p.truncate, &keys, fresh, properties.clone()).await;
+                                match outcome {
+                                    Ok(Ok(applied)) => break Ok(Ok(applied)),
+                                    // Someone committed since the snapshot: a compaction (start
+                                    // over on the new snapshot) or a twin (the fence stops us).
+                                    Ok(Err(e))
+                                        if attempt < MAINTENANCE_RETRIES && maintenance::lost_to_maintenance(&e) =>
+                                    {
+                                        attempt += 1;
+                                        if let Err(fenced) = self.fence(&mut table, checkpoint.epoch).await {
+                                            break Err(fenced);
+                                        }
+                                    }
+                                    other => break other,
+                                }
+                            };
+                            self.mor = Some(mor);
+                            match applied? {
+                                Ok(applied) => {
+                                    bytes = applied.bytes;
+                                    table.update_incremental(Some(applied.version)).await.map(|()| applied.version)
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
                         Some(p) => {
                             let before = table.version();
                             // values a key change carried from the old key's stored row
@@ -782,6 +936,13 @@ impl Sink for DeltaSink {
     fn buffered_bytes(&self) -> usize {
         self.pending_bytes + self.writer.as_ref().and_then(|w| w.lock().ok().map(|w| w.buffer_len())).unwrap_or(0)
     }
+}
+
+/// Does the table's protocol have the `deletionVectors` writer feature?
+pub(crate) fn supports_deletion_vectors(table: &DeltaTable) -> bool {
+    table.snapshot().ok().is_some_and(|s| {
+        s.protocol().writer_features().is_some_and(|f| f.iter().any(|f| f.to_string() == "deletionVectors"))
+    })
 }
 
 /// Append mode: rows as the table takes them, the op column (if any) as [`CHANGE_OP_COLUMN`],

@@ -74,6 +74,8 @@ pub struct TableMetrics {
     pub compaction_ms_total: AtomicU64,
     pub last_compaction_ms: AtomicU64,
     pub files_compacted: AtomicU64,
+    /// Files rewritten without the rows their deletion vector hid (merge-on-read tables).
+    pub files_purged: AtomicU64,
     /// Compactions dropped because the task committed first (tried again later).
     pub compaction_conflicts: AtomicU64,
     pub vacuums: AtomicU64,
@@ -94,6 +96,7 @@ pub struct TableMetricsSnapshot {
     pub compaction_ms_total: u64,
     pub last_compaction_ms: u64,
     pub files_compacted: u64,
+    pub files_purged: u64,
     pub compaction_conflicts: u64,
     pub vacuums: u64,
     pub vacuum_ms_total: u64,
@@ -114,6 +117,7 @@ impl TableMetrics {
             compaction_ms_total: l(&self.compaction_ms_total),
             last_compaction_ms: l(&self.last_compaction_ms),
             files_compacted: l(&self.files_compacted),
+            files_purged: l(&self.files_purged),
             compaction_conflicts: l(&self.compaction_conflicts),
             vacuums: l(&self.vacuums),
             vacuum_ms_total: l(&self.vacuum_ms_total),
@@ -272,6 +276,22 @@ async fn round(
         }
     }
 
+    if crate::supports_deletion_vectors(&table) {
+        match purge(&table, config.purge_threshold, properties.clone()).await? {
+            Ok(0) => {}
+            Ok(files) => {
+                metrics.files_purged.fetch_add(files, Ordering::Relaxed);
+                tracing::info!(task, table = %location, files, "purged rows hidden by deletion vectors");
+            }
+            Err(e) if is_conflict(&e) => {
+                metrics.compaction_conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(task, table = %location, error = %e, "purge lost to a commit of the task; next round");
+            }
+            Err(e) => return Err(classify(e, &format!("purging table {location}"))),
+        }
+        table.update_incremental(None).await.map_err(|e| classify(e, &format!("refreshing table {location}")))?;
+    }
+
     let vacuum_every = config.vacuum_retention.min(VACUUM_EVERY).max(config.compact_interval);
     if state.last_vacuum.is_none_or(|at| at.elapsed() >= vacuum_every) {
         let started = Instant::now();
@@ -363,11 +383,30 @@ pub struct CompactionReport {
     pub bytes_added: u64,
 }
 
+/// One rewrite of a table's files at a time in this process, per table location.
+///
+/// The delta crate's conflict checker ignores `dataChange = false` removes of a winning
+/// commit, so two rewrites planned on the same snapshot (the background compaction and an
+/// `rtsync table optimize`, or a compaction and a purge) would both commit and the rows of the
+/// files both rewrote would be in the table twice. Each rewrite holds this lock and plans on
+/// the table as it is once it holds it. (Rewrites from another process are not covered: run
+/// `rtsync table optimize` through the daemon that runs the task, or set `maintenance = false`.)
+async fn rewrite_lock(table: &DeltaTable) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: LazyLock<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+    let lock = match LOCKS.lock() {
+        Ok(mut locks) => locks.entry(table.table_url().to_string()).or_default().clone(),
+        Err(poisoned) => poisoned.into_inner().entry(table.table_url().to_string()).or_default().clone(),
+    };
+    lock.lock_owned().await
+}
+
 async fn compact(
-    table: DeltaTable,
+    mut table: DeltaTable,
     target_file_size: u64,
     properties: CommitProperties,
 ) -> Result<(DeltaTable, CompactionReport), DeltaTableError> {
+    let _rewriting = rewrite_lock(&table).await;
+    table.update_incremental(None).await?;
     let target = NonZeroU64::new(target_file_size).unwrap_or(NonZeroU64::MIN);
     let (table, m) = table.optimize().with_target_size(target).with_commit_properties(properties).await?;
     let report = CompactionReport {
@@ -378,6 +417,73 @@ async fn compact(
         bytes_added: m.files_added.total_size.max(0) as u64,
     };
     Ok((table, report))
+}
+
+/// Rewrites every file whose deletion vector hides more than `threshold` of its rows, without
+/// those rows, in one `dataChange = false` commit (`Ok(files purged)`). The commit is not
+/// rebased: when the task committed in between (it may have changed the same files' DVs), it
+/// fails as a conflict and the purge waits for the next round. The key index of the task
+/// catches up through the new files.
+async fn purge(
+    table: &DeltaTable,
+    threshold: f64,
+    properties: CommitProperties,
+) -> SyncResult<Result<u64, DeltaTableError>> {
+    use deltalake::arrow::array::BooleanArray;
+    use deltalake::arrow::compute::filter_record_batch;
+    use deltalake::kernel::Action;
+    use deltalake::kernel::transaction::CommitBuilder;
+    use deltalake::writer::DeltaWriter;
+
+    let location = table.table_url().to_string();
+    let _rewriting = rewrite_lock(table).await;
+    let mut table = table.clone();
+    table.update_incremental(None).await.map_err(|e| classify(e, &format!("refreshing table {location}")))?;
+    let table = &table;
+    let active =
+        crate::mor::active_files(table).map_err(|e| classify(e, &format!("listing the files of {location}")))?;
+    let due: Vec<&crate::mor::ActiveFile> = active
+        .values()
+        .filter(|f| match (&f.dv, f.num_records) {
+            (Some(dv), Some(n)) if n > 0 => dv.cardinality as f64 > threshold * n as f64,
+            _ => false,
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(Ok(0));
+    }
+    let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {location}")))?;
+    let fields: Vec<_> = snapshot.snapshot().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let store = table.log_store().object_store(None);
+    let mut dvs = crate::mor::DvCache::default();
+    let mut writer = deltalake::writer::RecordBatchWriter::for_table(table)
+        .map_err(|e| classify(e, &format!("preparing a writer for {location}")))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut actions = Vec::new();
+    for file in &due {
+        let rows = crate::mor::read_columns(&store, file, &fields, None).await?;
+        let deleted = dvs.get(&store, file).await?.unwrap_or_default();
+        let keep: BooleanArray = (0..rows.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
+        let live = filter_record_batch(&rows, &keep)?;
+        if live.num_rows() > 0 {
+            writer.write(live).await.map_err(|e| classify(e, &format!("writing data files of {location}")))?;
+        }
+        let mut remove = file.remove(now);
+        remove.data_change = false;
+        actions.push(Action::Remove(remove));
+    }
+    let adds = writer.flush().await.map_err(|e| classify(e, &format!("writing data files of {location}")))?;
+    actions.extend(adds.into_iter().map(|mut a| {
+        a.data_change = false;
+        Action::Add(a)
+    }));
+    let operation = deltalake::protocol::DeltaOperation::Optimize { predicate: None, target_size: 0 };
+    let committed = CommitBuilder::from(properties)
+        .with_max_retries(0)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await;
+    Ok(committed.map(|_| due.len() as u64))
 }
 
 async fn vacuum_table(
@@ -417,6 +523,12 @@ pub struct TableInfo {
     pub last_vacuum_ms: Option<i64>,
     /// Version of the last log checkpoint.
     pub last_checkpoint_version: Option<i64>,
+    /// The table has the `deletionVectors` feature: CDC tasks apply changes merge-on-read,
+    /// and only readers that apply deletion vectors read it right.
+    pub deletion_vectors: bool,
+    /// Active files with a deletion vector, and the rows those hide (purged by maintenance).
+    pub files_with_deletion_vectors: u64,
+    pub rows_hidden: u64,
 }
 
 /// Version, files, size, small files, and the last compaction, vacuum and log checkpoint of
@@ -431,8 +543,17 @@ pub async fn table_info(config: &LakehouseSinkConfig) -> SyncResult<TableInfo> {
         active_files: stats.files,
         bytes: stats.bytes,
         small_files: stats.small_files,
+        deletion_vectors: crate::supports_deletion_vectors(&table),
         ..TableInfo::default()
     };
+    if info.deletion_vectors
+        && let Ok(snapshot) = table.snapshot()
+    {
+        for dv in snapshot.log_data().iter().filter_map(|f| f.deletion_vector_descriptor()) {
+            info.files_with_deletion_vectors += 1;
+            info.rows_hidden += dv.cardinality.max(0) as u64;
+        }
+    }
     let mut history = table.history(Some(INFO_HISTORY));
     while let Some(commit) =
         history.try_next().await.map_err(|e| classify(e, &format!("reading the history of {location}")))?
@@ -451,6 +572,26 @@ pub async fn table_info(config: &LakehouseSinkConfig) -> SyncResult<TableInfo> {
     drop(history);
     info.last_checkpoint_version = last_checkpoint_version(&table).await?;
     Ok(info)
+}
+
+/// Enables deletion vectors on the table at `config` (protocol reader 3 / writer 7 with the
+/// `deletionVectors` feature): CDC tasks writing it apply changes merge-on-read from their
+/// next start. Readers without deletion-vector support can no longer read the table. Returns
+/// false when the table had them already.
+pub async fn enable_deletion_vectors(config: &LakehouseSinkConfig) -> SyncResult<bool> {
+    let location = config.table_location();
+    let table = load_table(config, None).await?;
+    if crate::supports_deletion_vectors(&table) {
+        return Ok(false);
+    }
+    table
+        .add_feature()
+        .with_feature(deltalake::kernel::TableFeatures::DeletionVectors)
+        .with_allow_protocol_versions_increase(true)
+        .await
+        .map_err(|e| classify(e, &format!("enabling deletion vectors on {location}")))?;
+    tracing::info!(table = %location, "deletion vectors enabled");
+    Ok(true)
 }
 
 async fn last_checkpoint_version(table: &DeltaTable) -> SyncResult<Option<i64>> {

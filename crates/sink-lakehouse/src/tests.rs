@@ -154,11 +154,22 @@ async fn id_names(config: &LakehouseSinkConfig) -> Vec<(i64, Option<String>)> {
 }
 
 #[tokio::test]
-async fn upsert_mode_mirrors_the_source_table() {
+async fn upsert_mode_mirrors_the_source_table_merge_on_read() {
+    upsert_mode_mirrors_the_source_table(ApplyMode::MergeOnRead).await;
+}
+
+#[tokio::test]
+async fn upsert_mode_mirrors_the_source_table_copy_on_write() {
+    upsert_mode_mirrors_the_source_table(ApplyMode::CopyOnWrite).await;
+}
+
+async fn upsert_mode_mirrors_the_source_table(apply: ApplyMode) {
     let dir = tempfile::tempdir().unwrap();
-    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "mirror");
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "mirror");
+    config.apply = apply;
     let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     assert_eq!(sink.open(change_schema(false)).await.unwrap(), None);
+    assert_eq!(sink.apply_mode(), Some(apply));
     // snapshot rows: appended
     sink.write(changes(&[(1, Some("a"), "r", false), (2, Some("b"), "r", false), (3, Some("c"), "r", false)]))
         .await
@@ -249,9 +260,19 @@ fn pg_changes(rows: &[PgChange<'_>]) -> RecordBatch {
 }
 
 #[tokio::test]
-async fn truncate_and_listed_unchanged_columns() {
+async fn truncate_and_listed_unchanged_columns_merge_on_read() {
+    truncate_and_listed_unchanged_columns(ApplyMode::MergeOnRead).await;
+}
+
+#[tokio::test]
+async fn truncate_and_listed_unchanged_columns_copy_on_write() {
+    truncate_and_listed_unchanged_columns(ApplyMode::CopyOnWrite).await;
+}
+
+async fn truncate_and_listed_unchanged_columns(apply: ApplyMode) {
     let dir = tempfile::tempdir().unwrap();
-    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "pg");
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "pg");
+    config.apply = apply;
     let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     sink.open(pg_changes(&[]).schema()).await.unwrap();
     sink.write(pg_changes(&[(1, Some("a"), "c", None), (2, Some("b"), "c", None)])).await.unwrap();
@@ -349,10 +370,20 @@ async fn commit(sink: &mut DeltaSink, epoch: &mut u64, rows: &[KeyChange<'_>]) {
 /// The fidelity contract: a key change carries every value the update did not send from the
 /// old key's row, wherever that row is (the table, earlier in the commit, an earlier key change).
 #[tokio::test]
-async fn key_changes_carry_unsent_values_from_the_old_key() {
+async fn key_changes_carry_unsent_values_from_the_old_key_merge_on_read() {
+    key_changes_carry_unsent_values_from_the_old_key(ApplyMode::MergeOnRead).await;
+}
+
+#[tokio::test]
+async fn key_changes_carry_unsent_values_from_the_old_key_copy_on_write() {
+    key_changes_carry_unsent_values_from_the_old_key(ApplyMode::CopyOnWrite).await;
+}
+
+async fn key_changes_carry_unsent_values_from_the_old_key(apply: ApplyMode) {
     const BIG: &[&str] = &["big"];
     let dir = tempfile::tempdir().unwrap();
-    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "moves");
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "moves");
+    config.apply = apply;
     let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     sink.open(key_changes(&[]).schema()).await.unwrap();
     let mut epoch = 0;
@@ -631,9 +662,19 @@ async fn background_compaction_keeps_files_bounded_and_rows_exact() {
 
 /// A MERGE of the task that loses to a compaction is tried again on the new snapshot.
 #[tokio::test]
-async fn an_upsert_commit_after_a_compaction_applies_once() {
+async fn an_upsert_commit_after_a_compaction_applies_once_merge_on_read() {
+    an_upsert_commit_after_a_compaction_applies_once(ApplyMode::MergeOnRead).await;
+}
+
+#[tokio::test]
+async fn an_upsert_commit_after_a_compaction_applies_once_copy_on_write() {
+    an_upsert_commit_after_a_compaction_applies_once(ApplyMode::CopyOnWrite).await;
+}
+
+async fn an_upsert_commit_after_a_compaction_applies_once(apply: ApplyMode) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "upsert_compact");
+    config.apply = apply;
     config.maintenance = false;
     let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
     sink.open(change_schema(false)).await.unwrap();
@@ -673,4 +714,63 @@ fn object_store_roots_are_accepted_and_unknown_schemes_named() {
     }
     let err = LakehouseSinkConfig::new("ftp://host/lake", "public", "t").validate().unwrap_err();
     assert!(err.to_string().contains("ftp://"), "{err}");
+}
+
+/// The key index is a hint validated against the snapshot: a key deleted (its entry stale) and
+/// inserted again has one row; rows another writer appended are learnt by the catch-up; a lost
+/// index is rebuilt from the table.
+#[tokio::test]
+async fn merge_on_read_index_catches_up_and_rebuilds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "index");
+    config.maintenance = false;
+    config.index_dir = Some(dir.path().join("idx").to_str().unwrap().to_string());
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    sink.open(change_schema(false)).await.unwrap();
+    assert_eq!(sink.apply_mode(), Some(ApplyMode::MergeOnRead));
+    let index = sink.key_index_path().unwrap().to_path_buf();
+    assert!(index.starts_with(dir.path().join("idx")), "{index:?}");
+    let snapshot: Vec<(i64, Option<&str>, &str, bool)> = (0..100).map(|i| (i, Some("s"), "r", false)).collect();
+    sink.write(changes(&snapshot)).await.unwrap();
+    sink.commit(&checkpoint(1, 1)).await.unwrap();
+    // delete 5, then insert it again and update it: the stale entry of the deleted row is
+    // never taken for a live one
+    sink.write(changes(&[(5, None, "d", false), (6, Some("u6"), "u", false)])).await.unwrap();
+    sink.commit(&checkpoint(2, 2)).await.unwrap();
+    sink.write(changes(&[(5, Some("again"), "c", false)])).await.unwrap();
+    sink.commit(&checkpoint(3, 3)).await.unwrap();
+    sink.write(changes(&[(5, None, "u", true), (7, None, "d", false)])).await.unwrap();
+    sink.commit(&checkpoint(4, 4)).await.unwrap();
+
+    // another writer appends rows: the next commit's catch-up learns them
+    let table = read::load_table(&config, None).await.unwrap();
+    let outside = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)])),
+        vec![Arc::new(Int64Array::from(vec![1000, 1001])), Arc::new(StringArray::from(vec!["o", "o"]))],
+    )
+    .unwrap();
+    table.write(vec![outside]).await.unwrap();
+    sink.write(changes(&[(1000, Some("o2"), "u", false), (1001, None, "d", false)])).await.unwrap();
+    sink.commit(&checkpoint(5, 5)).await.unwrap();
+
+    let mut want: Vec<(i64, Option<String>)> = (0..100).map(|i| (i, Some("s".to_string()))).collect();
+    want[5].1 = Some("again".into());
+    want[6].1 = Some("u6".into());
+    want.remove(7);
+    want.push((1000, Some("o2".into())));
+    assert_eq!(id_names(&config).await, want);
+
+    // a task that moved to another machine: no index, rebuilt from the table
+    drop(sink);
+    std::fs::remove_file(&index).unwrap();
+    let mut sink = DeltaSink::upsert("t1", config.clone(), vec!["id".into()]).unwrap();
+    assert_eq!(sink.open(change_schema(false)).await.unwrap(), Some(checkpoint(5, 5)));
+    assert!(index.exists(), "rebuilt at open");
+    sink.write(changes(&[(5, Some("five"), "u", false), (1000, None, "d", false), (8, None, "u", true)]))
+        .await
+        .unwrap();
+    sink.commit(&checkpoint(6, 6)).await.unwrap();
+    want[5].1 = Some("five".into());
+    want.pop();
+    assert_eq!(id_names(&config).await, want, "one row per key after the rebuild, TOAST value of 8 kept");
 }

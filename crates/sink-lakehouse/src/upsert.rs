@@ -125,7 +125,7 @@ pub(crate) struct Carry {
 }
 
 /// The change rows of one commit collapsed to one row per key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Collapsed {
     /// The last row per key (deletes of old keys included), in source order; masked columns
     /// that only the table holds are NULL with their mask set.
