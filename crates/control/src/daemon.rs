@@ -185,7 +185,9 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     };
     let scheduler = Scheduler::new(catalog.clone(), worker.id.clone(), worker.address.clone());
     let keyed = opts.secrets.key().is_some();
-    let control = Arc::new(Control::new(catalog, scheduler, opts.secrets, cluster.clone()));
+    let mut control = Control::new(catalog, scheduler, opts.secrets, cluster.clone());
+    control.key_index_dir = Some(data_dir.join("key-index"));
+    let control = Arc::new(control);
     let plaintext = control.seal_stored_secrets().await?;
     if !keyed {
         tracing::warn!(

@@ -49,6 +49,9 @@ pub struct Control {
     /// This worker's membership and leases, with a shared (PostgreSQL) catalog; None: the
     /// single daemon of an SQLite catalog, which runs every deployed task itself.
     pub cluster: Option<Arc<Cluster>>,
+    /// Where merge-on-read tasks keep their key indexes (this worker's data directory);
+    /// None: the sink's default under the system's temporary directory.
+    pub key_index_dir: Option<std::path::PathBuf>,
     lifecycle: tokio::sync::Mutex<()>,
 }
 
@@ -104,7 +107,7 @@ fn unix_ms() -> u64 {
 
 impl Control {
     pub fn new(catalog: Catalog, scheduler: Arc<Scheduler>, secrets: Secrets, cluster: Option<Arc<Cluster>>) -> Self {
-        Self { catalog, scheduler, secrets, cluster, lifecycle: tokio::sync::Mutex::new(()) }
+        Self { catalog, scheduler, secrets, cluster, key_index_dir: None, lifecycle: tokio::sync::Mutex::new(()) }
     }
 
     /// Runs a new or continued run: here (single daemon), or by whichever worker of the
@@ -518,7 +521,7 @@ impl Control {
     /// `rtsync table upgrade`: enables deletion vectors, so CDC tasks apply changes
     /// merge-on-read from their next start; the table's info after it.
     pub async fn upgrade_table(&self, ds: &str, schema: &str, table: &str) -> Result<TableInfo> {
-        let config = self.table_config(ds, schema, table)?;
+        let config = self.table_config(ds, schema, table).await?;
         rtsync_sink_lakehouse::maintenance::enable_deletion_vectors(&config).await?;
         let info = rtsync_sink_lakehouse::maintenance::table_info(&config).await?;
         Ok(TableInfo::from_sink(info, config.target_file_size))
@@ -728,8 +731,8 @@ impl Control {
         let sink_table = cfg.effective_sink_table().unwrap_or(table);
         let source = connectors::source_of(&src)?.source_spec(&src, &task.name, cfg, table)?;
         let mut sink = connectors::target_config(&sink_ds, &cfg.sink_schema, sink_table)?;
-        // merge-on-read key indexes live in the data directory, beside the catalog
-        sink.index_dir = self.catalog.path().parent().map(|d| d.join("key-index").to_string_lossy().into_owned());
+        // merge-on-read key indexes live in this worker's data directory
+        sink.index_dir = self.key_index_dir.as_ref().map(|d| d.to_string_lossy().into_owned());
         let spec = TaskSpec {
             name: app_id(&task.name, incarnation),
             source,
