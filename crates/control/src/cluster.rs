@@ -351,14 +351,34 @@ impl Cluster {
     }
 
     /// Gives a lease up (the task has committed and stopped here).
+    ///
+    /// A lease the catalog still gives this worker though it no longer holds it here is given
+    /// up too: the watchdog stopped the task while the catalog did not answer, and the first
+    /// renewal after the catalog came back extended it. Left alone, it would keep the task
+    /// from every other claim (and from this worker's own) while nobody runs it.
     pub async fn release(&self, task_id: i64) -> Result<()> {
-        let Some(held) = self.unhold(task_id) else { return Ok(()) };
-        self.db
-            .execute(
-                "UPDATE task_leases SET worker_id = NULL, expires_at = now() WHERE task_id = $1 AND worker_id = $2 AND epoch = $3",
-                params![task_id, self.opts.id.as_str(), held.epoch],
-            )
-            .await?;
+        match self.unhold(task_id) {
+            Some(held) => {
+                self.db
+                    .execute(
+                        "UPDATE task_leases SET worker_id = NULL, expires_at = now() WHERE task_id = $1 AND worker_id = $2 AND epoch = $3",
+                        params![task_id, self.opts.id.as_str(), held.epoch],
+                    )
+                    .await?;
+            }
+            None => {
+                let released = self
+                    .db
+                    .execute(
+                        "UPDATE task_leases SET worker_id = NULL, expires_at = now() WHERE task_id = $1 AND worker_id = $2",
+                        params![task_id, self.opts.id.as_str()],
+                    )
+                    .await?;
+                if released > 0 {
+                    tracing::info!(task_id, worker = %self.opts.id, "released a lease this worker no longer runs (its task was stopped here when the lease could not be renewed)");
+                }
+            }
+        }
         Ok(())
     }
 
