@@ -1,12 +1,25 @@
-//! Three `rtsync serve` workers on one machine sharing a PostgreSQL catalog, with Kafka and
-//! PostgreSQL tasks writing while workers are killed (SIGKILL), stopped gracefully (SIGTERM)
-//! and paused past their lease (SIGSTOP, then SIGCONT): every task has one holder at a time,
-//! the tasks of a lost worker run elsewhere, and every target table ends with each source row
-//! exactly once.
+//! `rtsync serve` workers on one machine sharing a PostgreSQL catalog, with Kafka and
+//! PostgreSQL tasks writing while workers are killed (SIGKILL), stopped gracefully (SIGTERM),
+//! paused past their lease (SIGSTOP, then SIGCONT), restarted one by one (a rolling restart)
+//! and cut off from their catalog (its PostgreSQL stopped for longer than the TTL): every
+//! task has one holder at a time, the tasks of a lost worker run elsewhere, and every target
+//! table ends with each source row exactly once.
 //!
 //! The lease TTL is 6 s here (20 s by default) so that the test takes minutes, not tens of
-//! them. The failover and rebalance times it prints are figures, not assertions; the waits
-//! have generous bounds only so that a hang fails instead of blocking.
+//! them. The failover, rebalance and hand-off times and the catalog's load it prints are
+//! figures, not assertions; the waits have generous bounds only so that a hang fails instead
+//! of blocking.
+//!
+//! **How many tasks.** The issue asks for 30 tasks on three workers. This test runs 15 (12
+//! Kafka, 3 PostgreSQL; 5 per worker): each task here is a live pipeline with its own writer
+//! (a producer thread or an inserting connection) committing every 300 ms, and three workers
+//! plus 15 writers already keep both cores of the test machine busy, which is shared with the
+//! Kafka and PostgreSQL servers. PostgreSQL tasks are few because each holds a replication
+//! slot and a WAL sender of the shared test server (20 of each, shared by every suite). The
+//! lease SQL itself is checked with 30 tasks and three concurrent claimers in
+//! `crates/control/src/cluster.rs`.
+//!
+//! The two tests run one after the other (`SERIAL`): together they would overload the machine.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,8 +42,10 @@ use serde_json::Value;
 const TTL: &str = "6s";
 const TTL_SECS: u64 = 6;
 const WORKERS: usize = 3;
-const KAFKA_TASKS: usize = 4;
-const PG_TASKS: usize = 2;
+const KAFKA_TASKS: usize = 12;
+const PG_TASKS: usize = 3;
+/// The tests of this file take turns: each alone keeps the machine busy.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A bound for waits that should take about a TTL (failover) or less.
 const PATIENCE: Duration = Duration::from_secs(TTL_SECS * 6);
 
@@ -42,10 +57,10 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(dir: &Path, catalog: &str) -> Self {
+    fn start(dir: &Path, catalog: &str, workers: usize) -> Self {
         let lake = dir.join("shared-lake").to_str().unwrap().to_string();
         let mut pool = Pool { workers: Vec::new(), dir: dir.to_path_buf(), catalog: catalog.to_string(), lake };
-        for i in 0..WORKERS {
+        for i in 0..workers {
             let d = pool.spawn(i);
             pool.workers.push(Some(d));
         }
@@ -64,7 +79,7 @@ impl Pool {
 
     /// A running worker other than `not`, to ask.
     fn any(&self, not: Option<usize>) -> &Daemon {
-        (0..WORKERS).filter(|i| Some(*i) != not).find_map(|i| self.workers[i].as_ref()).unwrap()
+        (0..self.workers.len()).filter(|i| Some(*i) != not).find_map(|i| self.workers[i].as_ref()).unwrap()
     }
 
     fn restart(&mut self, i: usize) {
@@ -195,6 +210,115 @@ async fn ids(table: &LakehouseSinkConfig) -> Vec<i64> {
     out
 }
 
+/// Creates and configures a task reading `topic` (JSON rows `{"id": n}`) from the `kafka`
+/// data source into the table `name`; returns its name.
+fn kafka_task(d: &Daemon, name: &str, topic: &str) -> String {
+    d.ok(&["task", "create", name, "--type", "REALTIME"]);
+    d.ok(&[
+        "task",
+        "configure",
+        name,
+        "--source",
+        "kafka",
+        "--source-table",
+        topic,
+        "--sink-table",
+        name,
+        "--start-offset",
+        "earliest",
+        "--column",
+        "id=$.id:bigint",
+        "--commit-interval",
+        "300ms",
+    ]);
+    name.to_string()
+}
+
+/// Checks that every table holds each written id exactly once (after the writers stopped).
+async fn assert_exactly_once(pool: &Pool, tasks: &[String], written: &[i64]) {
+    for (t, n) in tasks.iter().zip(written) {
+        let table = LakehouseSinkConfig::new(&pool.lake, "public", t);
+        let got = wait_rows(&table, *n as u64, PATIENCE * 2).await;
+        let mut ids = ids(&table).await;
+        ids.sort_unstable();
+        let len = ids.len();
+        ids.dedup();
+        assert_eq!(len, ids.len(), "task {t}: {} duplicated rows", len - ids.len());
+        assert_eq!(got, *n as u64, "task {t}: {got} rows for {n} written\n{}", pool.logs());
+        assert_eq!(ids, (0..*n).collect::<Vec<i64>>(), "task {t}: every id once");
+    }
+}
+
+/// Watches the catalog's leases every 100 ms and records, per running task, the longest
+/// time no worker held a live lease on it.
+struct LeaseWatch {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<(Duration, String)>,
+}
+
+impl LeaseWatch {
+    async fn start(catalog: &str) -> Self {
+        let (client, conn) = tokio_postgres::connect(catalog, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut unowned_since: BTreeMap<String, Instant> = BTreeMap::new();
+            let (mut longest, mut which) = (Duration::ZERO, String::new());
+            while !flag.load(Ordering::Relaxed) {
+                let rows = client
+                    .query(
+                        "SELECT t.name, coalesce(l.worker_id IS NOT NULL AND l.expires_at > now(), false)
+                         FROM tasks t LEFT JOIN task_leases l ON l.task_id = t.id WHERE t.state = 'running'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let now = Instant::now();
+                for r in rows {
+                    let (name, owned): (String, bool) = (r.get(0), r.get(1));
+                    if owned {
+                        if let Some(since) = unowned_since.remove(&name) {
+                            if now - since > longest {
+                                (longest, which) = (now - since, name);
+                            }
+                        }
+                    } else {
+                        unowned_since.entry(name).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A task still unowned at the end counts up to now.
+            let now = Instant::now();
+            for (name, since) in unowned_since {
+                if now - since > longest {
+                    (longest, which) = (now - since, name);
+                }
+            }
+            (longest, which)
+        });
+        LeaseWatch { stop, handle }
+    }
+
+    /// The longest gap seen and its task.
+    async fn finish(self) -> (Duration, String) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+}
+
+/// Transactions committed in `database` so far (`pg_stat_database.xact_commit`).
+async fn xact_commits(client: &tokio_postgres::Client, database: &str) -> i64 {
+    client
+        .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", &[&database])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn p50_max(samples: &[Duration]) -> (Duration, Duration) {
     let mut s = samples.to_vec();
     s.sort();
@@ -206,7 +330,8 @@ async fn workers_share_fail_over_and_fence_zombies() {
     let servers = bootstrap();
     let catalog = pg_database("scale_workers").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut pool = Pool::start(dir.path(), &catalog);
+    let _serial = SERIAL.lock().await;
+    let mut pool = Pool::start(dir.path(), &catalog, WORKERS);
 
     // Sources: single-partition topics and PostgreSQL tables with a primary key.
     let topics: Vec<String> = (0..KAFKA_TASKS).map(|_| unique("scale_topic")).collect();
@@ -228,26 +353,7 @@ async fn workers_share_fail_over_and_fence_zombies() {
     w0.ok(&["vcluster", "create", "big", "--slots", "20"]);
     let mut tasks = Vec::new();
     for (i, topic) in topics.iter().enumerate() {
-        let name = format!("k{i}");
-        w0.ok(&["task", "create", &name, "--type", "REALTIME"]);
-        w0.ok(&[
-            "task",
-            "configure",
-            &name,
-            "--source",
-            "kafka",
-            "--source-table",
-            topic,
-            "--sink-table",
-            &name,
-            "--start-offset",
-            "earliest",
-            "--column",
-            "id=$.id:bigint",
-            "--commit-interval",
-            "300ms",
-        ]);
-        tasks.push(name);
+        tasks.push(kafka_task(w0, &format!("k{i}"), topic));
     }
     // PostgreSQL tasks name their slot and publication after themselves: unique names, so
     // that runs of this test never meet another's.
@@ -278,7 +384,7 @@ async fn workers_share_fail_over_and_fence_zombies() {
         assert!(out.contains("deployed as version 1"), "{out}");
     }
 
-    // Every task has exactly one holder, and each worker its fair share (2 of 6).
+    // Every task has exactly one holder, and each worker its fair share (5 of 15).
     let share = tasks.len() / WORKERS;
     let all: BTreeSet<String> = tasks.iter().cloned().collect();
     let fair = |h: &BTreeMap<String, String>| {
@@ -397,19 +503,41 @@ async fn workers_share_fail_over_and_fence_zombies() {
     }
     wait_holders(&pool, None, "rebalance after the zombie woke", fair);
 
+    // The catalog's load in a steady state: transactions committed in the catalog database
+    // over 10 s while nothing but the workers uses it.
+    let catalog_db = catalog.rsplit_once('/').unwrap().1.to_string();
+    let before = xact_commits(&pg, &catalog_db).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let commits = xact_commits(&pg, &catalog_db).await - before;
+    println!(
+        "catalog load with {} running tasks on {WORKERS} workers: {:.1} transactions/s in all, {:.1} per worker",
+        tasks.len(),
+        commits as f64 / 10.0,
+        commits as f64 / 10.0 / WORKERS as f64
+    );
+
+    // A rolling restart under load: each worker in turn stops gracefully (SIGTERM) and comes
+    // back, the next one once the spread is even again. No task is left without a live lease
+    // for long (the longest gap is printed; the bound is generous, the hand-off takes a round).
+    let watch = LeaseWatch::start(&catalog).await;
+    let rolling = Instant::now();
+    for i in 0..WORKERS {
+        let mut d = pool.workers[i].take().unwrap();
+        assert!(d.terminate().success(), "{}", tail(&d.log_text()));
+        pool.restart(i);
+        wait_holders(&pool, None, "rebalance in a rolling restart", fair);
+    }
+    let (gap, gap_task) = watch.finish().await;
+    println!(
+        "rolling restart of {WORKERS} workers under load: {:?}; longest time a task had no live lease: {gap:?} ({gap_task}; TTL {TTL})",
+        rolling.elapsed()
+    );
+    assert!(gap < Duration::from_secs(TTL_SECS * 3), "task {gap_task} had no holder for {gap:?}\n{}", pool.logs());
+
     // Exactly once: stop writing, let every task catch up, and compare each table with what
     // was written.
     let written = writers.finish().await;
-    for (t, n) in tasks.iter().zip(&written) {
-        let got = wait_rows(&table(t), *n as u64, PATIENCE * 2).await;
-        let mut ids = ids(&table(t)).await;
-        ids.sort_unstable();
-        let len = ids.len();
-        ids.dedup();
-        assert_eq!(len, ids.len(), "task {t}: {} duplicated rows", len - ids.len());
-        assert_eq!(got, *n as u64, "task {t}: {got} rows for {n} written\n{}", pool.logs());
-        assert_eq!(ids, (0..*n).collect::<Vec<i64>>(), "task {t}: every id once");
-    }
+    assert_exactly_once(&pool, &tasks, &written).await;
     // Undeploy drops the PostgreSQL tasks' slots and publications (a stop on another worker
     // waits for the holder to stop the task).
     for t in &tasks[KAFKA_TASKS..] {
@@ -421,4 +549,185 @@ async fn workers_share_fail_over_and_fence_zombies() {
         assert!(d.terminate().success(), "{}", tail(&d.log_text()));
     }
     pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
+
+/// A PostgreSQL cluster of this test's own (initdb in a temporary directory, a free loopback
+/// port), so that stopping it disturbs no other test. PostgreSQL refuses to run as root: then
+/// it runs as the `postgres` OS user (as `scripts/services.sh` does), in a directory it owns.
+struct PrivatePg {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePg {
+    fn is_root() -> bool {
+        let out = std::process::Command::new("id").arg("-u").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "0"
+    }
+
+    /// Runs a PostgreSQL program (as `postgres` when this process is root).
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let exe = self.bin.join(program);
+        let mut cmd = if Self::is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        cmd.args(args).current_dir("/").output().unwrap()
+    }
+
+    fn init() -> Self {
+        let mut bins: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's programs in /usr/lib/postgresql/*/bin (scripts/services.sh install postgres)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        bins.sort_by_key(|b| b.parent().unwrap().file_name().unwrap().to_str().unwrap().parse::<u32>().unwrap_or(0));
+        let bin = bins.pop().expect("initdb in /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pg");
+        std::fs::create_dir(&root).unwrap();
+        if Self::is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let st = std::process::Command::new("chown").args(["postgres:", root.to_str().unwrap()]).status().unwrap();
+            assert!(st.success(), "chown postgres: {root:?}");
+        }
+        let pg = PrivatePg { bin, data: root.join("data"), log: root.join("log"), port: Daemon::free_port(), _dir: dir };
+        let out = pg.run(
+            "initdb",
+            &["-D", pg.data.to_str().unwrap(), "-U", "rtsync", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+        );
+        assert!(out.status.success(), "initdb: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nmax_connections = 60\n",
+            pg.port
+        );
+        let mut f = std::fs::OpenOptions::new().append(true).open(pg.data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://rtsync@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn start(&self) {
+        let out = self.run("pg_ctl", &["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "60", "start"]);
+        assert!(out.status.success(), "pg_ctl start: {}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// A fast shutdown: every connection is ended at once.
+    fn stop(&self) {
+        let out = self.run("pg_ctl", &["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let _ = self.run("pg_ctl", &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+fn occurrences(pool: &Pool, needle: &str) -> usize {
+    pool.workers.iter().flatten().map(|d| d.log_text().matches(needle).count()).sum()
+}
+
+/// Workers cut off from their catalog (its PostgreSQL stopped for twice the TTL) stop their
+/// tasks by their own clock, without a commit; when the catalog is back they claim the tasks
+/// again and every table ends exactly-once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_cut_off_from_the_catalog_stop_and_resume() {
+    const CUT_WORKERS: usize = 2;
+    const CUT_TASKS: usize = 4;
+    let _serial = SERIAL.lock().await;
+    let servers = bootstrap();
+    let catalog_pg = PrivatePg::init();
+    catalog_pg.start();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::start(dir.path(), &catalog_pg.url(), CUT_WORKERS);
+    let topics: Vec<String> = (0..CUT_TASKS).map(|_| unique("cut_topic")).collect();
+    for t in &topics {
+        create_topic(&servers, t, 1).await;
+    }
+    let w0 = pool.worker(0);
+    w0.ok(&["datasource", "create", "kafka", "--type", "kafka", "--set", &format!("bootstrap.servers={servers}")]);
+    let tasks: Vec<String> = topics.iter().enumerate().map(|(i, t)| kafka_task(w0, &format!("c{i}"), t)).collect();
+    let writers = Writers::start(&servers, &topics, &[]);
+    for t in &tasks {
+        assert!(w0.ok(&["task", "deploy", t, "-y"]).contains("deployed as version 1"));
+    }
+    let all: BTreeSet<String> = tasks.iter().cloned().collect();
+    let share = CUT_TASKS / CUT_WORKERS;
+    let fair = |h: &BTreeMap<String, String>| {
+        h.keys().cloned().collect::<BTreeSet<_>>() == all
+            && (0..CUT_WORKERS).all(|i| held_by(h, &format!("w{i}")).len() == share)
+    };
+    wait_holders(&pool, None, "an even spread", fair);
+    let table = |name: &str| LakehouseSinkConfig::new(&pool.lake, "public", name);
+    for t in &tasks {
+        assert!(wait_rows(&table(t), 1, PATIENCE).await >= 1, "task {t} writes\n{}", pool.logs());
+    }
+
+    // The catalog goes away. Each worker's watchdog stops its tasks once its last renewal
+    // plus the TTL less the margin has passed: no more commits while the writers go on.
+    let cut = "no lease renewal for the TTL less its margin";
+    let seen_before = occurrences(&pool, cut);
+    let cut_at = Instant::now();
+    catalog_pg.stop();
+    while occurrences(&pool, cut) < seen_before + CUT_TASKS {
+        assert!(cut_at.elapsed() < PATIENCE, "the workers did not stop their tasks without the catalog\n{}", pool.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("catalog stopped: every task stopped by its worker's own clock after {:?} (TTL {TTL})", cut_at.elapsed());
+    let mut frozen = Vec::new();
+    for t in &tasks {
+        frozen.push(count_rows(&table(t)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (t, n) in tasks.iter().zip(&frozen) {
+        assert_eq!(count_rows(&table(t)).await, *n, "task {t} still commits without its lease\n{}", pool.logs());
+    }
+    // Down for twice the TTL in all, then back.
+    let down_for = Duration::from_secs(TTL_SECS * 2);
+    if let Some(rest) = down_for.checked_sub(cut_at.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    catalog_pg.start();
+    let back_at = Instant::now();
+    println!("catalog back after {:?}", cut_at.elapsed());
+
+    // The workers reach it again, claim the tasks anew and the tables grow again.
+    let (h, took) = wait_holders(&pool, None, "claims after the catalog came back", fair);
+    println!("every task held again {took:?} after the catalog came back: {h:?}");
+    for (t, n) in tasks.iter().zip(&frozen) {
+        assert!(wait_rows(&table(t), n + 1, PATIENCE).await > *n, "task {t} writes again\n{}", pool.logs());
+    }
+    println!("every table grows again {:?} after the catalog came back", back_at.elapsed());
+    // The task's runs say why its attempt ended.
+    for t in &tasks {
+        let run = w0.json(&["runs", "list", "--task", t])[0]["id"].as_i64().unwrap().to_string();
+        let detail = w0.json(&["runs", "detail", &run]);
+        let attempts = detail["attempts"].as_array().unwrap();
+        assert!(
+            attempts.iter().any(|a| a["status"] == "lost" && a["error"].as_str().is_some_and(|e| e.contains("lease"))),
+            "an attempt of {t} ended as lost for want of its lease: {detail:#}"
+        );
+    }
+
+    let written = writers.finish().await;
+    assert_exactly_once(&pool, &tasks, &written).await;
+    let mut pool = pool;
+    for d in pool.workers.iter_mut() {
+        let mut d = d.take().unwrap();
+        assert!(d.terminate().success(), "{}", tail(&d.log_text()));
+    }
 }
