@@ -54,12 +54,15 @@ struct Pool {
     dir: std::path::PathBuf,
     catalog: String,
     lake: String,
+    /// The vcluster the workers serve.
+    vcluster: &'static str,
 }
 
 impl Pool {
-    fn start(dir: &Path, catalog: &str, workers: usize) -> Self {
+    fn start(dir: &Path, catalog: &str, workers: usize, vcluster: &'static str) -> Self {
         let lake = dir.join("shared-lake").to_str().unwrap().to_string();
-        let mut pool = Pool { workers: Vec::new(), dir: dir.to_path_buf(), catalog: catalog.to_string(), lake };
+        let mut pool =
+            Pool { workers: Vec::new(), dir: dir.to_path_buf(), catalog: catalog.to_string(), lake, vcluster };
         for i in 0..workers {
             let d = pool.spawn(i);
             pool.workers.push(Some(d));
@@ -69,7 +72,18 @@ impl Pool {
 
     fn spawn(&self, i: usize) -> Daemon {
         let id = format!("w{i}");
-        let args = ["--catalog", &self.catalog, "--lakehouse-root", &self.lake, "--lease-ttl", TTL, "--worker-id", &id];
+        let args = [
+            "--catalog",
+            &self.catalog,
+            "--lakehouse-root",
+            &self.lake,
+            "--lease-ttl",
+            TTL,
+            "--worker-id",
+            &id,
+            "--vcluster",
+            self.vcluster,
+        ];
         Daemon::start_with(&self.dir.join(&id), Daemon::free_port(), &args, &[])
     }
 
@@ -211,8 +225,8 @@ async fn ids(table: &LakehouseSinkConfig) -> Vec<i64> {
 }
 
 /// Creates and configures a task reading `topic` (JSON rows `{"id": n}`) from the `kafka`
-/// data source into the table `name`; returns its name.
-fn kafka_task(d: &Daemon, name: &str, topic: &str) -> String {
+/// data source into the table `name`, on `vcluster`; returns its name.
+fn kafka_task(d: &Daemon, name: &str, topic: &str, vcluster: &str) -> String {
     d.ok(&["task", "create", name, "--type", "REALTIME"]);
     d.ok(&[
         "task",
@@ -230,6 +244,8 @@ fn kafka_task(d: &Daemon, name: &str, topic: &str) -> String {
         "id=$.id:bigint",
         "--commit-interval",
         "300ms",
+        "--vcluster",
+        vcluster,
     ]);
     name.to_string()
 }
@@ -331,7 +347,8 @@ async fn workers_share_fail_over_and_fence_zombies() {
     let catalog = pg_database("scale_workers").await;
     let dir = tempfile::tempdir().unwrap();
     let _serial = SERIAL.lock().await;
-    let mut pool = Pool::start(dir.path(), &catalog, WORKERS);
+    // 15 tasks need more than the 8 slots of the `default` vcluster: these workers serve `big`.
+    let mut pool = Pool::start(dir.path(), &catalog, WORKERS, "big");
 
     // Sources: single-partition topics and PostgreSQL tables with a primary key.
     let topics: Vec<String> = (0..KAFKA_TASKS).map(|_| unique("scale_topic")).collect();
@@ -353,7 +370,7 @@ async fn workers_share_fail_over_and_fence_zombies() {
     w0.ok(&["vcluster", "create", "big", "--slots", "20"]);
     let mut tasks = Vec::new();
     for (i, topic) in topics.iter().enumerate() {
-        tasks.push(kafka_task(w0, &format!("k{i}"), topic));
+        tasks.push(kafka_task(w0, &format!("k{i}"), topic, "big"));
     }
     // PostgreSQL tasks name their slot and publication after themselves: unique names, so
     // that runs of this test never meet another's.
@@ -375,6 +392,8 @@ async fn workers_share_fail_over_and_fence_zombies() {
             &name,
             "--commit-interval",
             "300ms",
+            "--vcluster",
+            "big",
         ]);
         tasks.push(name);
     }
@@ -516,16 +535,25 @@ async fn workers_share_fail_over_and_fence_zombies() {
         commits as f64 / 10.0 / WORKERS as f64
     );
 
-    // A rolling restart under load: each worker in turn stops gracefully (SIGTERM) and comes
-    // back, the next one once the spread is even again. No task is left without a live lease
-    // for long (the longest gap is printed; the bound is generous, the hand-off takes a round).
+    // A rolling restart under load: each worker in turn stops gracefully (SIGTERM); the
+    // others take its tasks over; it comes back (as a replaced pod would) and takes its share
+    // again; then the next one. No task is left without a live lease for long (the longest
+    // gap is printed; the bound is generous: a hand-off takes about a round, a third of the
+    // TTL).
     let watch = LeaseWatch::start(&catalog).await;
     let rolling = Instant::now();
     for i in 0..WORKERS {
+        let id = format!("w{i}");
         let mut d = pool.workers[i].take().unwrap();
+        let signalled = Instant::now();
         assert!(d.terminate().success(), "{}", tail(&d.log_text()));
+        let exited = signalled.elapsed();
+        let (_, moved) = wait_holders(&pool, Some(i), "hand-off in a rolling restart", |h| {
+            h.len() == all.len() && h.values().all(|w| *w != id)
+        });
         pool.restart(i);
-        wait_holders(&pool, None, "rebalance in a rolling restart", fair);
+        let (_, back) = wait_holders(&pool, None, "rebalance in a rolling restart", fair);
+        println!("rolling restart, {id}: exited {exited:?} after SIGTERM, its tasks held elsewhere {moved:?} later, even spread {back:?} after its restart");
     }
     let (gap, gap_task) = watch.finish().await;
     println!(
@@ -653,14 +681,14 @@ async fn workers_cut_off_from_the_catalog_stop_and_resume() {
     let catalog_pg = PrivatePg::init();
     catalog_pg.start();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::start(dir.path(), &catalog_pg.url(), CUT_WORKERS);
+    let pool = Pool::start(dir.path(), &catalog_pg.url(), CUT_WORKERS, "default");
     let topics: Vec<String> = (0..CUT_TASKS).map(|_| unique("cut_topic")).collect();
     for t in &topics {
         create_topic(&servers, t, 1).await;
     }
     let w0 = pool.worker(0);
     w0.ok(&["datasource", "create", "kafka", "--type", "kafka", "--set", &format!("bootstrap.servers={servers}")]);
-    let tasks: Vec<String> = topics.iter().enumerate().map(|(i, t)| kafka_task(w0, &format!("c{i}"), t)).collect();
+    let tasks: Vec<String> = topics.iter().enumerate().map(|(i, t)| kafka_task(w0, &format!("c{i}"), t, "default")).collect();
     let writers = Writers::start(&servers, &topics, &[]);
     for t in &tasks {
         assert!(w0.ok(&["task", "deploy", t, "-y"]).contains("deployed as version 1"));
