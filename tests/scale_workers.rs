@@ -759,3 +759,73 @@ async fn workers_cut_off_from_the_catalog_stop_and_resume() {
         assert!(d.terminate().success(), "{}", tail(&d.log_text()));
     }
 }
+
+/// Figures at 100 deployed tasks (idle Kafka tasks, all reading one empty topic): the
+/// catalog's load per worker (`pg_stat_database.xact_commit` of the catalog database over
+/// 15 s with nothing else using it) with two workers and then three, and the time until the
+/// tasks are spread evenly again after the third worker joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalog_load_at_100_tasks() {
+    const TASKS: usize = 100;
+    let _serial = SERIAL.lock().await;
+    let servers = bootstrap();
+    let catalog = pg_database("scale_load").await;
+    let catalog_db = catalog.rsplit_once('/').unwrap().1.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::start(dir.path(), &catalog, 2, "load");
+    let topic = unique("load_topic");
+    create_topic(&servers, &topic, 1).await;
+    let w0 = pool.worker(0);
+    w0.ok(&["datasource", "create", "kafka", "--type", "kafka", "--set", &format!("bootstrap.servers={servers}")]);
+    w0.ok(&["vcluster", "create", "load", "--slots", "100"]);
+    let deploying = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let name = kafka_task(w0, &format!("l{i}"), &topic, "load");
+        assert!(w0.ok(&["task", "deploy", &name, "-y"]).contains("deployed as version 1"));
+        tasks.push(name);
+    }
+    let all: BTreeSet<String> = tasks.iter().cloned().collect();
+    let spread = |workers: usize| {
+        let all = all.clone();
+        move |h: &BTreeMap<String, String>| {
+            h.keys().cloned().collect::<BTreeSet<_>>() == all
+                && (0..workers).all(|i| held_by(h, &format!("w{i}")).len() <= TASKS.div_ceil(workers))
+        }
+    };
+    let (_, took) = wait_holders(&pool, None, "100 tasks held by two workers", spread(2));
+    println!("{TASKS} tasks deployed and held by 2 workers {:?} after the first deploy ({took:?} after the last)", deploying.elapsed());
+
+    let pg = pg_connect().await;
+    let load = |workers: usize| {
+        let (pg, catalog_db) = (&pg, &catalog_db);
+        async move {
+            // Let the starts settle, then count.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let before = xact_commits(pg, catalog_db).await;
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let per_s = (xact_commits(pg, catalog_db).await - before) as f64 / 15.0;
+            println!(
+                "catalog load with {TASKS} running tasks on {workers} workers: {per_s:.1} transactions/s in all, {:.1} per worker",
+                per_s / workers as f64
+            );
+            assert!(per_s > 0.0, "the workers renew their leases in the catalog");
+        }
+    };
+    load(2).await;
+
+    let joined = Instant::now();
+    pool.workers.push(Some(pool.spawn(2)));
+    let (h, took) = wait_holders(&pool, None, "rebalance after a third worker joined", spread(3));
+    let counts: Vec<usize> = (0..3).map(|i| held_by(&h, &format!("w{i}")).len()).collect();
+    println!(
+        "rebalance of {TASKS} tasks after a third worker joined: {took:?} ({:?} after its start); tasks per worker {counts:?}",
+        joined.elapsed()
+    );
+    load(3).await;
+
+    for d in pool.workers.iter_mut() {
+        let mut d = d.take().unwrap();
+        assert!(d.terminate().success(), "{}", tail(&d.log_text()));
+    }
+}
