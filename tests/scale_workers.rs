@@ -296,10 +296,10 @@ impl LeaseWatch {
                 for r in rows {
                     let (name, owned): (String, bool) = (r.get(0), r.get(1));
                     if owned {
-                        if let Some(since) = unowned_since.remove(&name) {
-                            if now - since > longest {
-                                (longest, which) = (now - since, name);
-                            }
+                        if let Some(since) = unowned_since.remove(&name)
+                            && now - since > longest
+                        {
+                            (longest, which) = (now - since, name);
                         }
                     } else {
                         unowned_since.entry(name).or_insert(now);
@@ -328,11 +328,7 @@ impl LeaseWatch {
 
 /// Transactions committed in `database` so far (`pg_stat_database.xact_commit`).
 async fn xact_commits(client: &tokio_postgres::Client, database: &str) -> i64 {
-    client
-        .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", &[&database])
-        .await
-        .unwrap()
-        .get(0)
+    client.query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", &[&database]).await.unwrap().get(0)
 }
 
 fn p50_max(samples: &[Duration]) -> (Duration, Duration) {
@@ -553,7 +549,9 @@ async fn workers_share_fail_over_and_fence_zombies() {
         });
         pool.restart(i);
         let (_, back) = wait_holders(&pool, None, "rebalance in a rolling restart", fair);
-        println!("rolling restart, {id}: exited {exited:?} after SIGTERM, its tasks held elsewhere {moved:?} later, even spread {back:?} after its restart");
+        println!(
+            "rolling restart, {id}: exited {exited:?} after SIGTERM, its tasks held elsewhere {moved:?} later, even spread {back:?} after its restart"
+        );
     }
     let (gap, gap_task) = watch.finish().await;
     println!(
@@ -626,12 +624,18 @@ impl PrivatePg {
             let st = std::process::Command::new("chown").args(["postgres:", root.to_str().unwrap()]).status().unwrap();
             assert!(st.success(), "chown postgres: {root:?}");
         }
-        let pg = PrivatePg { bin, data: root.join("data"), log: root.join("log"), port: Daemon::free_port(), _dir: dir };
+        let pg =
+            PrivatePg { bin, data: root.join("data"), log: root.join("log"), port: Daemon::free_port(), _dir: dir };
         let out = pg.run(
             "initdb",
             &["-D", pg.data.to_str().unwrap(), "-U", "rtsync", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
         );
-        assert!(out.status.success(), "initdb: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let conf = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nmax_connections = 60\n",
             pg.port
@@ -646,8 +650,16 @@ impl PrivatePg {
     }
 
     fn start(&self) {
-        let out = self.run("pg_ctl", &["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "60", "start"]);
-        assert!(out.status.success(), "pg_ctl start: {}{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&self.log).unwrap_or_default());
+        let out = self.run(
+            "pg_ctl",
+            &["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     /// A fast shutdown: every connection is ended at once.
@@ -688,7 +700,8 @@ async fn workers_cut_off_from_the_catalog_stop_and_resume() {
     }
     let w0 = pool.worker(0);
     w0.ok(&["datasource", "create", "kafka", "--type", "kafka", "--set", &format!("bootstrap.servers={servers}")]);
-    let tasks: Vec<String> = topics.iter().enumerate().map(|(i, t)| kafka_task(w0, &format!("c{i}"), t, "default")).collect();
+    let tasks: Vec<String> =
+        topics.iter().enumerate().map(|(i, t)| kafka_task(w0, &format!("c{i}"), t, "default")).collect();
     let writers = Writers::start(&servers, &topics, &[]);
     for t in &tasks {
         assert!(w0.ok(&["task", "deploy", t, "-y"]).contains("deployed as version 1"));
@@ -712,7 +725,11 @@ async fn workers_cut_off_from_the_catalog_stop_and_resume() {
     let cut_at = Instant::now();
     catalog_pg.stop();
     while occurrences(&pool, cut) < seen_before + CUT_TASKS {
-        assert!(cut_at.elapsed() < PATIENCE, "the workers did not stop their tasks without the catalog\n{}", pool.logs());
+        assert!(
+            cut_at.elapsed() < PATIENCE,
+            "the workers did not stop their tasks without the catalog\n{}",
+            pool.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("catalog stopped: every task stopped by its worker's own clock after {:?} (TTL {TTL})", cut_at.elapsed());
@@ -794,7 +811,10 @@ async fn catalog_load_at_100_tasks() {
         }
     };
     let (_, took) = wait_holders(&pool, None, "100 tasks held by two workers", spread(2));
-    println!("{TASKS} tasks deployed and held by 2 workers {:?} after the first deploy ({took:?} after the last)", deploying.elapsed());
+    println!(
+        "{TASKS} tasks deployed and held by 2 workers {:?} after the first deploy ({took:?} after the last)",
+        deploying.elapsed()
+    );
 
     let pg = pg_connect().await;
     let load = |workers: usize| {
