@@ -360,9 +360,7 @@ pub enum AlertCmd {
         secret: Option<String>,
     },
     /// The rule and its recent alerts.
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// Delete a rule and its alerts' history.
     Delete {
         name: String,
@@ -370,9 +368,7 @@ pub enum AlertCmd {
         yes: bool,
     },
     /// Send a test notification through the rule's webhook now.
-    Test {
-        name: String,
-    },
+    Test { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -849,9 +845,11 @@ async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
 async fn alert(c: &ClientArgs, cmd: AlertCmd) -> Result<(), Error> {
     use rtsync_control::alerts::{AlertDetail, AlertEvent, AlertRule, AlertTestResult, CreateAlert};
     match cmd {
-        AlertCmd::List => show(c, call::<Vec<AlertRule>>(c, "GET", &["api", "v1", "alerts"], &[], NO_BODY).await?, |l| {
-            output::alert_rules(l)
-        }),
+        AlertCmd::List => {
+            show(c, call::<Vec<AlertRule>>(c, "GET", &["api", "v1", "alerts"], &[], NO_BODY).await?, |l| {
+                output::alert_rules(l)
+            })
+        }
         AlertCmd::Events { all } => {
             let q: Vec<(&str, String)> = if all { vec![] } else { vec![("state", "firing".to_string())] };
             show(c, call::<Vec<AlertEvent>>(c, "GET", &["api", "v1", "alert-events"], &q, NO_BODY).await?, |l| {
@@ -885,8 +883,14 @@ async fn alert(c: &ClientArgs, cmd: AlertCmd) -> Result<(), Error> {
         }
         AlertCmd::Test { name } => show(
             c,
-            call::<AlertTestResult>(c, "POST", &["api", "v1", "alerts", &name, "test"], &[], Some(&serde_json::json!({})))
-                .await?,
+            call::<AlertTestResult>(
+                c,
+                "POST",
+                &["api", "v1", "alerts", &name, "test"],
+                &[],
+                Some(&serde_json::json!({})),
+            )
+            .await?,
             |r| println!("alert rule {}: test notification sent; {}", r.rule, r.message),
         ),
     }

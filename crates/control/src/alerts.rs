@@ -273,11 +273,10 @@ fn since(text: &str) -> Option<Duration> {
 impl Control {
     pub async fn create_alert(&self, req: CreateAlert) -> Result<AlertRule> {
         validate_name("alert rule", &req.name)?;
-        let scopes: Vec<(&str, &String)> =
-            [("task", &req.task), ("folder", &req.folder), ("vcluster", &req.vcluster)]
-                .into_iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-                .collect();
+        let scopes: Vec<(&str, &String)> = [("task", &req.task), ("folder", &req.folder), ("vcluster", &req.vcluster)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .collect();
         let (kind, scope) = match scopes.as_slice() {
             [one] => *one,
             [] => return Err(Error::bad_request("an alert rule needs a scope: --task T, --folder F or --vcluster V")),
@@ -312,7 +311,13 @@ impl Control {
             (s, None) => s.clone(),
             (None, _) => None,
         };
-        if self.catalog.db().query_opt("SELECT id FROM alert_rules WHERE name = $1", params![&req.name]).await?.is_some() {
+        if self
+            .catalog
+            .db()
+            .query_opt("SELECT id FROM alert_rules WHERE name = $1", params![&req.name])
+            .await?
+            .is_some()
+        {
             return Err(Error::conflict(format!("alert rule {:?} exists already", req.name)));
         }
         self.catalog
@@ -346,7 +351,8 @@ impl Control {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM alert_events e JOIN alert_rules r ON r.id = e.rule_id WHERE e.rule_id = $1 ORDER BY e.id DESC LIMIT 100"
         );
-        let events = self.catalog.db().query(&sql, params![rule.id]).await?.iter().map(event_row).collect::<Result<_>>()?;
+        let events =
+            self.catalog.db().query(&sql, params![rule.id]).await?.iter().map(event_row).collect::<Result<_>>()?;
         Ok(AlertDetail { rule, events })
     }
 
