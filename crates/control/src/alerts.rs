@@ -494,10 +494,16 @@ impl Evaluator {
                 seen.insert(task.name.clone());
                 let detail = match details.get(&task.name) {
                     Some(d) => d,
-                    None => {
-                        let d = c.task_detail(&task.name).await?;
-                        details.entry(task.name.clone()).or_insert(d)
-                    }
+                    None => match c.task_detail(&task.name).await {
+                        Ok(d) => details.entry(task.name.clone()).or_insert(d),
+                        Err(e) => {
+                            // Deleted since the list was read, or its catalog rows are being
+                            // written: the next round looks again; its alerts stay as they are.
+                            tracing::debug!(task = %task.name, error = %e, "alert evaluation skipped a task");
+                            seen.insert(task.name.clone());
+                            continue;
+                        }
+                    },
                 };
                 let holds = self.check(c, rule.condition, &task, detail).await?;
                 self.settle(c, rule, &task.name, holds).await?;
@@ -674,6 +680,7 @@ impl Evaluator {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn conditions_parse_and_print_back() {
@@ -686,6 +693,123 @@ mod tests {
             let e = Condition::parse(bad).unwrap_err();
             assert!(e.message.contains("expected failed"), "{bad}: {}", e.message);
         }
+    }
+
+    /// A receiver on loopback: answers 200 (or 500 for the first `fail_first` requests) and
+    /// sends each body it took.
+    async fn receiver(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut served = 0;
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let body = loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap();
+                        if body.len() >= len {
+                            break body.to_string();
+                        }
+                    }
+                };
+                served += 1;
+                let status = if served <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                if served > fail_first {
+                    tx.send(serde_json::from_str(&body).unwrap()).unwrap();
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    /// The evaluator's statements on either catalog: a `failed` rule fires once, a failed
+    /// delivery is tried again after its backoff, the alert resolves once, and a new evaluator
+    /// (a restart) sends nothing again.
+    async fn fire_retry_resolve(catalog: crate::catalog::Catalog) {
+        let scheduler = crate::scheduler::Scheduler::new(catalog.clone(), "w1".into(), "127.0.0.1:1".into());
+        let c = Control::new(catalog.clone(), scheduler, crate::secrets::Secrets::plaintext(), None);
+        let folder = catalog.insert_folder("f").await.unwrap();
+        catalog.insert_vcluster("v", "SYNC", 2).await.unwrap();
+        let t = catalog.insert_task("t1", 14, folder.id, "v").await.unwrap();
+        let (url, mut got) = receiver(1).await;
+        let req = CreateAlert {
+            name: "r".into(),
+            folder: Some("f".into()),
+            when: "failed".into(),
+            webhook: Some(url),
+            ..Default::default()
+        };
+        c.create_alert(req).await.unwrap();
+        let mut ev = Evaluator::default();
+        ev.round(&c).await.unwrap();
+        assert!(c.alert_events(true).await.unwrap().is_empty(), "a draft task is not failed");
+
+        catalog.set_state(t.id, TaskState::Failed).await.unwrap();
+        catalog.set_last_error(t.id, Some("the topic does not exist")).await.unwrap();
+        ev.round(&c).await.unwrap();
+        let firing = c.alert_events(true).await.unwrap();
+        assert_eq!(firing.len(), 1);
+        assert_eq!((firing[0].value.as_str(), firing[0].fired_sent), ("the topic does not exist", false));
+        assert!(firing[0].delivery_error.as_deref().unwrap().contains("500"), "{firing:?}");
+        ev.round(&c).await.unwrap();
+        assert!(got.try_recv().is_err(), "not tried again before its backoff");
+        tokio::time::sleep(BACKOFF_FIRST).await;
+        ev.round(&c).await.unwrap();
+        let n = got.recv().await.unwrap();
+        assert_eq!((n["state"].as_str(), n["task"].as_str()), (Some("firing"), Some("t1")));
+        assert!(c.alert_events(true).await.unwrap()[0].fired_sent);
+
+        let mut restarted = Evaluator::default();
+        restarted.round(&c).await.unwrap();
+        assert!(got.try_recv().is_err(), "still firing after a restart, not sent again");
+        catalog.set_state(t.id, TaskState::Running).await.unwrap();
+        restarted.round(&c).await.unwrap();
+        let n = got.recv().await.unwrap();
+        assert_eq!(
+            (n["state"].as_str(), n["id"].as_str()),
+            (Some("resolved"), Some(format!("{}-resolved", firing[0].id).as_str()))
+        );
+        restarted.round(&c).await.unwrap();
+        assert!(got.try_recv().is_err(), "one notification per state change");
+        let detail = c.alert("r").await.unwrap();
+        assert_eq!(
+            (detail.rule.firing, detail.events[0].state.as_str(), detail.events[0].resolved_sent),
+            (0, "resolved", true)
+        );
+        c.delete_alert("r").await.unwrap();
+        assert!(c.alert_events(false).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sqlite_alerts_fire_retry_and_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, _) = crate::catalog::Catalog::open(None, dir.path()).await.unwrap();
+        fire_retry_resolve(catalog).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_alerts_fire_retry_and_resolve() {
+        let url = crate::db::test_database("alerts").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, _) = crate::catalog::Catalog::open(Some(&url), dir.path()).await.unwrap();
+        fire_retry_resolve(catalog).await;
     }
 
     #[test]
