@@ -500,7 +500,6 @@ impl Evaluator {
                             // Deleted since the list was read, or its catalog rows are being
                             // written: the next round looks again; its alerts stay as they are.
                             tracing::debug!(task = %task.name, error = %e, "alert evaluation skipped a task");
-                            seen.insert(task.name.clone());
                             continue;
                         }
                     },
@@ -653,7 +652,7 @@ impl Evaluator {
                 let secret = c.rule_secret(rule)?;
                 if let Err(e) = post(&url, secret.as_deref(), &n).await {
                     let tries = self.backoff.get(&(ev.id, state)).map_or(0, |(t, _)| *t) + 1;
-                    let wait = BACKOFF_FIRST.saturating_mul(1 << tries.min(16) >> 1).min(BACKOFF_MAX);
+                    let wait = BACKOFF_FIRST.saturating_mul(1u32 << (tries.min(16) - 1)).min(BACKOFF_MAX);
                     self.backoff.insert((ev.id, state), (tries, Instant::now() + wait));
                     tracing::warn!(rule = %ev.rule, task = %ev.task, state, tries, retry_in_s = wait.as_secs(), error = %e, "alert webhook failed");
                     c.catalog
