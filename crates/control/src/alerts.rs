@@ -492,6 +492,12 @@ impl Evaluator {
             let mut seen = HashSet::new();
             for task in Control::tasks_in_scope(&rule.shown, &tasks) {
                 seen.insert(task.name.clone());
+                // With several workers, a running task's live figures (freshness, dead
+                // letters) are only on the worker that runs it: that one evaluates it, so that
+                // another worker's empty view does not resolve what it fired.
+                if c.cluster.is_some() && task.state == TaskState::Running && !c.scheduler.is_active(task.id) {
+                    continue;
+                }
                 let detail = match details.get(&task.name) {
                     Some(d) => d,
                     None => match c.task_detail(&task.name).await {
