@@ -148,7 +148,9 @@ async fn alerts_fire_resolve_and_survive_a_restart() {
     d.ok(&["task", "configure", "missing", "--source", "k", "--source-table", &unique("no_such_topic")]);
     d.ok(&["task", "deploy", "missing", "-y"]);
     d.wait_task("missing", Duration::from_secs(60), "failure", |v| v["task"]["state"] == "failed");
+    let seen_failed = Instant::now();
     let fired = hook.wait(&d, "on_fail", "firing", Duration::from_secs(30));
+    println!("failed task seen → firing notification received: {:.1} s", seen_failed.elapsed().as_secs_f64());
     assert_eq!(fired.signature.as_deref(), Some(format!("sha256={}", hmac_hex(SECRET, &fired.raw)).as_str()));
     assert_eq!(fired.body["task"], "missing");
     assert_eq!(fired.body["condition"], "failed");
@@ -224,7 +226,9 @@ async fn alerts_fire_resolve_and_survive_a_restart() {
     // The task catches up: the alert resolves, notified once.
     d.ok(&["task", "start", "lagging"]);
     d.wait_task("lagging", Duration::from_secs(60), "caught up", |v| v["status"]["lag"] == 0);
+    let caught_up = Instant::now();
     let resolved = hook.wait(&d, "behind", "resolved", Duration::from_secs(30));
+    println!("lag 0 seen → resolved notification received: {:.1} s", caught_up.elapsed().as_secs_f64());
     assert_eq!(
         resolved.body["id"].as_str().unwrap(),
         fired.body["id"].as_str().unwrap().replace("-firing", "-resolved")
