@@ -355,6 +355,40 @@ fn tools() -> Vec<Value> {
                 &["name"],
             ),
         ),
+        tool("list_alerts", "Alert rules, with how many of their alerts fire now.", input(&[], &[])),
+        tool(
+            "list_alert_events",
+            "Alerts of every rule, newest first: firing ones, or the history too with all=true.",
+            input(&[("all", "boolean", "include resolved alerts")], &[]),
+        ),
+        tool(
+            "create_alert",
+            "Create an alert rule over one task, or every task of a folder or vcluster (give one of task_name, folder, vcluster). It fires (a log line, and a POST to webhook signed with secret) when the condition holds for the grace period, and notifies again when it resolves.",
+            input(
+                &[
+                    ("name", "string", ""),
+                    ("task_name", "string", "one task"),
+                    ("folder", "string", "every task of this folder"),
+                    ("vcluster", "string", "every task of this vcluster"),
+                    (
+                        "when",
+                        "string",
+                        "failed, freshness>30s, lag>100000 (the source's unit), no-data>10m, retries>3, dlq-rate>10",
+                    ),
+                    ("for", "string", "grace period, e.g. 1m"),
+                    ("webhook", "string", "http(s) URL the JSON notifications are POSTed to"),
+                    ("secret", "string", "HMAC-SHA256 key of the X-Rtsync-Signature header"),
+                ],
+                &["name", "when"],
+            ),
+        ),
+        tool("get_alert", "An alert rule and its recent alerts.", input(&[("name", "string", "")], &["name"])),
+        tool("delete_alert", "Delete an alert rule and its history.", input(&[("name", "string", "")], &["name"])),
+        tool(
+            "test_alert",
+            "Send a test notification through the rule's webhook now.",
+            input(&[("name", "string", "")], &["name"]),
+        ),
     ]
 }
 
@@ -619,6 +653,34 @@ async fn call_tool(server: &Daemon, name: &str, args: &Value) -> Result<Value, S
             });
             post(v1(&["vclusters"]), vec![], Some(body)).await
         }
+        "list_alerts" => get(v1(&["alerts"]), vec![]).await,
+        "list_alert_events" => {
+            let all = args.get("all").and_then(Value::as_bool).unwrap_or(false);
+            get(v1(&["alert-events"]), if all { vec![] } else { vec![("state", "firing".to_string())] }).await
+        }
+        "create_alert" => {
+            let mut body = json!({"name": need(args, "name")?, "when": need(args, "when")?});
+            for (arg, field) in [
+                ("task_name", "task"),
+                ("folder", "folder"),
+                ("vcluster", "vcluster"),
+                ("for", "for"),
+                ("webhook", "webhook"),
+                ("secret", "secret"),
+            ] {
+                if let Some(v) = arg_str(args, arg) {
+                    body[field] = Value::String(v);
+                }
+            }
+            post(v1(&["alerts"]), vec![], Some(body)).await
+        }
+        "get_alert" => get(v1(&["alerts", &need(args, "name")?]), vec![]).await,
+        "delete_alert" => {
+            let name = need(args, "name")?;
+            api(server, "DELETE", &["api", "v1", "alerts", &name], &[], None).await?;
+            Ok(json!({"deleted": name}))
+        }
+        "test_alert" => post(v1(&["alerts", &need(args, "name")?, "test"]), vec![], Some(json!({}))).await,
         other => Err(format!("unknown tool {other:?}")),
     }
 }

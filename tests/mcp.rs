@@ -132,6 +132,9 @@ async fn the_seed_workflow_through_mcp_tools() {
         assert!(names.contains(&seed_tool), "{seed_tool} missing from {names:?}");
     }
     assert!(names.contains(&"verify_task"), "{names:?}");
+    for alert_tool in ["list_alerts", "list_alert_events", "create_alert", "get_alert", "delete_alert", "test_alert"] {
+        assert!(names.contains(&alert_tool), "{alert_tool} missing from {names:?}");
+    }
     for t in tools["result"]["tools"].as_array().unwrap() {
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
     }
@@ -249,6 +252,22 @@ async fn the_seed_workflow_through_mcp_tools() {
     mcp.ok("stop_task", json!({"task_id": task_id}));
     let detail = mcp.ok("get_task_detail", json!({"task_id": task_id}));
     assert_eq!(detail["task"]["state"], "stopped");
+
+    // Alert rules through the tools: created over the task, listed, shown, refused, deleted.
+    let task = detail["task"]["name"].as_str().unwrap().to_string();
+    let rule = mcp.ok("create_alert", json!({"name": "mcp_lag", "task_name": task, "when": "lag>100", "for": "1m"}));
+    assert_eq!(
+        (rule["scope_kind"].as_str(), rule["condition"].as_str(), rule["for_secs"].as_i64()),
+        (Some("task"), Some("lag>100"), Some(60))
+    );
+    assert_eq!(mcp.ok("list_alerts", json!({}))[0]["name"], "mcp_lag");
+    assert_eq!(mcp.ok("get_alert", json!({"name": "mcp_lag"}))["events"], json!([]));
+    assert_eq!(mcp.ok("list_alert_events", json!({})), json!([]), "a stopped task with no lag fires nothing");
+    let bad = mcp.err("create_alert", json!({"name": "x", "task_name": task, "when": "lag>"}));
+    assert!(bad.contains("expected failed"), "{bad}");
+    assert!(mcp.ok("test_alert", json!({"name": "mcp_lag"}))["message"].as_str().unwrap().contains("log only"));
+    mcp.ok("delete_alert", json!({"name": "mcp_lag"}));
+    assert_eq!(mcp.ok("list_alerts", json!({})), json!([]));
 
     let table = LakehouseSinkConfig::new(dir.path().join("data/lakehouse").to_str().unwrap(), "public", "mcp_orders");
     let batches = query_table(&table, "SELECT id, code, CAST(amount AS VARCHAR) FROM t ORDER BY id").await.unwrap();

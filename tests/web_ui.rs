@@ -3,8 +3,8 @@
 //! The whole workflow goes through the UI alone: a Kafka data source created and tested, its
 //! topic browsed, a task created, configured with the suggested JSONPath columns, previewed,
 //! deployed, its charts watched while messages arrive, stopped and started, an attempt's log
-//! read, and the target table's health shown. A screenshot of every step is kept under
-//! `<target>/ui-artifacts/` (the test prints the directory).
+//! read, the target table's health shown, and an alert rule created and tested. A screenshot of
+//! every step is kept under `<target>/ui-artifacts/` (the test prints the directory).
 
 #![allow(clippy::unwrap_used)]
 
@@ -120,7 +120,7 @@ async fn the_web_ui_drives_the_whole_workflow_in_chromium() {
     assert!(ui["version"].as_str().unwrap().starts_with("daemon "), "{ui:#}");
     assert_eq!(ui["tasks_before"], 0, "no task before the UI made one");
     let shots = strings(&ui["screenshots"]);
-    assert_eq!(shots.len(), 13, "a screenshot per step: {shots:?}");
+    assert_eq!(shots.len(), 14, "a screenshot per step: {shots:?}");
     for s in &shots {
         let len = std::fs::metadata(s).unwrap().len();
         assert!(len > 10_000, "{s} is {len} bytes: not a page");
@@ -181,6 +181,13 @@ async fn the_web_ui_drives_the_whole_workflow_in_chromium() {
     // The table's columns and health.
     assert_eq!(ui["table_columns"], json!(["customer", "customer_name", "id"]), "{ui:#}");
     assert_eq!(ui["table_health"][1], "ACTIVE FILES", "{ui:#}");
+    assert_eq!(
+        ui["alert_rule"].as_array().unwrap()[..6],
+        ["ui_lag", "task ui_made", "lag>1000000", "60 s", "log only", "0"],
+        "{ui:#}"
+    );
+    assert_eq!(ui["alert_sections"], json!(["Firing", "Rules", "Create a rule", "History"]), "{ui:#}");
+    assert_eq!(d.json(&["alert", "show", "ui_lag"])["rule"]["scope"], "ui_made", "the UI's rule is the API's");
     let files: u64 = ui["table_health_row"][1].as_str().unwrap().replace(',', "").parse().unwrap();
     assert!(files >= 1, "{ui:#}");
 

@@ -182,6 +182,13 @@ pub enum DaemonCommand {
         #[command(subcommand)]
         cmd: VclusterCmd,
     },
+    /// Alert rules: a webhook or a log line when a task fails or falls behind.
+    Alert {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: AlertCmd,
+    },
     /// Folders that group tasks.
     Folder {
         #[command(flatten)]
@@ -317,6 +324,51 @@ pub enum VclusterCmd {
         #[arg(short = 'y', long = "yes")]
         yes: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertCmd {
+    /// The rules, with how many of their alerts fire now.
+    List,
+    /// Alerts that fire now (--all: the history too), of every rule.
+    Events {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create a rule: `--when failed|freshness>30s|lag>N|no-data>10m|retries>N|dlq-rate>N`
+    /// over one task, or every task of a folder or vcluster.
+    Create {
+        name: String,
+        #[arg(long, conflicts_with_all = ["folder", "vcluster"])]
+        task: Option<String>,
+        #[arg(long, conflicts_with = "vcluster")]
+        folder: Option<String>,
+        #[arg(long)]
+        vcluster: Option<String>,
+        /// failed, freshness>DURATION, lag>N (the source's unit), no-data>DURATION, retries>N,
+        /// dlq-rate>N (N and retries within 10 minutes).
+        #[arg(long)]
+        when: String,
+        /// The grace period: fire only when the condition held this long (e.g. 1m).
+        #[arg(long = "for")]
+        grace: Option<String>,
+        /// POST a JSON notification here on firing and on resolution.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Sign the webhook's body: `X-Rtsync-Signature: sha256=<HMAC-SHA256 hex>`.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// The rule and its recent alerts.
+    Show { name: String },
+    /// Delete a rule and its alerts' history.
+    Delete {
+        name: String,
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+    },
+    /// Send a test notification through the rule's webhook now.
+    Test { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -639,6 +691,7 @@ pub async fn run(cmd: DaemonCommand) -> SyncResult<()> {
         DaemonCommand::Workers { client, cmd } => workers(&client, cmd).await,
         DaemonCommand::Vcluster { client, cmd } => vcluster(&client, cmd).await,
         DaemonCommand::Folder { client, cmd } => folder(&client, cmd).await,
+        DaemonCommand::Alert { client, cmd } => alert(&client, cmd).await,
         DaemonCommand::Meta { client, cmd } => meta(&client, cmd).await,
         DaemonCommand::Table { client, cmd } => table_cmd(&client, cmd).await,
         DaemonCommand::Task { client, cmd } => task(&client, cmd).await,
@@ -785,6 +838,61 @@ async fn vcluster(c: &ClientArgs, cmd: VclusterCmd) -> Result<(), Error> {
             call::<serde_json::Value>(c, "DELETE", &["api", "v1", "vclusters", &name], &[], NO_BODY).await?;
             println!("vcluster {name} deleted");
         }
+    }
+    Ok(())
+}
+
+async fn alert(c: &ClientArgs, cmd: AlertCmd) -> Result<(), Error> {
+    use rtsync_control::alerts::{AlertDetail, AlertEvent, AlertRule, AlertTestResult, CreateAlert};
+    match cmd {
+        AlertCmd::List => {
+            show(c, call::<Vec<AlertRule>>(c, "GET", &["api", "v1", "alerts"], &[], NO_BODY).await?, |l| {
+                output::alert_rules(l)
+            })
+        }
+        AlertCmd::Events { all } => {
+            let q: Vec<(&str, String)> = if all { vec![] } else { vec![("state", "firing".to_string())] };
+            show(c, call::<Vec<AlertEvent>>(c, "GET", &["api", "v1", "alert-events"], &q, NO_BODY).await?, |l| {
+                output::alert_events(l)
+            })
+        }
+        AlertCmd::Create { name, task, folder, vcluster, when, grace, webhook, secret } => {
+            let req = CreateAlert { name, task, folder, vcluster, when, r#for: grace, webhook, secret };
+            show(c, call::<AlertRule>(c, "POST", &["api", "v1", "alerts"], &[], Some(&req)).await?, |r| {
+                println!(
+                    "alert rule {} created: {} {} when {}{}",
+                    r.name,
+                    r.scope_kind,
+                    r.scope,
+                    r.condition,
+                    if r.for_secs > 0 { format!(" for {}s", r.for_secs) } else { String::new() }
+                )
+            })
+        }
+        AlertCmd::Show { name } => {
+            show(c, call::<AlertDetail>(c, "GET", &["api", "v1", "alerts", &name], &[], NO_BODY).await?, |d| {
+                output::alert_rules(std::slice::from_ref(&d.rule));
+                println!();
+                output::alert_events(&d.events);
+            })
+        }
+        AlertCmd::Delete { name, yes } => {
+            confirm(yes, &format!("delete alert rule {name}?"))?;
+            call::<serde_json::Value>(c, "DELETE", &["api", "v1", "alerts", &name], &[], NO_BODY).await?;
+            println!("alert rule {name} deleted");
+        }
+        AlertCmd::Test { name } => show(
+            c,
+            call::<AlertTestResult>(
+                c,
+                "POST",
+                &["api", "v1", "alerts", &name, "test"],
+                &[],
+                Some(&serde_json::json!({})),
+            )
+            .await?,
+            |r| println!("alert rule {}: test notification sent; {}", r.rule, r.message),
+        ),
     }
     Ok(())
 }

@@ -105,6 +105,46 @@ pub fn workers(list: &[Worker]) {
     table(&["ID", "ADDRESS", "VCLUSTER", "STATE", "TASKS", "RUNNING", "LAST_HEARTBEAT", "VERSION"], &rows);
 }
 
+pub fn alert_rules(list: &[rtsync_control::alerts::AlertRule]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{} {}", r.scope_kind, r.scope),
+                r.condition.clone(),
+                if r.for_secs > 0 { format!("{}s", r.for_secs) } else { "-".into() },
+                r.webhook.clone().unwrap_or_else(|| "log only".into()),
+                r.firing.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "SCOPE", "WHEN", "FOR", "WEBHOOK", "FIRING"], &rows);
+}
+
+pub fn alert_events(list: &[rtsync_control::alerts::AlertEvent]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            let sent = match (e.fired_sent, e.resolved_at.is_some(), e.resolved_sent) {
+                (false, _, _) => "pending",
+                (true, true, false) => "resolution pending",
+                _ => "sent",
+            };
+            vec![
+                e.rule.clone(),
+                e.task.clone(),
+                e.state.clone(),
+                e.value.chars().take(60).collect(),
+                e.fired_at.clone(),
+                e.resolved_at.clone().unwrap_or_else(|| "-".into()),
+                e.delivery_error.clone().map_or(sent.to_string(), |err| format!("{sent}: {err}")),
+            ]
+        })
+        .collect();
+    table(&["RULE", "TASK", "STATE", "VALUE", "FIRED", "RESOLVED", "NOTIFIED"], &rows);
+}
+
 pub fn folders(list: &[Folder]) {
     let rows: Vec<Vec<String>> =
         list.iter().map(|f| vec![f.name.clone(), f.tasks.to_string(), f.created_at.clone()]).collect();

@@ -2,7 +2,8 @@
 // the way a user would, through the whole workflow: create a Kafka data source and test it,
 // browse its topic, create a task, configure it with the suggested JSONPath columns, preview,
 // deploy, watch the charts move, stop and start it, read an attempt's log, and look at the
-// target table's health. A screenshot is saved after every step.
+// target table's health, and create an alert rule and test it. A screenshot is saved after
+// every step.
 //
 // Usage: node ui_check.js CONFIG_JSON
 //   CONFIG_JSON: {"base", "chromium", "artifacts", "servers", "topic", "datasource", "task", "table", "initial"}
@@ -272,6 +273,24 @@ async function main() {
     out.table_health = await health.locator("th").allInnerTexts();
     out.table_health_row = await health.locator("tr").nth(1).locator("td").allInnerTexts();
     out.table_columns = await page.locator("#browse table").first().locator("tr td:first-child").allInnerTexts();
+  });
+
+  await step("alerts", async () => {
+    await page.click("#nav-alerts");
+    await until("the alerts page", () => document.getElementById("newalert"));
+    await page.fill("#newalert input[name=name]", "ui_lag");
+    await page.selectOption("#newalert select[name=scope]", `task:${cfg.task}`);
+    await page.fill("#newalert input[name=when]", "lag>1000000");
+    await page.fill("#newalert input[name=for]", "1m");
+    await page.click("#newalert button");
+    await flashed(true, "alert rule ui_lag created");
+    const ruleRow = () =>
+      [...document.querySelectorAll("#main tr")].map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent)).find((r) => r[0] === "ui_lag");
+    await until("the new rule in the list", ruleRow);
+    out.alert_rule = await page.evaluate(ruleRow);
+    await page.click('button[data-test="ui_lag"]');
+    await flashed(true, "test notification: no webhook");
+    out.alert_sections = await page.locator("#main h3").allInnerTexts();
   });
 
   await browser.close();

@@ -198,6 +198,16 @@ impl Api {
                 ok(c.object_detail(ds, ns, obj, sample).await)
             }
             ("GET", ["workers"]) => ok(c.workers().await),
+            // alert rules and their alerts
+            ("GET", ["alerts"]) => ok(c.alerts().await),
+            ("POST", ["alerts"]) => match body::<crate::alerts::CreateAlert>(req) {
+                Ok(b) => created(c.create_alert(b).await),
+                Err(e) => Response::error(&e),
+            },
+            ("GET", ["alerts", name]) => ok(c.alert(name).await),
+            ("DELETE", ["alerts", name]) => no_content(c.delete_alert(name).await),
+            ("POST", ["alerts", name, "test"]) => ok(c.test_alert(name).await),
+            ("GET", ["alert-events"]) => ok(c.alert_events(req.query("state") == Some("firing")).await),
             // vclusters and folders
             ("GET", ["vclusters"]) => ok(c.vclusters().await),
             ("POST", ["vclusters"]) => match body::<CreateVCluster>(req) {

@@ -209,6 +209,7 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
     let guard = Guard::new(addr, listen_host, &opts.allowed_hosts, &opts.allowed_origins);
     let api = Api { control: control.clone(), token, guard };
     let http = tokio::spawn(crate::http::serve(listener, Arc::new(api), shutdown.clone()));
+    let alerts = tokio::spawn(crate::alerts::run(control.clone(), shutdown.clone()));
     let metrics_http = match &opts.metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -236,6 +237,7 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> R
         None => control.scheduler.shutdown().await,
     }
     http.abort();
+    alerts.abort();
     if let Some(m) = metrics_http {
         m.abort();
     }

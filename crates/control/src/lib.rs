@@ -13,6 +13,7 @@
 //!
 //! Connectors and the engine never depend on this crate; the CLI does.
 
+pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod cluster;
