@@ -25,6 +25,15 @@
 //! The Delta log of each phase tells what was written: files, bytes, and for MERGEs the
 //! unchanged rows rewritten alongside the changed ones (delta-rs's own metrics).
 //!
+//! With `--steady-updates R` the phases after the snapshot are replaced by a steady stream of
+//! random single-row updates (the freshness test of merge-on-read): the task is restarted (its
+//! key index catches up on the whole table), then R updates a second of rows picked at random
+//! over the whole table, `--txn-updates K` (default 50) per transaction, for `--seconds S`
+//! (default 60). Reported: source commit → Delta commit freshness p50/p99/max, how long after
+//! the last source commit the table converged, peak RSS, and the bytes the commits wrote per
+//! changed row (new data files plus deletion vectors). `--apply copy_on_write` runs the same on
+//! a copy-on-write table for comparison.
+//!
 //! The bench's slots, publication and table are dropped at the end, also when it fails.
 
 #![allow(clippy::unwrap_used)]
@@ -120,9 +129,10 @@ fn pg_recvlogical() -> String {
 }
 
 fn spec(url: &str, names: &Names, root: &str) -> TaskSpec {
+    let apply: String = arg("--apply", "merge_on_read".to_string());
     TaskSpec::from_toml(&format!(
         "name = \"{}\"\n[source]\ntype = \"postgresql\"\nurl = \"{url}\"\nschema = \"public\"\ntable = \"{}\"\n\
-         [sink]\nroot = \"{root}\"\nschema = \"bench\"\ntable = \"{}\"\n",
+         [sink]\nroot = \"{root}\"\nschema = \"bench\"\ntable = \"{}\"\napply = \"{apply}\"\n",
         names.task, names.table, names.table
     ))
     .expect("bench spec")
@@ -169,6 +179,13 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
         rate(sizes.rows, elapsed),
     );
     println!("  {}", log_since(&target, v0));
+
+    let steady: u64 = arg("--steady-updates", 0u64);
+    if steady > 0 {
+        running.stop().await;
+        steady_updates(&client, &t, &spec, &target, sizes.rows, steady).await;
+        return;
+    }
 
     // Phase 2: live streaming, and pg_recvlogical over the same WAL.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -280,6 +297,85 @@ async fn bench(url: String, names: Names, root: String, sizes: Sizes) {
     } else {
         running.stop().await;
     }
+}
+
+/// A small deterministic generator for the random keys (xorshift64*).
+struct Keys(u64);
+
+impl Keys {
+    /// A key in `1..=rows`.
+    fn next(&mut self, rows: u64) -> i64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % rows + 1) as i64
+    }
+}
+
+/// `--steady-updates`: random single-row updates over the whole table at a steady rate.
+async fn steady_updates(client: &Client, t: &str, spec: &TaskSpec, target: &LakehouseSinkConfig, rows: u64, per_sec: u64) {
+    let per_txn: u64 = arg("--txn-updates", 50u64).max(1);
+    let seconds: u64 = arg("--seconds", 60u64).max(1);
+    let update = client.prepare(&UPDATE.replace("{t}", t)).await.unwrap();
+    let mut keys = Keys(0x9E37_79B9_7F4A_7C15);
+
+    // The restart: the task opens the table and catches its key index up on every file, then
+    // one probe update shows it streams.
+    reset_peak_rss();
+    let started = Instant::now();
+    let mut running = Running::start(spec);
+    client.execute(&update, &[&vec![keys.next(rows)]]).await.unwrap();
+    running.wait_rows(1, Duration::from_secs(3600)).await;
+    println!(
+        "restart: task started, key index caught up on {rows} rows and the first change committed in {:.2}s; peak RSS {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base = running.rows_out();
+    let mark = running.mark();
+    let v0 = delta_version(target);
+    let fresh_before = running.metrics.freshness();
+    reset_peak_rss();
+    let txns = per_sec * seconds / per_txn;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(per_txn as f64 / per_sec as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut updated = 0u64;
+    for _ in 0..txns {
+        tick.tick().await;
+        let ids: Vec<i64> = (0..per_txn).map(|_| keys.next(rows)).collect();
+        updated += client.execute(&update, &[&ids]).await.unwrap();
+    }
+    let wrote = started.elapsed();
+    let done = running.wait_rows(base + updated, Duration::from_secs(600)).await;
+    let commits = running.commits_since(&mark);
+    let rss = peak_rss_mib();
+    let fresh = running.metrics.freshness().since(&fresh_before);
+    running.stop().await;
+    assert_converged("steady updates", &checksum(client, t).await, &delta_checksum(target).await);
+    let log = log_since(target, v0);
+    println!(
+        "steady updates: {updated} random single-row updates over {rows} rows, {per_sec}/s in transactions of {per_txn}, for {:.1}s (apply = {})",
+        wrote.as_secs_f64(),
+        arg("--apply", "merge_on_read".to_string())
+    );
+    println!(
+        "  source commit → Delta commit: p50 {} ms, p99 {} ms, max {} ms; Delta converged {:.2}s after the last source commit; Delta = source",
+        fresh.quantile(0.5),
+        fresh.quantile(0.99),
+        fresh.quantile(1.0),
+        (done - started).saturating_sub(wrote).as_secs_f64()
+    );
+    println!("  {commits}; peak RSS {rss:.0} MiB");
+    println!("  {log}");
+    println!(
+        "  bytes written by the task's commits per changed row: {:.0} (new data files {:.1} MB + deletion vectors {:.1} kB, over {updated} rows)",
+        (log.bytes_added + log.dv_bytes) as f64 / updated.max(1) as f64,
+        log.bytes_added as f64 / 1e6,
+        log.dv_bytes as f64 / 1e3
+    );
 }
 
 /// Drops what the bench created on the server; objects already gone are fine.

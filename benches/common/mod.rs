@@ -312,7 +312,15 @@ pub struct LogStats {
     pub commits: u64,
     pub files_added: u64,
     pub files_removed: u64,
+    /// Bytes of the new data files the task's own commits wrote.
     pub bytes_added: u64,
+    /// Existing files that got a new deletion vector (merge-on-read): re-added, not rewritten.
+    pub dv_updates: u64,
+    /// The deletion vectors' bytes (what a merge-on-read commit writes beside its new rows).
+    pub dv_bytes: u64,
+    /// Maintenance commits (`dataChange = false`: compaction, purge) and the bytes they wrote.
+    pub maintenance_commits: u64,
+    pub maintenance_bytes: u64,
     pub merges: u64,
     /// Rows the MERGEs inserted, updated or deleted.
     pub rows_changed: u64,
@@ -332,7 +340,18 @@ impl std::fmt::Display for LogStats {
             self.bytes_added as f64 / 1e6,
             self.files_removed
         )?;
-        if self.merges > 0 {
+        if self.dv_updates > 0 {
+            write!(f, "; {} deletion vectors written ({:.1} kB)", self.dv_updates, self.dv_bytes as f64 / 1e3)?;
+        }
+        if self.maintenance_commits > 0 {
+            write!(
+                f,
+                "; maintenance: {} commits rewrote {:.0} MB",
+                self.maintenance_commits,
+                self.maintenance_bytes as f64 / 1e6
+            )?;
+        }
+        if self.rows_changed > 0 {
             write!(
                 f,
                 "; {} MERGEs changed {} rows and copied {} unchanged ones ({:.1} rows written per change), \
@@ -374,10 +393,28 @@ pub fn log_since(table: &LakehouseSinkConfig, after: i64) -> LogStats {
     for (_, path) in log_versions(table).into_iter().filter(|(v, _)| *v as i64 > after) {
         stats.commits += 1;
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for action in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        let actions: Vec<serde_json::Value> =
+            text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+        let removed: std::collections::HashSet<&str> =
+            actions.iter().filter_map(|a| a.get("remove")?.get("path")?.as_str()).collect();
+        let maintenance = actions.iter().any(|a| a.get("add").is_some_and(|add| add["dataChange"] == false));
+        if maintenance {
+            stats.maintenance_commits += 1;
+        }
+        for action in &actions {
             if let Some(add) = action.get("add") {
-                stats.files_added += 1;
-                stats.bytes_added += add["size"].as_u64().unwrap_or(0);
+                let size = add["size"].as_u64().unwrap_or(0);
+                let dv = &add["deletionVector"];
+                if add["path"].as_str().is_some_and(|p| removed.contains(p)) && dv.is_object() {
+                    // the same file with a new deletion vector: only the vector was written
+                    stats.dv_updates += 1;
+                    stats.dv_bytes += dv["sizeInBytes"].as_u64().unwrap_or(0);
+                } else if maintenance {
+                    stats.maintenance_bytes += size;
+                } else {
+                    stats.files_added += 1;
+                    stats.bytes_added += size;
+                }
             } else if action.get("remove").is_some() {
                 stats.files_removed += 1;
             } else if let Some(info) = action.get("commitInfo")

@@ -299,13 +299,13 @@ pub fn tamper_delta(location: &str, column: &str, [update, delete, copy, extra]:
     const TAMPER: &str = r#"
 import sys, json
 import pyarrow as pa
-import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, QueryBuilder, write_deltalake
 path, column, update, delete, copy, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 DeltaTable(path).update(updates={column: "'tampered'"}, predicate=f"id = {update}")
 DeltaTable(path).delete(f"id = {delete}")
-t = DeltaTable(path).to_pyarrow_table()
-row = t.filter(pc.equal(t["id"], copy))
+# QueryBuilder applies deletion vectors (to_pyarrow_table refuses merge-on-read tables)
+read = QueryBuilder().register("t", DeltaTable(path)).execute(f"SELECT * FROM t WHERE id = {copy}")
+row = pa.RecordBatchReader.from_stream(read).read_all()
 i = row.schema.get_field_index("id")
 row = row.set_column(i, row.schema.field(i), pa.array([extra], type=row.schema.field(i).type))
 write_deltalake(path, row, mode="append")

@@ -116,6 +116,14 @@ impl FreshnessHistogram {
         self.count
     }
 
+    /// The rows recorded after `earlier` (a copy of this histogram taken before).
+    pub fn since(&self, earlier: &Self) -> Self {
+        let buckets: Vec<u64> =
+            self.buckets.iter().zip(&earlier.buckets).map(|(now, then)| now.saturating_sub(*then)).collect();
+        let count = buckets.iter().sum();
+        Self { buckets, count }
+    }
+
     /// The upper edge (ms) of the bucket holding quantile `q`; 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
