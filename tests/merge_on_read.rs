@@ -2,8 +2,9 @@
 //! primary-key changes, TOAST-unchanged values, a truncate and a column added at the source,
 //! applied commit by commit, with restarts (the key index caught up, lost, or behind the
 //! table), a compaction and background purges in between. After every few commits the table
-//! is read back by rtsync's own reader and by two independent ones that apply deletion
-//! vectors (Python `deltalake` QueryBuilder and polars), and compared row by row with an
+//! is read back by rtsync's own reader and by three independent ones that apply deletion
+//! vectors (Python `deltalake` QueryBuilder, polars and DuckDB's delta extension), and
+//! compared row by row with an
 //! oracle that applied the same changes to a map.
 //!
 //! The seed is printed; `RTSYNC_MOR_SEED=<seed>` replays a run.
@@ -230,7 +231,7 @@ async fn check(config: &LakehouseSinkConfig, oracle: &BTreeMap<i64, Stored>, ext
     let columns: Vec<&str> = read["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let width = if extra { 4 } else { 3 };
     assert_eq!(&columns[..width], &["id", "name", "big", "extra"][..width], "seed {seed}");
-    for reader in ["querybuilder", "polars"] {
+    for reader in ["querybuilder", "polars", "duckdb"] {
         let rows: Vec<serde_json::Value> = read[reader]
             .as_array()
             .unwrap()

@@ -212,3 +212,218 @@ async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
     rtsync_source_postgres::drop_replication_objects(&config, &name).await.unwrap();
     client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
 }
+
+/// The independent readers of the merge-on-read tests (Python `deltalake` QueryBuilder, polars,
+/// DuckDB's delta extension), which apply deletion vectors.
+const READER: &str = include_str!("common/delta_rows.py");
+
+/// The table, read by each independent reader, holds `expected`'s ids, names and quantities.
+fn independent_readers_agree(target: &LakehouseSinkConfig, expected: &BTreeMap<i64, OrderRow>) {
+    let read = python_json(READER, &[&target.table_location()]);
+    let columns: Vec<&str> = read["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let (id, name, qty) = (at("id"), at("name"), at("qty"));
+    let want: Vec<serde_json::Value> =
+        expected.iter().map(|(k, (n, q, _))| serde_json::json!([k, n, q])).collect();
+    for reader in ["querybuilder", "polars", "duckdb"] {
+        let got: Vec<serde_json::Value> = read[reader]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r[id], r[name], r[qty]]))
+            .collect();
+        if got != want {
+            let first = got.iter().zip(&want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
+            panic!(
+                "{reader}: {} rows, expected {}; first difference at row {first}: {:?} vs {:?}",
+                got.len(),
+                want.len(),
+                got.get(first),
+                want.get(first)
+            );
+        }
+    }
+}
+
+fn occurrences(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches(needle).count()
+}
+
+/// Waits until `needle` has been logged more than `seen` times; false if not within `within`.
+async fn logged_again(log: &std::path::Path, needle: &str, seen: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if occurrences(log, needle) > seen {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// A merge-on-read task whose key index is lost (a task moved to another machine) and rebuilt
+/// from the table's files on restart, SIGKILLed in the middle of that rebuild: the partly built
+/// index is caught up by the next start and the table ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_on_read_survives_kills_during_the_key_index_rebuild() {
+    const BUILDING: &str = "building the key index";
+    const BUILT: &str = "key index built";
+    let client = pg_connect().await;
+    let table = unique("mor_rebuild").to_lowercase();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2));
+             INSERT INTO {table} SELECT g, 'row-' || g, g % 10, (g % 5000) / 8.0 FROM generate_series(1, 60000) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    let name = unique("morrebuild");
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 1000",
+        pg_url()
+    );
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "100ms""#, &source, &table);
+    // Many small files (32 KiB, no compaction), so that a rebuild reads enough of them to be
+    // caught in the middle.
+    let mut body = std::fs::read_to_string(&spec).unwrap();
+    body.push_str(&format!(
+        "index_dir = \"{}\"\nmaintenance = false\ntarget_file_size = 32768\n",
+        index_dir.display()
+    ));
+    std::fs::write(&spec, body).unwrap();
+
+    let mut child = spawn_run(&spec, &log);
+    assert!(wait_rows(&target, 60_000, Duration::from_secs(180)).await >= 60_000, "snapshot");
+    for round in 0..20 {
+        churn(&client, &table, round).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut round = 20;
+    let mut mid_rebuild = 0;
+    for _ in 0..5 {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&index_dir).unwrap();
+        churn(&client, &table, round).await;
+        round += 1;
+        let (building, built) = (occurrences(&log, BUILDING), occurrences(&log, BUILT));
+        child = spawn_run(&spec, &log);
+        assert!(
+            logged_again(&log, BUILDING, building, Duration::from_secs(60)).await,
+            "the lost index is rebuilt from the table:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if occurrences(&log, BUILT) == built {
+            mid_rebuild += 1;
+            // The next start finds the partly built index and goes on from where it stopped.
+            child = spawn_run(&spec, &log);
+            churn(&client, &table, round).await;
+            round += 1;
+            if mid_rebuild == 2 {
+                break;
+            }
+        } else {
+            child = spawn_run(&spec, &log);
+        }
+    }
+    assert!(mid_rebuild > 0, "no SIGKILL landed inside a key index rebuild in 5 tries");
+    println!("SIGKILLs inside a key index rebuild: {mid_rebuild}");
+    for _ in 0..5 {
+        churn(&client, &table, round).await;
+        round += 1;
+    }
+    let expected = source_rows(&client, &table).await;
+    converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
+    independent_readers_agree(&target, &expected);
+    let _ = rtsync_source_postgres::drop_replication_objects(
+        &match rtsync::TaskSpec::load(&spec).unwrap().source {
+            rtsync::SourceSpec::Postgresql(c) => c,
+            _ => unreachable!(),
+        },
+        &name,
+    )
+    .await;
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}
+
+/// A merge-on-read task whose maintenance purges rows hidden by deletion vectors (files more
+/// than 5% deleted are rewritten), SIGKILLed while a purge runs, under a steady stream of
+/// changes: the table ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_on_read_survives_kills_during_purges() {
+    const PURGING: &str = "purging rows hidden by deletion vectors";
+    const PURGED: &str = "purged rows hidden by deletion vectors";
+    let client = pg_connect().await;
+    let table = unique("mor_purge").to_lowercase();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2));
+             INSERT INTO {table} SELECT g, 'row-' || g, g % 10, (g % 5000) / 8.0 FROM generate_series(1, 40000) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("morpurge");
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 10000",
+        pg_url()
+    );
+    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, &table);
+    let mut body = std::fs::read_to_string(&spec).unwrap();
+    body.push_str("purge_threshold = 0.05\ncompact_interval = \"1s\"\n");
+    std::fs::write(&spec, body).unwrap();
+
+    let mut child = spawn_run(&spec, &log);
+    assert!(wait_rows(&target, 40_000, Duration::from_secs(180)).await >= 40_000, "snapshot");
+    // Changes run beside the kills: each round updates ~1% and deletes ~1% of the rows.
+    let writer = {
+        let table = table.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let client = pg_connect().await;
+            let mut round = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                churn(&client, &table, round).await;
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        (stop, handle)
+    };
+    let mut mid_purge = 0;
+    let mut kills = 0;
+    while kills < 12 && mid_purge < 2 {
+        let (purging, purged) = (occurrences(&log, PURGING), occurrences(&log, PURGED));
+        if !logged_again(&log, PURGING, purging, Duration::from_secs(60)).await {
+            panic!("no purge within 60 s:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if occurrences(&log, PURGED) == purged {
+            mid_purge += 1;
+        }
+        child = spawn_run(&spec, &log);
+    }
+    writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.1.await.unwrap();
+    println!("{kills} SIGKILLs after a purge started, {mid_purge} of them inside it; purges done: {}", occurrences(&log, PURGED));
+    assert!(mid_purge > 0, "no SIGKILL landed inside a purge in {kills} tries");
+    let expected = source_rows(&client, &table).await;
+    converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
+    independent_readers_agree(&target, &expected);
+    let _ = rtsync_source_postgres::drop_replication_objects(
+        &match rtsync::TaskSpec::load(&spec).unwrap().source {
+            rtsync::SourceSpec::Postgresql(c) => c,
+            _ => unreachable!(),
+        },
+        &name,
+    )
+    .await;
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}

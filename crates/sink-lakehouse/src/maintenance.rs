@@ -452,6 +452,7 @@ async fn purge(
     if due.is_empty() {
         return Ok(Ok(0));
     }
+    tracing::info!(table = %location, files = due.len(), "purging rows hidden by deletion vectors");
     let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {location}")))?;
     let fields: Vec<_> = snapshot.snapshot().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let store = table.log_store().object_store(None);

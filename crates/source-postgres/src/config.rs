@@ -13,6 +13,10 @@ use crate::tls::{SslMode, TlsSettings};
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 100_000;
 /// Rows per streamed batch, at most (a transaction bigger than this is split, see the crate doc).
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 65_536;
+/// Changes the replication connection reads ahead of the task: it keeps draining the server
+/// while the task commits to the lake, so a commit does not pause the stream. Memory is about
+/// this many changes times their size in the WAL.
+pub const DEFAULT_READ_AHEAD_CHANGES: usize = 131_072;
 /// The schema read when none is given.
 pub const DEFAULT_SCHEMA: &str = "public";
 /// Prefix of the slot and publication names derived from the task name.
@@ -77,6 +81,9 @@ pub struct PostgresSourceConfig {
     pub snapshot_chunk_rows: usize,
     #[serde(default = "default_max_batch_rows")]
     pub max_batch_rows: usize,
+    /// Changes read from the server ahead of the task (see [`DEFAULT_READ_AHEAD_CHANGES`]).
+    #[serde(default = "default_read_ahead_changes")]
+    pub read_ahead_changes: usize,
     /// When the slot is missing or invalidated on resume: `false` (default) stops the task
     /// with an error saying to re-snapshot; `true` recreates the slot and re-snapshots,
     /// emitting a truncate (`__op = 't'`) first so the target is rebuilt from scratch.
@@ -96,6 +103,10 @@ fn default_max_batch_rows() -> usize {
     DEFAULT_MAX_BATCH_ROWS
 }
 
+fn default_read_ahead_changes() -> usize {
+    DEFAULT_READ_AHEAD_CHANGES
+}
+
 impl fmt::Debug for PostgresSourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSourceConfig")
@@ -109,6 +120,7 @@ impl fmt::Debug for PostgresSourceConfig {
             .field("snapshot", &self.snapshot)
             .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
             .field("max_batch_rows", &self.max_batch_rows)
+            .field("read_ahead_changes", &self.read_ahead_changes)
             .field("resnapshot_on_lost_slot", &self.resnapshot_on_lost_slot)
             .finish()
     }
@@ -127,6 +139,7 @@ impl PostgresSourceConfig {
             snapshot: SnapshotMode::Initial,
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
+            read_ahead_changes: DEFAULT_READ_AHEAD_CHANGES,
             resnapshot_on_lost_slot: false,
         }
     }
@@ -150,6 +163,9 @@ impl PostgresSourceConfig {
         }
         if self.max_batch_rows == 0 {
             return Err(SyncError::config("postgres source: max_batch_rows must be at least 1"));
+        }
+        if self.read_ahead_changes == 0 {
+            return Err(SyncError::config("postgres source: read_ahead_changes must be at least 1"));
         }
         Ok(())
     }

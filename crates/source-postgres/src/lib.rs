@@ -330,6 +330,7 @@ impl PostgresSource {
     async fn start_stream(&mut self, start: Lsn) -> SyncResult<()> {
         let info = self.table_info().await?;
         let cfg = catalog::replication_config(&self.conn, &self.slot, &self.publication, &self.application_name())
+            .with_buffer_size(self.config.read_ahead_changes)
             .with_start_lsn(start.into())
             // Until the first ack the worker reports this as flushed: only what is durable.
             .with_ack_lsn(start.into());
