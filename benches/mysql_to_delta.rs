@@ -280,6 +280,7 @@ async fn bench(url: String, db: String, root: String, sizes: Sizes) {
 
 #[tokio::main]
 async fn main() {
+    log_from_env();
     let url = std::env::var("RTSYNC_MARIADB_URL")
         .expect("RTSYNC_MARIADB_URL is not set: eval \"$(scripts/services.sh env)\"");
     let sizes = Sizes::from_args();

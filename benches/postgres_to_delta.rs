@@ -313,7 +313,14 @@ impl Keys {
 }
 
 /// `--steady-updates`: random single-row updates over the whole table at a steady rate.
-async fn steady_updates(client: &Client, t: &str, spec: &TaskSpec, target: &LakehouseSinkConfig, rows: u64, per_sec: u64) {
+async fn steady_updates(
+    client: &Client,
+    t: &str,
+    spec: &TaskSpec,
+    target: &LakehouseSinkConfig,
+    rows: u64,
+    per_sec: u64,
+) {
     let per_txn: u64 = arg("--txn-updates", 50u64).max(1);
     let seconds: u64 = arg("--seconds", 60u64).max(1);
     let update = client.prepare(&UPDATE.replace("{t}", t)).await.unwrap();
@@ -397,6 +404,7 @@ async fn clean_up(url: &str, names: &Names, root: &str) {
 
 #[tokio::main]
 async fn main() {
+    log_from_env();
     let url = std::env::var("RTSYNC_PG_URL").expect("RTSYNC_PG_URL is not set: eval \"$(scripts/services.sh env)\"");
     let sizes = Sizes::from_args();
     let stamp = std::process::id();

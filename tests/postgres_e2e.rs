@@ -223,15 +223,10 @@ fn independent_readers_agree(target: &LakehouseSinkConfig, expected: &BTreeMap<i
     let columns: Vec<&str> = read["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
     let (id, name, qty) = (at("id"), at("name"), at("qty"));
-    let want: Vec<serde_json::Value> =
-        expected.iter().map(|(k, (n, q, _))| serde_json::json!([k, n, q])).collect();
+    let want: Vec<serde_json::Value> = expected.iter().map(|(k, (n, q, _))| serde_json::json!([k, n, q])).collect();
     for reader in ["querybuilder", "polars", "duckdb"] {
-        let got: Vec<serde_json::Value> = read[reader]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::json!([r[id], r[name], r[qty]]))
-            .collect();
+        let got: Vec<serde_json::Value> =
+            read[reader].as_array().unwrap().iter().map(|r| serde_json::json!([r[id], r[name], r[qty]])).collect();
         if got != want {
             let first = got.iter().zip(&want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
             panic!(
@@ -288,10 +283,7 @@ async fn merge_on_read_survives_kills_during_the_key_index_rebuild() {
     // Many small files (32 KiB, no compaction), so that a rebuild reads enough of them to be
     // caught in the middle.
     let mut body = std::fs::read_to_string(&spec).unwrap();
-    body.push_str(&format!(
-        "index_dir = \"{}\"\nmaintenance = false\ntarget_file_size = 32768\n",
-        index_dir.display()
-    ));
+    body.push_str(&format!("index_dir = \"{}\"\nmaintenance = false\ntarget_file_size = 32768\n", index_dir.display()));
     std::fs::write(&spec, body).unwrap();
 
     let mut child = spawn_run(&spec, &log);
@@ -412,7 +404,10 @@ async fn merge_on_read_survives_kills_during_purges() {
     }
     writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.1.await.unwrap();
-    println!("{kills} SIGKILLs after a purge started, {mid_purge} of them inside it; purges done: {}", occurrences(&log, PURGED));
+    println!(
+        "{kills} SIGKILLs after a purge started, {mid_purge} of them inside it; purges done: {}",
+        occurrences(&log, PURGED)
+    );
     assert!(mid_purge > 0, "no SIGKILL landed inside a purge in {kills} tries");
     let expected = source_rows(&client, &table).await;
     converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;

@@ -22,6 +22,14 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// With `RTSYNC_LOG` set (e.g. `RTSYNC_LOG=rtsync=debug`), the task's log goes to stderr: to see
+/// what a slow commit or a maintenance round did during a bench.
+pub fn log_from_env() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RTSYNC_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
+}
+
 pub fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }

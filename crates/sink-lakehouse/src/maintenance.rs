@@ -35,7 +35,7 @@
 //! **Library functions** for the CLI, the API and MCP: [`table_info`], [`optimize`] and
 //! [`vacuum`] (dry run or not) work on any table root and storage options.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -45,6 +45,8 @@ use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, Tran
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
+
+use crate::mor::ActiveFile;
 use object_store::ObjectStoreExt;
 use rtsync_core::{SyncError, SyncResult};
 use serde::{Deserialize, Serialize};
@@ -252,17 +254,19 @@ async fn round(
         || (stats.small_files >= 2 && state.last_compaction.elapsed() >= config.compact_interval);
     if due {
         let started = Instant::now();
-        match compact(table.clone(), config.target_file_size, properties.clone()).await {
+        match compact(table.clone(), config.target_file_size, properties.clone()).await? {
             Ok((compacted, report)) => {
                 table = compacted;
                 state.last_compaction = Instant::now();
-                let ms = started.elapsed().as_millis() as u64;
-                metrics.compactions.fetch_add(1, Ordering::Relaxed);
-                metrics.compaction_ms_total.fetch_add(ms, Ordering::Relaxed);
-                metrics.last_compaction_ms.store(ms, Ordering::Relaxed);
-                metrics.files_compacted.fetch_add(report.files_removed, Ordering::Relaxed);
-                tracing::info!(task, table = %location, files_removed = report.files_removed, files_added = report.files_added, ms, "compacted");
-                metrics.set_stats(&file_stats(&table, config.target_file_size)?, table.version());
+                if report.files_removed > 0 {
+                    let ms = started.elapsed().as_millis() as u64;
+                    metrics.compactions.fetch_add(1, Ordering::Relaxed);
+                    metrics.compaction_ms_total.fetch_add(ms, Ordering::Relaxed);
+                    metrics.last_compaction_ms.store(ms, Ordering::Relaxed);
+                    metrics.files_compacted.fetch_add(report.files_removed, Ordering::Relaxed);
+                    tracing::info!(task, table = %location, files_removed = report.files_removed, files_added = report.files_added, ms, "compacted");
+                    metrics.set_stats(&file_stats(&table, config.target_file_size)?, table.version());
+                }
             }
             Err(e) if is_conflict(&e) => {
                 metrics.compaction_conflicts.fetch_add(1, Ordering::Relaxed);
@@ -277,9 +281,9 @@ async fn round(
     }
 
     if crate::supports_deletion_vectors(&table) {
-        match purge(&table, config.purge_threshold, properties.clone()).await? {
-            Ok(0) => {}
-            Ok(files) => {
+        match rewrite(&table, Rewrite::Purge(config.purge_threshold), properties.clone()).await? {
+            Ok(CompactionReport { files_removed: 0, .. }) => {}
+            Ok(CompactionReport { files_removed: files, .. }) => {
                 metrics.files_purged.fetch_add(files, Ordering::Relaxed);
                 tracing::info!(task, table = %location, files, "purged rows hidden by deletion vectors");
             }
@@ -400,35 +404,95 @@ async fn rewrite_lock(table: &DeltaTable) -> tokio::sync::OwnedMutexGuard<()> {
     lock.lock_owned().await
 }
 
+/// Bin-packs small files into files near `target_file_size` (`dataChange = false`). On a
+/// merge-on-read table deltalake's `optimize` is not used (it would rewrite every file under the
+/// target size, the ones the task keeps adding deletion vectors to, and lose to the task's next
+/// commit): only [`small_files_to_pack`] are rewritten, by [`rewrite`].
 async fn compact(
     mut table: DeltaTable,
     target_file_size: u64,
     properties: CommitProperties,
-) -> Result<(DeltaTable, CompactionReport), DeltaTableError> {
+) -> SyncResult<Result<(DeltaTable, CompactionReport), DeltaTableError>> {
+    if crate::supports_deletion_vectors(&table) {
+        let report = match rewrite(&table, Rewrite::Pack(target_file_size), properties).await? {
+            Ok(report) => report,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = table.update_incremental(None).await {
+            return Ok(Err(e));
+        }
+        return Ok(Ok((table, report)));
+    }
     let _rewriting = rewrite_lock(&table).await;
-    table.update_incremental(None).await?;
+    if let Err(e) = table.update_incremental(None).await {
+        return Ok(Err(e));
+    }
     let target = NonZeroU64::new(target_file_size).unwrap_or(NonZeroU64::MIN);
-    let (table, m) = table.optimize().with_target_size(target).with_commit_properties(properties).await?;
-    let report = CompactionReport {
-        version: table.version(),
-        files_removed: m.num_files_removed,
-        files_added: m.num_files_added,
-        bytes_removed: m.files_removed.total_size.max(0) as u64,
-        bytes_added: m.files_added.total_size.max(0) as u64,
-    };
-    Ok((table, report))
+    let optimized = table.optimize().with_target_size(target).with_commit_properties(properties).await;
+    Ok(optimized.map(|(table, m)| {
+        let report = CompactionReport {
+            version: table.version(),
+            files_removed: m.num_files_removed,
+            files_added: m.num_files_added,
+            bytes_removed: m.files_removed.total_size.max(0) as u64,
+            bytes_added: m.files_added.total_size.max(0) as u64,
+        };
+        (table, report)
+    }))
 }
 
-/// Rewrites every file whose deletion vector hides more than `threshold` of its rows, without
-/// those rows, in one `dataChange = false` commit (`Ok(files purged)`). The commit is not
-/// rebased: when the task committed in between (it may have changed the same files' DVs), it
-/// fails as a conflict and the purge waits for the next round. The key index of the task
-/// catches up through the new files.
-async fn purge(
+/// The files of a merge-on-read table compaction bin-packs: under half the target size and
+/// without a deletion vector, smallest first, at most one target file's worth per round (so a
+/// round is short and seldom loses to the task's commits). Files with deletion vectors are the
+/// ones the task's commits keep changing; purge rewrites them once enough of their rows are
+/// deleted.
+/// The files a purge rewrites: their deletion vector hides more than `threshold` of their rows.
+fn files_to_purge(active: &HashMap<String, ActiveFile>, threshold: f64) -> Vec<&ActiveFile> {
+    active
+        .values()
+        .filter(|f| match (&f.dv, f.num_records) {
+            (Some(dv), Some(n)) if n > 0 => dv.cardinality as f64 > threshold * n as f64,
+            _ => false,
+        })
+        .collect()
+}
+
+/// What [`rewrite`] rewrites.
+#[derive(Debug, Clone, Copy)]
+enum Rewrite {
+    /// [`files_to_purge`] at this threshold.
+    Purge(f64),
+    /// [`small_files_to_pack`] for this target file size.
+    Pack(u64),
+}
+
+fn small_files_to_pack(active: &HashMap<String, ActiveFile>, target_file_size: u64) -> Vec<&ActiveFile> {
+    let size = |f: &ActiveFile| f.size.max(0) as u64;
+    let mut small: Vec<&ActiveFile> =
+        active.values().filter(|f| f.dv.is_none() && size(f) < target_file_size / 2).collect();
+    small.sort_by_key(|f| (f.size, f.path.clone()));
+    let mut total = 0u64;
+    let picked: Vec<&ActiveFile> = small
+        .into_iter()
+        .take_while(|f| {
+            total += size(f);
+            total <= target_file_size
+        })
+        .collect();
+    if picked.len() < 2 { Vec::new() } else { picked }
+}
+
+/// Rewrites the files `what` picks from the table's files (once this process's rewrite lock
+/// is held), without the rows their deletion vectors hide, in one `dataChange = false` commit:
+/// the purge (files whose deletion vector hides more than `purge_threshold` of their rows) and
+/// the compaction of a merge-on-read table. The commit is not rebased: when the task committed
+/// in between (it may have changed the same files' DVs), it fails as a conflict and the rewrite
+/// waits for the next round. The key index of the task catches up through the new files.
+async fn rewrite(
     table: &DeltaTable,
-    threshold: f64,
+    what: Rewrite,
     properties: CommitProperties,
-) -> SyncResult<Result<u64, DeltaTableError>> {
+) -> SyncResult<Result<CompactionReport, DeltaTableError>> {
     use deltalake::arrow::array::BooleanArray;
     use deltalake::arrow::compute::filter_record_batch;
     use deltalake::kernel::Action;
@@ -442,17 +506,14 @@ async fn purge(
     let table = &table;
     let active =
         crate::mor::active_files(table).map_err(|e| classify(e, &format!("listing the files of {location}")))?;
-    let due: Vec<&crate::mor::ActiveFile> = active
-        .values()
-        .filter(|f| match (&f.dv, f.num_records) {
-            (Some(dv), Some(n)) if n > 0 => dv.cardinality as f64 > threshold * n as f64,
-            _ => false,
-        })
-        .collect();
+    let (due, doing) = match what {
+        Rewrite::Purge(threshold) => (files_to_purge(&active, threshold), "purging rows hidden by deletion vectors"),
+        Rewrite::Pack(target) => (small_files_to_pack(&active, target), "compacting small files"),
+    };
     if due.is_empty() {
-        return Ok(Ok(0));
+        return Ok(Ok(CompactionReport { version: table.version(), ..CompactionReport::default() }));
     }
-    tracing::info!(table = %location, files = due.len(), "purging rows hidden by deletion vectors");
+    tracing::info!(table = %location, files = due.len(), "{doing}");
     let snapshot = table.snapshot().map_err(|e| classify(e, &format!("reading the snapshot of {location}")))?;
     let fields: Vec<_> = snapshot.snapshot().arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let store = table.log_store().object_store(None);
@@ -463,9 +524,13 @@ async fn purge(
     let mut actions = Vec::new();
     for file in &due {
         let rows = crate::mor::read_columns(&store, file, &fields, None).await?;
-        let deleted = dvs.get(&store, file).await?.unwrap_or_default();
-        let keep: BooleanArray = (0..rows.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
-        let live = filter_record_batch(&rows, &keep)?;
+        let live = match dvs.get(&store, file).await? {
+            Some(deleted) => {
+                let keep: BooleanArray = (0..rows.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
+                filter_record_batch(&rows, &keep)?
+            }
+            None => rows,
+        };
         if live.num_rows() > 0 {
             writer.write(live).await.map_err(|e| classify(e, &format!("writing data files of {location}")))?;
         }
@@ -474,6 +539,13 @@ async fn purge(
         actions.push(Action::Remove(remove));
     }
     let adds = writer.flush().await.map_err(|e| classify(e, &format!("writing data files of {location}")))?;
+    let mut report = CompactionReport {
+        version: None,
+        files_removed: due.len() as u64,
+        files_added: adds.len() as u64,
+        bytes_removed: due.iter().map(|f| f.size.max(0) as u64).sum(),
+        bytes_added: adds.iter().map(|a| a.size.max(0) as u64).sum(),
+    };
     actions.extend(adds.into_iter().map(|mut a| {
         a.data_change = false;
         Action::Add(a)
@@ -484,7 +556,10 @@ async fn purge(
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await;
-    Ok(committed.map(|_| due.len() as u64))
+    Ok(committed.map(|done| {
+        report.version = Some(done.version() as u64);
+        report
+    }))
 }
 
 async fn vacuum_table(
@@ -636,7 +711,7 @@ pub async fn optimize(config: &LakehouseSinkConfig) -> SyncResult<CompactionRepo
     loop {
         let table = load_table(config, None).await?;
         let properties = commit_properties("rtsync table optimize", latest_checkpoint(&table).await?.as_ref())?;
-        match compact(table, config.target_file_size, properties).await {
+        match compact(table, config.target_file_size, properties).await? {
             Ok((_, report)) => return Ok(report),
             Err(e) if is_conflict(&e) && attempt < 5 => attempt += 1,
             Err(e) => return Err(classify(e, &format!("compacting table {location}"))),

@@ -60,7 +60,7 @@ use crate::{UNCHANGED_PREFIX, classify};
 pub(crate) struct ActiveFile {
     pub path: String,
     object_path: Path,
-    size: i64,
+    pub size: i64,
     modification_time: i64,
     stats: Option<String>,
     partition_values: HashMap<String, Option<String>>,
