@@ -11,9 +11,13 @@
 //!
 //! Phase 1 (throughput): N messages of ~300 bytes are produced first, then one task with 8
 //! computed columns syncs them; messages/s and MB/s are measured from the task's start to the
-//! commit holding the last message. Phase 2 (freshness): messages are produced at a steady rate
-//! while the task runs with a 1 s commit interval; p50/p99 of (commit time − message
-//! timestamp) come from the engine's per-row histogram. Peak RSS is read from /proc.
+//! commit holding the last message. Then a bare librdkafka consumer (a `BaseConsumer` with the
+//! source's own client settings, touching each payload and nothing more) drains the same topic
+//! from the beginning: its rate is the ceiling, and rtsync/bare is the figure. Phase 2
+//! (freshness): messages are produced at a steady rate while the task runs with a 1 s commit
+//! interval; p50/p99 of (commit time − message timestamp) come from the engine's per-row
+//! histogram. Peak RSS is read from /proc, reset before each phase (so the producer's buffers
+//! do not count). `--seconds 0` skips phase 2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,23 +26,24 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rtsync::{RunOptions, SourceSpec, TaskSpec, run_task};
 use rtsync_engine::TaskMetrics;
 use rtsync_mapping::ColumnSpec;
 use rtsync_sink_lakehouse::LakehouseSinkConfig;
-use rtsync_source_kafka::KafkaSourceConfig;
+use rtsync_source_kafka::{KafkaSource, KafkaSourceConfig};
 use tokio::sync::watch;
 
-const PARTITIONS: i32 = 3;
+mod common;
+use common::{arg, peak_rss_mib, reset_peak_rss};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+const PARTITIONS: i32 = 3;
 
 /// A ~300-byte order.
 fn order(i: u64) -> String {
@@ -109,18 +114,6 @@ fn produce(servers: &str, topic: &str, from: u64, count: u64, rate: Option<u64>)
     bytes
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0))
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn spec(name: &str, servers: &str, topic: &str, root: &str) -> TaskSpec {
     TaskSpec {
         name: name.to_string(),
@@ -163,11 +156,36 @@ async fn sync_until(
     elapsed
 }
 
+/// Drains `messages` messages of `topic` from the beginning with a bare `BaseConsumer` built
+/// from the source's own client settings; how long it took and the payload bytes seen.
+fn bare_consume(servers: &str, topic: &str, messages: u64) -> (Duration, u64) {
+    let source = KafkaSource::new("bare", KafkaSourceConfig::new(servers, topic)).expect("source config");
+    let started = Instant::now();
+    let consumer: BaseConsumer = source.client_config().create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (mut seen, mut bytes) = (0u64, 0u64);
+    while seen < messages {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                seen += 1;
+                bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            Some(Err(err)) => panic!("bare consumer: {err}"),
+            None => {}
+        }
+    }
+    (started.elapsed(), bytes)
+}
+
 #[tokio::main]
 async fn main() {
-    let messages = arg("--messages", 2_000_000);
-    let rate = arg("--rate", 50_000);
-    let seconds = arg("--seconds", 20);
+    let messages: u64 = arg("--messages", 2_000_000);
+    let rate: u64 = arg("--rate", 50_000);
+    let seconds: u64 = arg("--seconds", 20);
     let _mock;
     let servers = match std::env::var("RTSYNC_KAFKA_BOOTSTRAP") {
         Ok(s) => s,
@@ -198,21 +216,42 @@ async fn main() {
     eprintln!("producing {messages} messages to {servers} …");
     let bytes = produce(&servers, &topic1, 0, messages, None);
     let avg = bytes as f64 / messages as f64;
+    reset_peak_rss();
+    let rss_before = peak_rss_mib();
     let metrics = Arc::new(TaskMetrics::default());
     let elapsed = sync_until(&spec("throughput", &servers, &topic1, &root), messages, metrics.clone(), || {}).await;
     let secs = elapsed.as_secs_f64();
     let s = metrics.snapshot();
+    let ours = messages as f64 / secs;
     println!(
-        "throughput: {messages} messages ({avg:.0} B avg, 8 computed columns) in {secs:.2}s = {:.0} msg/s, {:.1} MB/s; {} commits, mean commit latency {:.0} ms",
-        messages as f64 / secs,
+        "throughput: {messages} messages ({avg:.0} B avg, 8 computed columns) in {secs:.2}s = {ours:.0} msg/s, {:.1} MB/s; {} commits, mean commit latency {:.0} ms",
         bytes as f64 / secs / 1e6,
         s.commits,
         s.commit_latency_ms_total as f64 / s.commits.max(1) as f64
     );
-    println!("peak RSS after throughput phase: {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak RSS during the throughput phase: {:.0} MiB ({rss_before:.0} MiB at its start, the producer's freed buffers included)",
+        peak_rss_mib()
+    );
+
+    let (srv, tp) = (servers.clone(), topic1.clone());
+    let (bare_elapsed, bare_bytes) =
+        tokio::task::spawn_blocking(move || bare_consume(&srv, &tp, messages)).await.expect("bare consumer");
+    let bare = messages as f64 / bare_elapsed.as_secs_f64();
+    println!(
+        "bare librdkafka consumer, same topic and client settings: {messages} messages in {:.2}s = {bare:.0} msg/s, {:.1} MB/s",
+        bare_elapsed.as_secs_f64(),
+        bare_bytes as f64 / bare_elapsed.as_secs_f64() / 1e6
+    );
+    println!("rtsync/bare: {:.0} %", 100.0 * ours / bare);
+
+    if seconds == 0 {
+        return;
+    }
 
     let total = rate * seconds;
     eprintln!("freshness: producing {total} messages at {rate}/s while syncing …");
+    reset_peak_rss();
     let metrics = Arc::new(TaskMetrics::default());
     let (srv, tp) = (servers.clone(), topic2.clone());
     sync_until(&spec("freshness", &servers, &topic2, &root), total, metrics.clone(), move || {
@@ -226,5 +265,5 @@ async fn main() {
         h.quantile(0.99),
         h.count()
     );
-    println!("peak RSS: {:.0} MiB", peak_rss_mib());
+    println!("peak RSS during the freshness phase (producer included): {:.0} MiB", peak_rss_mib());
 }

@@ -11,8 +11,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use rtsync_core::{
-    ChangeBatch, Checkpoint, ColumnMapping, ErrorKind, ErrorPolicy, Position, Rejected, Sink, Source, SyncError,
-    SyncResult,
+    ChangeBatch, Checkpoint, ColumnMapping, ErrorKind, ErrorPolicy, MappedBatch, Position, Rejected, Sink, Source,
+    SyncError, SyncResult,
 };
 use tokio::sync::watch;
 
@@ -74,6 +74,12 @@ pub struct Task<S: Source> {
     shutdown: watch::Receiver<bool>,
     /// The caller ran the source's pre-flight check already.
     source_checked: bool,
+}
+
+/// A source batch and what the mapping made of it.
+struct Mapped<P> {
+    batch: ChangeBatch<P>,
+    mapped: MappedBatch,
 }
 
 /// What the loop carries between commits.
@@ -166,34 +172,62 @@ impl<S: Source> Task<S> {
         }
 
         let mut pending = Pending { position: resume, dirty: false, rows: 0, event_times: Vec::new(), dead_letters };
+        // The last batch mapped and not yet written: it is written (Parquet-encoded by the
+        // sink) while the mapping thread maps the next one.
+        let mut ready: Option<Mapped<S::Position>> = None;
         let mut next_commit = Instant::now() + self.config.commit_interval;
         loop {
             if *self.shutdown.borrow() {
+                self.write_ready(&mut ready, &mut pending).await?;
                 self.commit(&mut pending, &mut epoch).await?;
                 tracing::info!(task = %task, epoch, "task stopped");
                 return Ok(());
             }
             let wait = next_commit.saturating_duration_since(Instant::now()).min(MAX_POLL_WAIT);
             match self.source.next_batch(wait).await? {
-                Some(batch) => self.process(batch, &mut pending).await?,
-                // A source that returns at once when idle must not starve the runtime.
-                None => tokio::task::yield_now().await,
+                Some(batch) => {
+                    self.metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    self.metrics.bytes_in.fetch_add(batch.source_bytes, Ordering::Relaxed);
+                    let mapping = self.mapping.clone();
+                    let mapper = tokio::task::spawn_blocking(move || {
+                        let mapped = mapping.map(&batch.rows);
+                        (batch, mapped)
+                    });
+                    let written = self.write_ready(&mut ready, &mut pending).await;
+                    let (batch, mapped) = mapper
+                        .await
+                        .map_err(|e| SyncError::with_source(ErrorKind::Internal, "the mapping thread failed", e))?;
+                    written?;
+                    ready = Some(Mapped { batch, mapped: mapped? });
+                }
+                None => {
+                    self.write_ready(&mut ready, &mut pending).await?;
+                    // A source that returns at once when idle must not starve the runtime.
+                    tokio::task::yield_now().await;
+                }
             }
             let due = Instant::now() >= next_commit;
             let full = pending.rows >= self.config.max_buffered_rows
                 || self.sink.buffered_bytes() >= self.config.max_buffered_bytes;
             if due || full {
+                self.write_ready(&mut ready, &mut pending).await?;
                 self.commit(&mut pending, &mut epoch).await?;
                 next_commit = Instant::now() + self.config.commit_interval;
             }
         }
     }
 
-    async fn process(&mut self, batch: ChangeBatch<S::Position>, pending: &mut Pending<S::Position>) -> SyncResult<()> {
-        let n = batch.num_rows();
-        self.metrics.rows_in.fetch_add(n as u64, Ordering::Relaxed);
-        self.metrics.bytes_in.fetch_add(batch.source_bytes, Ordering::Relaxed);
-        let mapped = self.mapping.map(&batch.rows)?;
+    /// Writes the mapped batch held in `ready`, if any: its rejected rows go to the error
+    /// policy, its rows to the sink, and only then does the pending position move past it, so
+    /// a commit's position covers exactly the rows written before it.
+    async fn write_ready(
+        &mut self,
+        ready: &mut Option<Mapped<S::Position>>,
+        pending: &mut Pending<S::Position>,
+    ) -> SyncResult<()> {
+        let Some(Mapped { batch, mapped }) = ready.take() else {
+            return Ok(());
+        };
         if !mapped.rejected.is_empty() {
             self.metrics.rejected.fetch_add(mapped.rejected.len() as u64, Ordering::Relaxed);
             self.reject(&batch, mapped.rejected, &mut pending.dead_letters)?;

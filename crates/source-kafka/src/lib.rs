@@ -133,7 +133,10 @@ impl KafkaSource {
         &self.config
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// The librdkafka settings of this source's consumer: the bootstrap servers, the group,
+    /// rtsync's fixed settings (no auto commit, offset reset is an error) and the configured
+    /// `properties`. Public so a benchmark can drain a topic with exactly these settings.
+    pub fn client_config(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", self.config.group_id_for(&self.task))
