@@ -82,7 +82,7 @@ fn inside_the_namespace() {
         .arg(format!("{}/api/v1/openapi.json", d.url))
         .args(["--url", &d.url])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--seed", "17", "--workers", "2"])
+        .args(["--exclude-checks", "positive_data_acceptance", "--max-examples", MAX_EXAMPLES, "--seed", "17", "--workers", "2"])
         .args(["--request-timeout", "60", "--no-shrink", "--suppress-health-check", "all"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
@@ -97,9 +97,14 @@ fn inside_the_namespace() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    let cases = stdout.lines().find(|l| l.contains("Test cases:")).unwrap_or("Test cases: (no summary)").trim();
+    // The summary's line after "Test cases:": "N generated, N passed".
+    let cases = stdout
+        .lines()
+        .skip_while(|l| !l.contains("Test cases:"))
+        .nth(1)
+        .map_or("(no summary)".to_string(), |l| l.trim().to_string());
     println!(
-        "schemathesis: {cases} in {:.1}s, exit {} (junit report in {})",
+        "schemathesis: {cases} test cases in {:.1}s, exit {} (junit report in {})",
         elapsed.as_secs_f64(),
         out.status,
         report.display()

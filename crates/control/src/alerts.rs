@@ -103,6 +103,7 @@ impl std::fmt::Display for Condition {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAlert {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(default)]
     pub task: Option<String>,

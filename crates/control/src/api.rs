@@ -75,9 +75,25 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The request's JSON body; an empty body is `{}` (the defaults, where the body has them).
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T> {
     let bytes: &[u8] = if req.body.is_empty() { b"{}" } else { &req.body };
-    serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("request body: {e}")))
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("request body: {e}")))?;
+    // serde would also fill a struct from an array of its fields in order: only objects are bodies.
+    if !value.is_object() {
+        return Err(Error::bad_request(format!(
+            "request body: expected a JSON object, got {}",
+            match value {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Null => "null",
+                _ => "a boolean",
+            }
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| Error::bad_request(format!("request body: {e}")))
 }
 
 /// The web UI: one page over this API (tasks with status, throughput and freshness charts,
@@ -125,6 +141,9 @@ impl Handler for Api {
             Some(answer) => answer,
             None => match self.guard.check(&req) {
                 Ok(()) => self.route(&req).await,
+                // A write to a path that does not take this method changes nothing: the router
+                // answers it (405 with Allow, or 404) rather than the body-type check.
+                Err(e) if e.code == Code::UnsupportedMediaType && !documented(&req) => self.route(&req).await,
                 Err(e) => {
                     tracing::warn!(method = %req.method, path = %req.path.join("/"), reason = %e, "request refused");
                     Response::error(&e)
@@ -240,9 +259,19 @@ impl Api {
 
 /// No route for the request: `405` with `Allow` when the path exists (as the OpenAPI document
 /// says), else `404`.
+/// The document's paths and their methods.
+static METHODS: std::sync::LazyLock<std::collections::BTreeMap<String, Vec<&'static str>>> =
+    std::sync::LazyLock::new(openapi::methods_by_path);
+
+/// Whether the OpenAPI document has the request's method on its path.
+fn documented(req: &Request) -> bool {
+    let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+    METHODS.iter().any(|(template, methods)| {
+        openapi::template_matches(template, &path) && methods.contains(&req.method.as_str())
+    })
+}
+
 fn no_route(method: &str, path: &[&str]) -> Response {
-    static METHODS: std::sync::LazyLock<std::collections::BTreeMap<String, Vec<&'static str>>> =
-        std::sync::LazyLock::new(openapi::methods_by_path);
     let shown = format!("/{}", path.join("/"));
     let allowed: Vec<&str> = METHODS
         .iter()
@@ -395,9 +424,9 @@ pub(crate) async fn test_datasource(c: &Control, req: &Request, name: &str) -> R
 /// A Delta table's health.
 #[utoipa::path(get, path = "/api/v1/datasources/{ds}/tables/{schema}/{table}", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "A Lakehouse data source"),
-        ("schema" = String, Path, description = "The table's schema"),
-        ("table" = String, Path, description = "The table"),
+        ("ds" = String, Path, description = "A Lakehouse data source", example = "lakehouse"),
+        ("schema" = String, Path, description = "The table's schema", example = "public"),
+        ("table" = String, Path, description = "The table", example = "orders"),
     ),
     responses(
         (status = 200, description = "The table's files, size and maintenance", body = TableInfo),
@@ -412,9 +441,9 @@ pub(crate) async fn table_info(c: &Control, ds: &str, schema: &str, table: &str)
 /// Turns on deletion vectors (merge-on-read) for a table.
 #[utoipa::path(post, path = "/api/v1/datasources/{ds}/tables/{schema}/{table}/upgrade", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "A Lakehouse data source"),
-        ("schema" = String, Path, description = "The table's schema"),
-        ("table" = String, Path, description = "The table"),
+        ("ds" = String, Path, description = "A Lakehouse data source", example = "lakehouse"),
+        ("schema" = String, Path, description = "The table's schema", example = "public"),
+        ("table" = String, Path, description = "The table", example = "orders"),
     ),
     responses(
         (status = 200, description = "The table afterwards", body = TableInfo),
@@ -430,9 +459,9 @@ pub(crate) async fn upgrade_table(c: &Control, ds: &str, schema: &str, table: &s
 /// Compacts a table's small files.
 #[utoipa::path(post, path = "/api/v1/datasources/{ds}/tables/{schema}/{table}/optimize", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "A Lakehouse data source"),
-        ("schema" = String, Path, description = "The table's schema"),
-        ("table" = String, Path, description = "The table"),
+        ("ds" = String, Path, description = "A Lakehouse data source", example = "lakehouse"),
+        ("schema" = String, Path, description = "The table's schema", example = "public"),
+        ("table" = String, Path, description = "The table", example = "orders"),
     ),
     responses(
         (status = 200, description = "What the compaction did", body = OptimizeResult),
@@ -448,11 +477,11 @@ pub(crate) async fn optimize_table(c: &Control, ds: &str, schema: &str, table: &
 /// Deletes the files a table no longer references, older than the retention.
 #[utoipa::path(post, path = "/api/v1/datasources/{ds}/tables/{schema}/{table}/vacuum", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "A Lakehouse data source"),
-        ("schema" = String, Path, description = "The table's schema"),
-        ("table" = String, Path, description = "The table"),
+        ("ds" = String, Path, description = "A Lakehouse data source", example = "lakehouse"),
+        ("schema" = String, Path, description = "The table's schema", example = "public"),
+        ("table" = String, Path, description = "The table", example = "orders"),
     ),
-    request_body(content = Option<VacuumRequest>, description = "Options; an empty body takes the defaults"),
+    request_body(content = VacuumRequest, description = "Options; an empty body takes the defaults"),
     responses(
         (status = 200, description = "The files deleted (or that would be, with dry_run)", body = VacuumResult),
         (status = 400, description = "Not a Lakehouse, a name is not valid, or a bad retention", body = ErrorBody),
@@ -468,7 +497,7 @@ pub(crate) async fn vacuum_table(c: &Control, req: &Request, ds: &str, schema: &
 
 /// A data source's namespaces (Kafka: `default`; databases: schemas or databases).
 #[utoipa::path(get, path = "/api/v1/datasources/{ds}/namespaces", tag = "datasources",
-    params(("ds" = String, Path, description = "The data source")),
+    params(("ds" = String, Path, description = "The data source", example = "lakehouse")),
     responses(
         (status = 200, description = "The namespaces", body = Vec<Namespace>),
         (status = 400, description = "The kind has no connector in this build", body = ErrorBody),
@@ -482,8 +511,8 @@ pub(crate) async fn namespaces(c: &Control, ds: &str) -> Response {
 /// The topics or tables of a namespace.
 #[utoipa::path(get, path = "/api/v1/datasources/{ds}/namespaces/{ns}/objects", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "The data source"),
-        ("ns" = String, Path, description = "The namespace"),
+        ("ds" = String, Path, description = "The data source", example = "lakehouse"),
+        ("ns" = String, Path, description = "The namespace", example = "public"),
     ),
     responses(
         (status = 200, description = "The objects", body = Vec<MetaObject>),
@@ -498,9 +527,9 @@ pub(crate) async fn objects(c: &Control, ds: &str, ns: &str) -> Response {
 /// A topic's inferred fields or a table's columns.
 #[utoipa::path(get, path = "/api/v1/datasources/{ds}/namespaces/{ns}/objects/{object}", tag = "datasources",
     params(
-        ("ds" = String, Path, description = "The data source"),
-        ("ns" = String, Path, description = "The namespace"),
-        ("object" = String, Path, description = "The topic or table"),
+        ("ds" = String, Path, description = "The data source", example = "lakehouse"),
+        ("ns" = String, Path, description = "The namespace", example = "public"),
+        ("object" = String, Path, description = "The topic or table", example = "orders"),
         ("sample" = Option<i64>, Query, description = "Kafka: how many of the newest messages to infer fields from (default 100)"),
     ),
     responses(

@@ -167,6 +167,7 @@ pub struct TaskConfig {
     #[schema(value_type = crate::openapi::ErrorPolicySchema)]
     pub error_policy: ErrorPolicy,
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub commit_interval_ms: Option<u64>,
     /// Kafka: how message values are encoded (json, avro, protobuf, debezium-json,
     /// debezium-avro); None: json.
@@ -249,7 +250,9 @@ pub struct ConfigPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::openapi::ErrorPolicySchema>)]
     pub error_policy: Option<ErrorPolicy>,
+    /// Milliseconds, 10 to 86400000 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub commit_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcluster: Option<String>,
@@ -419,6 +422,7 @@ pub struct TaskDetail {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDataSource {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(rename = "type")]
     pub ds_type: String,
@@ -429,10 +433,12 @@ pub struct CreateDataSource {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVCluster {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(rename = "type", default = "default_vcluster_type")]
     pub vcluster_type: String,
     #[serde(default = "default_slots")]
+    #[schema(minimum = 1)]
     pub slots: i64,
 }
 
@@ -447,12 +453,14 @@ fn default_slots() -> i64 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFolder {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     /// `REALTIME` or `14`.
     #[serde(rename = "type", default = "default_task_type")]
