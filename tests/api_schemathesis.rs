@@ -32,7 +32,7 @@ const TEST: &str = "schemathesis_finds_no_failure_in_any_operation";
 const TOKEN: &str = "schemathesis-test-token";
 /// Test cases per operation and phase: with ~50 operations the run stays within about two
 /// minutes on two cores (the figure is printed).
-const MAX_EXAMPLES: &str = "12";
+const MAX_EXAMPLES: &str = "40";
 
 #[test]
 fn schemathesis_finds_no_failure_in_any_operation() {
@@ -82,7 +82,16 @@ fn inside_the_namespace() {
         .arg(format!("{}/api/v1/openapi.json", d.url))
         .args(["--url", &d.url])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--exclude-checks", "positive_data_acceptance", "--max-examples", MAX_EXAMPLES, "--seed", "17", "--workers", "2"])
+        .args([
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            "17",
+            "--workers",
+            "2",
+        ])
         .args(["--request-timeout", "60", "--no-shrink", "--suppress-health-check", "all"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
@@ -142,7 +151,11 @@ fn seed(api: &Api) {
         "/api/v1/datasources",
         json!({"name": "pg", "type": "postgresql", "properties": {"url": "postgres://rtsync@127.0.0.1:1/rtsync", "password": "x"}}),
     );
-    ok("POST", "/api/v1/datasources", json!({"name": "kafka", "type": "kafka", "properties": {"bootstrap.servers": "127.0.0.1:1"}}));
+    ok(
+        "POST",
+        "/api/v1/datasources",
+        json!({"name": "kafka", "type": "kafka", "properties": {"bootstrap.servers": "127.0.0.1:1"}}),
+    );
     ok("POST", "/api/v1/vclusters", json!({"name": "big", "type": "SYNC", "slots": 2}));
     ok("POST", "/api/v1/folders", json!({"name": "sales"}));
     ok("POST", "/api/v1/tasks", json!({"name": "orders", "folder": "sales"}));
@@ -168,7 +181,13 @@ fn every_path_is_documented_and_routed(api: &Api, doc: &str) {
             operations += 1;
             let concrete = path
                 .split('/')
-                .map(|s| if s.starts_with('{') { if s == "{id}" || s == "{n}" { "987654" } else { "no_such_name" } } else { s })
+                .map(|s| {
+                    if s.starts_with('{') {
+                        if s == "{id}" || s == "{n}" { "987654" } else { "no_such_name" }
+                    } else {
+                        s
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("/");
             let (status, body) = api.call(&method.to_uppercase(), &concrete, Some(json!({})));
@@ -178,7 +197,10 @@ fn every_path_is_documented_and_routed(api: &Api, doc: &str) {
             );
         }
     }
-    println!("document: {} paths, {operations} operations, each in docs/api.md and routed", doc["paths"].as_object().unwrap().len());
+    println!(
+        "document: {} paths, {operations} operations, each in docs/api.md and routed",
+        doc["paths"].as_object().unwrap().len()
+    );
 }
 
 /// Every task, data source, vcluster and alert rule listed can be shown, and every task's

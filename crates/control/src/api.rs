@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::{Code, Error, Result};
-use crate::guard::Guard;
-use crate::http::{Handler, Request, Response};
 use crate::alerts::{AlertDetail, AlertEvent, AlertRule, AlertTestResult, CreateAlert};
 use crate::connectors::TypeInfo;
+use crate::error::{Code, Error, Result};
+use crate::guard::Guard;
 use crate::http::ErrorBody;
+use crate::http::{Handler, Request, Response};
 use crate::model::{
     ActionResult, AttemptLog, ConfigPatch, CreateDataSource, CreateFolder, CreateTask, CreateVCluster, DataSource,
     Folder, MetaDetail, MetaObject, Namespace, OptimizeResult, Preview, Run, RunDetail, TableInfo, Task, TaskDetail,
@@ -266,9 +266,9 @@ static METHODS: std::sync::LazyLock<std::collections::BTreeMap<String, Vec<&'sta
 /// Whether the OpenAPI document has the request's method on its path.
 fn documented(req: &Request) -> bool {
     let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
-    METHODS.iter().any(|(template, methods)| {
-        openapi::template_matches(template, &path) && methods.contains(&req.method.as_str())
-    })
+    METHODS
+        .iter()
+        .any(|(template, methods)| openapi::template_matches(template, &path) && methods.contains(&req.method.as_str()))
 }
 
 fn no_route(method: &str, path: &[&str]) -> Response {
@@ -287,8 +287,10 @@ fn no_route(method: &str, path: &[&str]) -> Response {
     allowed.sort_unstable();
     allowed.dedup();
     let list = allowed.join(", ");
-    let mut answer =
-        Response::error(&Error::new(Code::MethodNotAllowed, format!("{shown} does not answer {method}; it answers {list}")));
+    let mut answer = Response::error(&Error::new(
+        Code::MethodNotAllowed,
+        format!("{shown} does not answer {method}; it answers {list}"),
+    ));
     answer.headers.push(("Allow", list));
     answer
 }

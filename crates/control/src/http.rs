@@ -72,7 +72,8 @@ impl Response {
     pub fn error(err: &Error) -> Self {
         let mut error = err.clone();
         if error.message.contains(['\n', '\r']) {
-            error.message = error.message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            error.message =
+                error.message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
         }
         let body = serde_json::to_vec_pretty(&ErrorBody { error }).unwrap_or_default();
         Self { status: err.code.http_status(), content_type: "application/json", body, headers: Vec::new() }

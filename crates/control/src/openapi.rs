@@ -155,14 +155,23 @@ impl Modify for CommonAnswers {
                 }
                 let write = matches!(method, "post" | "patch" | "delete");
                 let mut add = |status: &str, description: &str| {
-                    op.responses.responses.entry(status.to_string()).or_insert_with(|| error_answer(description).into());
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_answer(description).into());
                 };
-                add("400", "The request could not be read (a malformed head, a bad Content-Length, a body that is not the JSON described).");
+                add(
+                    "400",
+                    "The request could not be read (a malformed head, a bad Content-Length, a body that is not the JSON described).",
+                );
                 if !open {
                     add("401", "The daemon requires a token and the request has none, or a wrong one.");
                 }
                 if path != "/health" && path != "/ready" {
-                    add("403", "The request came from somewhere the daemon does not serve: a foreign Host, or another site's page (Origin, Sec-Fetch-Site).");
+                    add(
+                        "403",
+                        "The request came from somewhere the daemon does not serve: a foreign Host, or another site's page (Origin, Sec-Fetch-Site).",
+                    );
                 }
                 if write {
                     add("415", "The body is not declared as JSON: send Content-Type: application/json.");
@@ -250,8 +259,7 @@ mod tests {
                     "{method} {path} documents no success: {responses:?}"
                 );
                 assert_eq!(
-                    responses["500"]["content"]["application/json"]["schema"]["$ref"],
-                    "#/components/schemas/ErrorBody",
+                    responses["500"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
                     "{method} {path}"
                 );
                 assert!(op["operationId"].is_string(), "{method} {path} has no operationId");
