@@ -95,6 +95,8 @@ fn inside_the_namespace() {
         .args(["--request-timeout", "60", "--no-shrink", "--suppress-health-check", "all"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
+        // Its cache goes beside the report, not into the source tree.
+        .current_dir(report.parent().unwrap())
         .env("SCHEMATHESIS_HOOKS", "rtsync_hooks")
         .env("PYTHONPATH", &tests)
         .env("RTSYNC_FUZZ_SANDBOX", &sandbox)
