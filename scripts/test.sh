@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 scripts/build-deps.sh
 
 scripts/services.sh install kafka venv ui s3 azurite helm
+# tests/api_schemathesis.rs runs the daemon and schemathesis (from the venv) in a network
+# namespace of its own: unshare (util-linux) and ip (iproute2) bring it up.
+if ! command -v ip >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/services.sh start kafka postgres mariadb mysql s3 azurite
 eval "$(scripts/services.sh env)"

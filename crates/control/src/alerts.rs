@@ -100,9 +100,10 @@ impl std::fmt::Display for Condition {
 }
 
 /// `POST /api/v1/alerts`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAlert {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(default)]
     pub task: Option<String>,
@@ -123,7 +124,7 @@ pub struct CreateAlert {
 }
 
 /// A rule as the API shows it (the secret redacted).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertRule {
     pub id: i64,
     pub name: String,
@@ -142,7 +143,7 @@ pub struct AlertRule {
 }
 
 /// One alert: a rule's condition held for a task from `fired_at` to `resolved_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertEvent {
     pub id: i64,
     pub rule: String,
@@ -161,14 +162,14 @@ pub struct AlertEvent {
 }
 
 /// `alert show`: the rule and its recent alerts, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertDetail {
     pub rule: AlertRule,
     pub events: Vec<AlertEvent>,
 }
 
 /// `alert test`: what the webhook answered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertTestResult {
     pub rule: String,
     pub webhook: Option<String>,
@@ -178,7 +179,7 @@ pub struct AlertTestResult {
 }
 
 /// The webhook's JSON body (documented in the README, "Alerts").
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// `<event id>-<state>`: the same for every try of one notification.
     pub id: String,

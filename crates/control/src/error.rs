@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// What kind of failure, as far as a client is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
     /// The request is wrong: unknown type, invalid JSONPath, missing field (400).
@@ -26,6 +26,8 @@ pub enum Code {
     Forbidden,
     /// A state-changing request whose body is not declared as `application/json` (415).
     UnsupportedMediaType,
+    /// The path exists but does not answer this method (405, with `Allow`).
+    MethodNotAllowed,
     /// A service the request needs cannot be reached right now (503).
     Unavailable,
     /// A bug or a broken catalog (500).
@@ -41,6 +43,7 @@ impl Code {
             Code::Unauthorized => 401,
             Code::Forbidden => 403,
             Code::UnsupportedMediaType => 415,
+            Code::MethodNotAllowed => 405,
             Code::Unavailable => 503,
             Code::Internal => 500,
         }
@@ -51,6 +54,7 @@ impl Code {
             401 => Code::Unauthorized,
             403 => Code::Forbidden,
             415 => Code::UnsupportedMediaType,
+            405 => Code::MethodNotAllowed,
             404 => Code::NotFound,
             409 => Code::Conflict,
             503 => Code::Unavailable,
@@ -62,7 +66,7 @@ impl Code {
 
 /// A control-plane failure. The message is complete (causes included): it is what the API
 /// returns and the CLI prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Error {
     pub code: Code,
     pub message: String,

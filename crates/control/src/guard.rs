@@ -16,9 +16,10 @@
 //!   (`http://<Host>`), and one with `Sec-Fetch-Site` must say `same-origin` or `none` (typed
 //!   by the user); the CLI and the MCP client send neither. The web UI's page itself may be
 //!   opened from a link on any site.
-//! - **Body type.** A state-changing request (anything but GET/HEAD/OPTIONS) must declare
+//! - **Body type.** A state-changing request (POST, PATCH, DELETE) must declare
 //!   `Content-Type: application/json`: a browser cannot send that cross-origin without a
-//!   preflight, which the daemon never grants.
+//!   preflight, which the daemon never grants. Other methods change nothing: the router answers
+//!   them `405` (with `Allow`) or `404`.
 //!
 //! No CORS header is ever sent, unless the operator names origins with `--allowed-origin`:
 //! those may call the API from their pages (with the token, when the daemon has one).
@@ -49,7 +50,7 @@ fn is_ui_page(req: &Request) -> bool {
 }
 
 fn state_changing(method: &str) -> bool {
-    !matches!(method, "GET" | "HEAD" | "OPTIONS")
+    matches!(method, "POST" | "PATCH" | "DELETE")
 }
 
 /// The host name of a `Host` header, lowercase, without the port and the brackets of an IPv6

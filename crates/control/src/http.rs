@@ -54,7 +54,7 @@ pub struct Response {
 }
 
 /// The JSON body of every error answer: `{"error": {"code": …, "message": …}}`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: Error,
 }
@@ -67,8 +67,15 @@ impl Response {
         }
     }
 
+    /// The error's answer. Its message is made one line (causes from parsers, a JSONPath's for
+    /// one, can span several), so that a client can show it as it is.
     pub fn error(err: &Error) -> Self {
-        let body = serde_json::to_vec_pretty(&ErrorBody { error: err.clone() }).unwrap_or_default();
+        let mut error = err.clone();
+        if error.message.contains(['\n', '\r']) {
+            error.message =
+                error.message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        }
+        let body = serde_json::to_vec_pretty(&ErrorBody { error }).unwrap_or_default();
         Self { status: err.code.http_status(), content_type: "application/json", body, headers: Vec::new() }
     }
 

@@ -29,6 +29,7 @@ pub mod logs;
 pub mod meta;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod preview;
 pub mod runner;
 pub mod scheduler;

@@ -38,7 +38,7 @@ pub use crate::connectors::DsType;
 
 /// A named connection. `properties` never leaves the daemon with secrets in it: the API
 /// returns [`DataSource::redacted`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataSource {
     pub id: i64,
     pub name: String,
@@ -67,7 +67,7 @@ pub use rtsync_core::text::redact_url;
 
 /// A pool of worker capacity. Tasks run on vclusters of type `SYNC`; each running task takes
 /// one slot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VCluster {
     pub id: i64,
     pub name: String,
@@ -81,7 +81,7 @@ pub struct VCluster {
 
 pub const VCLUSTER_TYPES: [&str; 3] = ["SYNC", "GENERAL", "ANALYTICS"];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Folder {
     pub id: i64,
     pub name: String,
@@ -90,7 +90,7 @@ pub struct Folder {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Never deployed, or undeployed: only the draft exists; no position.
@@ -136,7 +136,7 @@ impl fmt::Display for TaskState {
 
 /// What a task syncs: its draft, and each published version. Every field has a default so
 /// that `task configure` can fill it in steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     /// The source data source's name.
@@ -161,10 +161,13 @@ pub struct TaskConfig {
     pub start_offset: Option<String>,
     /// Empty: the source's default mapping (Kafka: its built-in fields).
     #[serde(default)]
+    #[schema(value_type = Vec<crate::openapi::ColumnSpecSchema>)]
     pub columns: Vec<ColumnSpec>,
     #[serde(default)]
+    #[schema(value_type = crate::openapi::ErrorPolicySchema)]
     pub error_policy: ErrorPolicy,
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub commit_interval_ms: Option<u64>,
     /// Kafka: how message values are encoded (json, avro, protobuf, debezium-json,
     /// debezium-avro); None: json.
@@ -222,7 +225,7 @@ impl TaskConfig {
 
 /// `task configure`: each field given replaces the draft's; `columns` replaces the whole
 /// list; `clear_columns` goes back to the source's default mapping.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,12 +243,16 @@ pub struct ConfigPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_offset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::openapi::ColumnSpecSchema>>)]
     pub columns: Option<Vec<ColumnSpec>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_columns: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::ErrorPolicySchema>)]
     pub error_policy: Option<ErrorPolicy>,
+    /// Milliseconds, 10 to 86400000 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 86_400_000)]
     pub commit_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcluster: Option<String>,
@@ -258,7 +265,7 @@ pub struct ConfigPatch {
 }
 
 /// A task as the catalog holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: i64,
     pub name: String,
@@ -288,7 +295,7 @@ impl Task {
 }
 
 /// A published version of a task's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Version {
     pub version: i64,
     pub config: TaskConfig,
@@ -297,7 +304,7 @@ pub struct Version {
 }
 
 /// One deployment's life, from deploy/start to stop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     pub task: String,
@@ -314,7 +321,7 @@ pub struct Run {
 
 /// One try within a run: the first one, and one more after each transient failure or
 /// daemon restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub run_id: i64,
     pub attempt: i64,
@@ -332,7 +339,7 @@ pub struct Attempt {
     pub worker: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub ts: String,
     pub level: String,
@@ -340,14 +347,14 @@ pub struct LogLine {
 }
 
 /// `runs detail`: the run and its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunDetail {
     pub run: Run,
     pub attempts: Vec<Attempt>,
 }
 
 /// `attempts log`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptLog {
     pub run_id: i64,
     pub attempt: Attempt,
@@ -355,7 +362,7 @@ pub struct AttemptLog {
 }
 
 /// The live side of a task, from the scheduler (and the catalog's last saved copy).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     /// running, retrying (while a run is active); else the task's state: stopped, failed, draft.
     pub phase: String,
@@ -383,7 +390,7 @@ pub struct TaskStatus {
 }
 
 /// `workers list`: one `rtsync serve` process of the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Worker {
     pub id: String,
     /// Where its API answers.
@@ -401,7 +408,7 @@ pub struct Worker {
 }
 
 /// `task show`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskDetail {
     pub task: Task,
     pub app_id: String,
@@ -412,9 +419,10 @@ pub struct TaskDetail {
 }
 
 /// `POST /api/v1/datasources`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDataSource {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(rename = "type")]
     pub ds_type: String,
@@ -422,13 +430,15 @@ pub struct CreateDataSource {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVCluster {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     #[serde(rename = "type", default = "default_vcluster_type")]
     pub vcluster_type: String,
     #[serde(default = "default_slots")]
+    #[schema(minimum = 1)]
     pub slots: i64,
 }
 
@@ -440,15 +450,17 @@ fn default_slots() -> i64 {
     DEFAULT_VCLUSTER_SLOTS
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFolder {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub name: String,
     /// `REALTIME` or `14`.
     #[serde(rename = "type", default = "default_task_type")]
@@ -464,14 +476,14 @@ fn default_task_type() -> String {
 }
 
 /// The result of `datasource test`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestResult {
     pub ok: bool,
     pub message: String,
 }
 
 /// A lifecycle action's answer: what happened, in words, and the task afterwards.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionResult {
     pub message: String,
     pub task: Task,
@@ -480,9 +492,10 @@ pub struct ActionResult {
 }
 
 /// `task preview`: mapped rows (JSON objects in target column order) and rejected ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Preview {
     pub columns: Vec<PreviewColumn>,
+    #[schema(value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     pub rejected: Vec<PreviewRejected>,
     pub messages_read: i64,
@@ -492,27 +505,27 @@ pub struct Preview {
     pub table: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PreviewColumn {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PreviewRejected {
     pub at: String,
     pub reason: String,
 }
 
 /// Metadata browsing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Namespace {
     pub name: String,
     pub objects: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetaObject {
     pub name: String,
     /// topic, table, partitioned table.
@@ -531,7 +544,7 @@ pub struct MetaObject {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetaColumn {
     pub name: String,
     /// The type in the target Delta table (Kafka: the inferred mapping type).
@@ -549,7 +562,7 @@ pub struct MetaColumn {
     pub column_arg: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetaDetail {
     pub datasource: String,
     pub namespace: String,
@@ -567,7 +580,7 @@ pub struct MetaDetail {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionInfo {
     pub partition: i32,
     pub low: i64,
@@ -575,7 +588,7 @@ pub struct PartitionInfo {
 }
 
 /// A Delta table's health (`rtsync table info`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TableInfo {
     pub location: String,
     pub version: u64,
@@ -621,7 +634,7 @@ impl TableInfo {
 }
 
 /// What `rtsync table optimize` did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OptimizeResult {
     /// The table version after the compaction; none when there was nothing to compact.
     pub version: Option<u64>,
@@ -632,7 +645,7 @@ pub struct OptimizeResult {
 }
 
 /// `rtsync table vacuum` options.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VacuumRequest {
     #[serde(default)]
     pub dry_run: bool,
@@ -642,7 +655,7 @@ pub struct VacuumRequest {
 }
 
 /// The files a vacuum deleted (or would delete, with `dry_run`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VacuumResult {
     pub dry_run: bool,
     pub retention: String,

@@ -38,6 +38,8 @@ use crate::secrets::{self, Secrets};
 
 /// No commit for this long while messages wait: the task is falling behind.
 const BEHIND_AFTER: Duration = Duration::from_secs(15);
+/// The longest vacuum retention taken: 100 years.
+const MAX_VACUUM_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
 /// Freshness above this is called out.
 const SLOW_FRESHNESS_MS: u64 = 30_000;
 
@@ -550,6 +552,13 @@ impl Control {
             .map(crate::duration::parse)
             .transpose()
             .map_err(|e| Error::bad_request(e.context_prefix("retention").report()))?;
+        // The cutoff is `now - retention`: a retention past the calendar's range would overflow.
+        if retention.is_some_and(|r| r > MAX_VACUUM_RETENTION) {
+            return Err(Error::bad_request(format!(
+                "retention: at most {} (files older than that are all vacuumed anyway)",
+                crate::duration::format(MAX_VACUUM_RETENTION)
+            )));
+        }
         let files = rtsync_sink_lakehouse::maintenance::vacuum(&config, retention, req.dry_run).await?;
         Ok(VacuumResult {
             dry_run: req.dry_run,
@@ -674,8 +683,11 @@ impl Control {
             cfg.json_fields = j;
         }
         if let Some(ms) = patch.commit_interval_ms {
-            if ms < 10 {
-                return Err(Error::bad_request("--commit-interval: must be at least 10ms"));
+            if !(crate::spec::MIN_COMMIT_INTERVAL_MS..=crate::spec::MAX_COMMIT_INTERVAL_MS).contains(&ms) {
+                return Err(Error::bad_request(format!(
+                    "--commit-interval: {ms}ms is out of range: use 10ms to {}",
+                    crate::duration::format(Duration::from_millis(crate::spec::MAX_COMMIT_INTERVAL_MS))
+                )));
             }
             cfg.commit_interval_ms = Some(ms);
         }

@@ -33,6 +33,10 @@ pub struct TaskSpec {
     pub max_buffered_bytes: usize,
 }
 
+/// The commit interval's bounds: 10 ms, 1 day.
+pub const MIN_COMMIT_INTERVAL_MS: u64 = 10;
+pub const MAX_COMMIT_INTERVAL_MS: u64 = 86_400_000;
+
 fn default_commit_interval() -> Duration {
     DEFAULT_COMMIT_INTERVAL
 }
@@ -87,8 +91,12 @@ impl TaskSpec {
         }
         self.sink.validate()?;
         rtsync_mapping::compile(&self.columns).map_err(|e| e.context_prefix("columns"))?;
-        if self.commit_interval < Duration::from_millis(10) {
+        if self.commit_interval < Duration::from_millis(MIN_COMMIT_INTERVAL_MS) {
             return Err(SyncError::config("commit_interval: must be at least 10ms"));
+        }
+        // Deadlines are `now + interval`: a larger one would overflow the clock.
+        if self.commit_interval > Duration::from_millis(MAX_COMMIT_INTERVAL_MS) {
+            return Err(SyncError::config("commit_interval: must be at most 1d"));
         }
         if self.max_buffered_rows == 0 || self.max_buffered_bytes == 0 {
             return Err(SyncError::config("max_buffered_rows / max_buffered_bytes: must be positive"));

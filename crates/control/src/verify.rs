@@ -40,7 +40,7 @@ pub const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 const RECHECK_ROUNDS: u32 = 3;
 const POLL: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub task: String,
     /// `schema.table` at the source.
@@ -72,13 +72,13 @@ pub struct VerifyReport {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotCompared {
     pub column: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RangeReport {
     /// Canonical texts of the range's first key at the source (empty: the source has no rows).
     pub first_key: Vec<String>,
@@ -87,7 +87,7 @@ pub struct RangeReport {
     pub equal: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffKind {
     MissingInLake,
@@ -97,7 +97,7 @@ pub enum DiffKind {
     DuplicateInLake,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Difference {
     /// Canonical texts of the key columns.
     pub key: Vec<String>,

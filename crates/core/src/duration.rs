@@ -19,10 +19,8 @@ pub fn parse(text: &str) -> Result<Duration, SyncError> {
         "d" => value * 86_400.0,
         other => return Err(SyncError::config(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"))),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(SyncError::config(format!("{text:?} is not a valid duration")));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // `from_secs_f64` panics past u64::MAX seconds; such a duration is a typo anyway.
+    Duration::try_from_secs_f64(secs).map_err(|_| SyncError::config(format!("{text:?} is not a valid duration")))
 }
 
 pub fn format(d: Duration) -> String {
@@ -81,6 +79,7 @@ mod tests {
         assert_eq!(parse("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse("soon").is_err());
         assert!(parse("3 weeks").is_err());
+        assert!(parse("99999999999999999999d").is_err(), "past what a Duration holds");
         for text in ["0s", "250ms", "30s", "5m", "1h", "7d"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }

@@ -193,7 +193,7 @@ pub fn source_of(ds: &DataSource) -> Result<&'static dyn Connector> {
 }
 
 /// A data source type as `GET /api/v1/datasource-types` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TypeInfo {
     #[serde(rename = "type")]
     pub name: String,
@@ -324,7 +324,7 @@ fn api_err(err: SyncError) -> Error {
 }
 
 /// A data source's type, with the seed's `ds_type` numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DsType {
     Lakehouse,
