@@ -81,7 +81,8 @@ pub struct PostgresSourceConfig {
     pub snapshot_chunk_rows: usize,
     #[serde(default = "default_max_batch_rows")]
     pub max_batch_rows: usize,
-    /// Changes read from the server ahead of the task (see [`DEFAULT_READ_AHEAD_CHANGES`]).
+    /// Changes read from the server ahead of the task (default `DEFAULT_READ_AHEAD_CHANGES`,
+    /// 131,072): the stream keeps draining the server while the task commits.
     #[serde(default = "default_read_ahead_changes")]
     pub read_ahead_changes: usize,
     /// When the slot is missing or invalidated on resume: `false` (default) stops the task
