@@ -256,6 +256,46 @@ async fn logged_again(log: &std::path::Path, needle: &str, seen: usize, within: 
     false
 }
 
+/// A PostgreSQL table of `rows` orders and an `rtsync run` task mirroring it, in `dir`: the
+/// source snapshots in chunks of `chunk_rows`, the task commits every `commit_interval`, and
+/// `sink` adds lines to the spec's `[sink]` section. Returns the table's name, the task's name
+/// and the task.
+async fn mor_task(
+    client: &Client,
+    dir: &std::path::Path,
+    prefix: &str,
+    rows: u64,
+    chunk_rows: u64,
+    commit_interval: &str,
+    sink: &str,
+) -> (String, String, CdcTask) {
+    let table = unique(&format!("mor_{prefix}")).to_lowercase();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2));
+             INSERT INTO {table} SELECT g, 'row-' || g, g % 10, (g % 5000) / 8.0 FROM generate_series(1, {rows}) g;"
+        ))
+        .await
+        .unwrap();
+    let name = unique(&format!("mor{prefix}"));
+    let source = format!(
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = {chunk_rows}",
+        pg_url()
+    );
+    let task = cdc_task(dir, &name, &format!("commit_interval = \"{commit_interval}\""), &source, &table);
+    let mut body = std::fs::read_to_string(&task.spec).unwrap();
+    body.push_str(sink);
+    std::fs::write(&task.spec, body).unwrap();
+    (table, name, task)
+}
+
+/// Drops what [`mor_task`] made at the source: the slot, the publication and the table.
+async fn drop_mor_task(client: &Client, spec: &std::path::Path, name: &str, table: &str) {
+    let rtsync::SourceSpec::Postgresql(config) = rtsync::TaskSpec::load(spec).unwrap().source else { unreachable!() };
+    let _ = rtsync_source_postgres::drop_replication_objects(&config, name).await;
+    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+}
+
 /// A merge-on-read task whose key index is lost (a task moved to another machine) and rebuilt
 /// from the table's files on restart, SIGKILLed in the middle of that rebuild: the partly built
 /// index is caught up by the next start and the table ends equal to the source.
@@ -264,27 +304,13 @@ async fn merge_on_read_survives_kills_during_the_key_index_rebuild() {
     const BUILDING: &str = "building the key index";
     const BUILT: &str = "key index built";
     let client = pg_connect().await;
-    let table = unique("mor_rebuild").to_lowercase();
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2));
-             INSERT INTO {table} SELECT g, 'row-' || g, g % 10, (g % 5000) / 8.0 FROM generate_series(1, 60000) g;"
-        ))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let index_dir = dir.path().join("index");
-    let name = unique("morrebuild");
-    let source = format!(
-        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 1000",
-        pg_url()
-    );
-    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "100ms""#, &source, &table);
     // Many small files (32 KiB, no compaction), so that a rebuild reads enough of them to be
     // caught in the middle.
-    let mut body = std::fs::read_to_string(&spec).unwrap();
-    body.push_str(&format!("index_dir = \"{}\"\nmaintenance = false\ntarget_file_size = 32768\n", index_dir.display()));
-    std::fs::write(&spec, body).unwrap();
+    let sink = format!("index_dir = \"{}\"\nmaintenance = false\ntarget_file_size = 32768\n", index_dir.display());
+    let (table, name, CdcTask { spec, log, target }) =
+        mor_task(&client, dir.path(), "rebuild", 60_000, 1000, "100ms", &sink).await;
 
     let mut child = spawn_run(&spec, &log);
     assert!(wait_rows(&target, 60_000, Duration::from_secs(180)).await >= 60_000, "snapshot");
@@ -331,15 +357,7 @@ async fn merge_on_read_survives_kills_during_the_key_index_rebuild() {
     let expected = source_rows(&client, &table).await;
     converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
     independent_readers_agree(&target, &expected);
-    let _ = rtsync_source_postgres::drop_replication_objects(
-        &match rtsync::TaskSpec::load(&spec).unwrap().source {
-            rtsync::SourceSpec::Postgresql(c) => c,
-            _ => unreachable!(),
-        },
-        &name,
-    )
-    .await;
-    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    drop_mor_task(&client, &spec, &name, &table).await;
 }
 
 /// A merge-on-read task whose maintenance purges rows hidden by deletion vectors (files more
@@ -350,24 +368,10 @@ async fn merge_on_read_survives_kills_during_purges() {
     const PURGING: &str = "purging rows hidden by deletion vectors";
     const PURGED: &str = "purged rows hidden by deletion vectors";
     let client = pg_connect().await;
-    let table = unique("mor_purge").to_lowercase();
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2));
-             INSERT INTO {table} SELECT g, 'row-' || g, g % 10, (g % 5000) / 8.0 FROM generate_series(1, 40000) g;"
-        ))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let name = unique("morpurge");
-    let source = format!(
-        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nsnapshot_chunk_rows = 10000",
-        pg_url()
-    );
-    let CdcTask { spec, log, target } = cdc_task(dir.path(), &name, r#"commit_interval = "300ms""#, &source, &table);
-    let mut body = std::fs::read_to_string(&spec).unwrap();
-    body.push_str("purge_threshold = 0.05\ncompact_interval = \"1s\"\n");
-    std::fs::write(&spec, body).unwrap();
+    let sink = "purge_threshold = 0.05\ncompact_interval = \"1s\"\n";
+    let (table, name, CdcTask { spec, log, target }) =
+        mor_task(&client, dir.path(), "purge", 40_000, 10_000, "300ms", sink).await;
 
     let mut child = spawn_run(&spec, &log);
     assert!(wait_rows(&target, 40_000, Duration::from_secs(180)).await >= 40_000, "snapshot");
@@ -412,13 +416,5 @@ async fn merge_on_read_survives_kills_during_purges() {
     let expected = source_rows(&client, &table).await;
     converge_then_stop(&target, &expected, || order_rows(&target), &mut child, &log).await;
     independent_readers_agree(&target, &expected);
-    let _ = rtsync_source_postgres::drop_replication_objects(
-        &match rtsync::TaskSpec::load(&spec).unwrap().source {
-            rtsync::SourceSpec::Postgresql(c) => c,
-            _ => unreachable!(),
-        },
-        &name,
-    )
-    .await;
-    client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    drop_mor_task(&client, &spec, &name, &table).await;
 }

@@ -45,14 +45,13 @@ use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, Tran
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
-
-use crate::mor::ActiveFile;
 use object_store::ObjectStoreExt;
 use rtsync_core::{SyncError, SyncResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::mor::ActiveFile;
 use crate::read::load_table;
 use crate::{COMMIT_INFO_KEY, LakehouseSinkConfig, StoredCheckpoint, classify};
 
@@ -441,11 +440,6 @@ async fn compact(
     }))
 }
 
-/// The files of a merge-on-read table compaction bin-packs: under half the target size and
-/// without a deletion vector, smallest first, at most one target file's worth per round (so a
-/// round is short and seldom loses to the task's commits). Files with deletion vectors are the
-/// ones the task's commits keep changing; purge rewrites them once enough of their rows are
-/// deleted.
 /// The files a purge rewrites: their deletion vector hides more than `threshold` of their rows.
 fn files_to_purge(active: &HashMap<String, ActiveFile>, threshold: f64) -> Vec<&ActiveFile> {
     active
@@ -466,16 +460,20 @@ enum Rewrite {
     Pack(u64),
 }
 
+/// The files of a merge-on-read table compaction bin-packs: under half the target size and
+/// without a deletion vector, smallest first, at most one target file's worth per round (so a
+/// round is short and seldom loses to the task's commits). Files with deletion vectors are the
+/// ones the task's commits keep changing; purge rewrites them once enough of their rows are
+/// deleted.
 fn small_files_to_pack(active: &HashMap<String, ActiveFile>, target_file_size: u64) -> Vec<&ActiveFile> {
-    let size = |f: &ActiveFile| f.size.max(0) as u64;
     let mut small: Vec<&ActiveFile> =
-        active.values().filter(|f| f.dv.is_none() && size(f) < target_file_size / 2).collect();
-    small.sort_by_key(|f| (f.size, f.path.clone()));
+        active.values().filter(|f| f.dv.is_none() && is_small(f.size, target_file_size)).collect();
+    small.sort_by(|a, b| a.size.cmp(&b.size).then_with(|| a.path.cmp(&b.path)));
     let mut total = 0u64;
     let picked: Vec<&ActiveFile> = small
         .into_iter()
         .take_while(|f| {
-            total += size(f);
+            total += f.size.max(0) as u64;
             total <= target_file_size
         })
         .collect();
