@@ -98,17 +98,46 @@ pub fn status_line(s: &rtsync_engine::TaskMetricsSnapshot, rows_per_sec: f64) ->
             s.epoch
         )
     };
-    let mut line = format!(
+    let mut line = String::new();
+    if let Some(snap) = &s.snapshot {
+        line.push_str(&format!(
+            "snapshot {} | ",
+            snapshot_text(snap.rows, snap.estimated_rows, snap.percent(), snap.eta_secs)
+        ));
+    }
+    line.push_str(&format!(
         "rows {} | {} rows/s | {} | freshness {:.2}s",
         thousands(s.rows_out),
         thousands(rows_per_sec as u64),
         last_commit,
         s.last_freshness_ms as f64 / 1000.0
-    );
+    ));
     if s.rejected > 0 {
         line.push_str(&format!(" | rejected {} (dead-lettered {})", thousands(s.rejected), thousands(s.dead_lettered)));
     }
     line
+}
+
+/// An initial copy's progress: `120,000 of ~1,000,000 rows (12%), about 1m 30s left`.
+pub fn snapshot_text(rows: u64, estimated: Option<u64>, percent: Option<u64>, eta_secs: Option<u64>) -> String {
+    match (estimated, percent) {
+        (Some(est), Some(pct)) => {
+            let left =
+                eta_secs.map_or("time left not known yet".to_string(), |s| format!("about {} left", duration(s)));
+            format!("{} of ~{} rows ({pct}%), {left}", thousands(rows), thousands(est))
+        }
+        (Some(est), None) => format!("{} rows copied (more than the estimate of ~{})", thousands(rows), thousands(est)),
+        (None, _) => format!("{} rows copied (no estimate of the table's size)", thousands(rows)),
+    }
+}
+
+/// `45s`, `12m 05s`, `3h 10m`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 pub fn thousands(n: u64) -> String {
@@ -126,6 +155,18 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_progress_in_words() {
+        assert_eq!(
+            snapshot_text(120_000, Some(1_000_000), Some(12), Some(90)),
+            "120,000 of ~1,000,000 rows (12%), about 1m 30s left"
+        );
+        assert_eq!(snapshot_text(5, Some(100), Some(5), None), "5 of ~100 rows (5%), time left not known yet");
+        assert_eq!(snapshot_text(150, Some(100), None, None), "150 rows copied (more than the estimate of ~100)");
+        assert_eq!(snapshot_text(7, None, None, None), "7 rows copied (no estimate of the table's size)");
+        assert_eq!(duration(3 * 3600 + 600 + 5), "3h 10m");
+    }
 
     #[test]
     fn thousands_separators() {

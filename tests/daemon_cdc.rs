@@ -323,3 +323,74 @@ async fn mysql_table_through_the_daemon(server: MySqlServer) {
     drop(c);
     let _ = reader.disconnect().await;
 }
+
+/// A large table's initial copy shows its progress in `task show` (the API's task): rows
+/// copied of the planner's estimate, a percentage and an ETA; it goes once the copy is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_progress_in_task_show() {
+    const ROWS: i64 = 300_000;
+    let url = std::env::var("RTSYNC_PG_URL").expect("RTSYNC_PG_URL is not set: run the README's test command");
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let schema = unique("dsnap").to_lowercase();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.big (id bigint PRIMARY KEY, name text NOT NULL, qty bigint);
+             INSERT INTO {schema}.big SELECT g, 'row-' || g, g % 10 FROM generate_series(1, {ROWS}) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"));
+    let task = unique("pg_big").to_lowercase();
+    d.ok(&["datasource", "create", "big_pg", "--type", "postgresql", "--set", &format!("url={url}")]);
+    d.ok(&["task", "create", &task, "--type", "REALTIME", "--folder", "default"]);
+    d.ok(&["task", "configure", &task, "--source", "big_pg", "--source-schema", &schema, "--source-table", "big"]);
+    d.ok(&["task", "deploy", &task, "-y"]);
+
+    // Sample the task as the UI does, until the copy is over.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let done = loop {
+        let (status, body) = d.get(&format!("/api/v1/tasks/{task}")).expect("the daemon answers");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let s = &v["status"];
+        if !s["snapshot"].is_null() {
+            seen.push((std::time::Instant::now(), s["snapshot"].clone()));
+        } else if s["rows_synced"].as_i64().unwrap_or(0) >= ROWS {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "the copy did not end; last:\n{v:#}\nlog:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!seen.is_empty(), "the copy never showed its progress: {done:#}");
+    let mut last_rows = 0;
+    for (_, p) in &seen {
+        let rows = p["rows"].as_i64().unwrap();
+        assert!(rows >= last_rows && rows <= ROWS, "rows only grow: {seen:#?}");
+        last_rows = rows;
+        let est = p["estimated_rows"].as_i64().expect("the planner's estimate");
+        assert!((ROWS / 2..=ROWS * 2).contains(&est), "estimate {est} for {ROWS} rows");
+        if let Some(pct) = p["percent"].as_i64() {
+            assert_eq!(pct, rows * 100 / est, "{p}");
+        }
+    }
+    // The rate (hence the ETA) needs a second of copying.
+    let watched = seen.last().unwrap().0 - seen[0].0;
+    eprintln!(
+        "snapshot of {ROWS} rows watched for {watched:?} in {} samples; last {}",
+        seen.len(),
+        seen.last().unwrap().1
+    );
+    assert!(
+        watched < Duration::from_secs(2) || seen.iter().any(|(_, p)| p["eta_secs"].as_i64().is_some()),
+        "a copy watched for {watched:?} had no ETA: {seen:#?}"
+    );
+    assert!(done["status"]["snapshot"].is_null(), "{done:#}");
+    d.ok(&["task", "undeploy", &task, "-y"]);
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

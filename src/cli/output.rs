@@ -3,7 +3,7 @@
 
 use rtsync_control::model::*;
 
-use crate::progress::thousands;
+use crate::progress::{snapshot_text, thousands};
 
 /// Prints rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -350,6 +350,13 @@ pub fn task_detail(d: &TaskDetail) {
             if p.is_empty() { "-".into() } else { format!("{p} (epoch {})", s.epoch.unwrap_or(0)) }
         }),
     ));
+    if let Some(snap) = &s.snapshot {
+        let n = |v: i64| v.max(0) as u64;
+        pairs.push((
+            "snapshot",
+            snapshot_text(n(snap.rows), snap.estimated_rows.map(n), snap.percent.map(n), snap.eta_secs.map(n)),
+        ));
+    }
     pairs.push(("lag", s.lag.map_or("-".into(), |l| format!("{} message(s)", thousands(l.max(0) as u64)))));
     pairs.push(("rows synced", thousands(s.rows_synced.max(0) as u64)));
     pairs.push(("rows/s", format!("{:.1}", s.rows_per_sec)));

@@ -7,7 +7,9 @@
 //! closed (resolved) when the condition no longer holds. At most one open event per rule and
 //! task (a unique index), so the firing state is the catalog's and survives restarts: after a
 //! restart a firing alert stays firing, is not notified again, and resolves later. The grace
-//! period's clock is in memory: it starts again after a restart.
+//! period's clock is the catalog's too (`alert_pending`: when the condition began to hold,
+//! by the wall clock), so a restart neither restarts it nor loses it, and every worker of a
+//! shared catalog reads the same one.
 //!
 //! **Delivery.** Each event has a flag per state change (`fired_sent`, `resolved_sent`); the
 //! evaluator posts what is not sent yet, with exponential backoff between tries, and sets the
@@ -370,6 +372,7 @@ impl Control {
         let rule = self.stored_rule(name).await?;
         let mut tx = self.catalog.db().begin().await?;
         tx.execute("DELETE FROM alert_events WHERE rule_id = $1", params![rule.shown.id]).await?;
+        tx.execute("DELETE FROM alert_pending WHERE rule_id = $1", params![rule.shown.id]).await?;
         tx.execute("DELETE FROM alert_rules WHERE id = $1", params![rule.shown.id]).await?;
         tx.commit().await?;
         tracing::info!(rule = %name, "alert rule deleted");
@@ -455,11 +458,12 @@ async fn post(url: &str, secret: Option<&str>, n: &Notification) -> std::result:
     if resp.status().is_success() { Ok(status) } else { Err(format!("it answered {status}")) }
 }
 
-/// The evaluator's memory: when each condition began to hold (the grace period), the
-/// dead-letter counts seen, and the backoff of notifications that failed.
+/// The evaluator's memory: when each condition began to hold (the grace period; a copy of
+/// `alert_pending`, read again every round), the dead-letter counts seen, and the backoff of
+/// notifications that failed.
 #[derive(Default)]
 struct Evaluator {
-    pending: HashMap<(i64, String), Instant>,
+    pending: HashMap<(i64, String), String>,
     dead_letters: HashMap<String, Vec<(Instant, i64)>>,
     backoff: HashMap<(i64, &'static str), (u32, Instant)>,
 }
@@ -488,6 +492,14 @@ impl Evaluator {
             return Ok(());
         }
         let tasks = c.catalog.tasks(None).await?;
+        self.pending = c
+            .catalog
+            .db()
+            .query("SELECT rule_id, task, since FROM alert_pending", &[])
+            .await?
+            .iter()
+            .map(|r| Ok(((r.i64(0)?, r.text(1)?), r.text(2)?)))
+            .collect::<Result<_>>()?;
         let mut details = HashMap::new();
         for rule in &rules {
             let mut seen = HashSet::new();
@@ -590,8 +602,23 @@ impl Evaluator {
             .transpose()?;
         match (holds, open) {
             (Some(value), None) => {
-                let began = *self.pending.entry(key).or_insert_with(Instant::now);
-                if began.elapsed() >= Duration::from_secs(rule.shown.for_secs as u64) {
+                let began = match self.pending.get(&key) {
+                    Some(at) => at.clone(),
+                    None => {
+                        let at = now();
+                        c.catalog
+                            .db()
+                            .execute(
+                                "INSERT INTO alert_pending (rule_id, task, since) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                                params![rule.shown.id, task, &at],
+                            )
+                            .await?;
+                        self.pending.insert(key.clone(), at.clone());
+                        at
+                    }
+                };
+                if since(&began).unwrap_or_default() >= Duration::from_secs(rule.shown.for_secs as u64) {
+                    self.forget_pending(c, &key).await?;
                     let inserted = c
                         .catalog
                         .db()
@@ -606,7 +633,7 @@ impl Evaluator {
                 }
             }
             (None, Some(id)) => {
-                self.pending.remove(&key);
+                self.forget_pending(c, &key).await?;
                 c.catalog
                     .db()
                     .execute(
@@ -616,10 +643,19 @@ impl Evaluator {
                     .await?;
                 tracing::info!(rule = %rule.shown.name, task, condition = %rule.condition, "alert resolved");
             }
-            (None, None) => {
-                self.pending.remove(&key);
-            }
-            (Some(_), Some(_)) => {}
+            (None, None) | (Some(_), Some(_)) => self.forget_pending(c, &key).await?,
+        }
+        Ok(())
+    }
+
+    /// Ends a grace period's clock, in the catalog too (only when there is one: no write in
+    /// the common case).
+    async fn forget_pending(&mut self, c: &Control, key: &(i64, String)) -> Result<()> {
+        if self.pending.remove(key).is_some() {
+            c.catalog
+                .db()
+                .execute("DELETE FROM alert_pending WHERE rule_id = $1 AND task = $2", params![key.0, &key.1])
+                .await?;
         }
         Ok(())
     }
@@ -801,6 +837,49 @@ mod tests {
         );
         c.delete_alert("r").await.unwrap();
         assert!(c.alert_events(false).await.unwrap().is_empty());
+
+        // A grace period's clock survives a restart: a condition that began before it fires
+        // once the period is over, without starting the clock again.
+        let req = CreateAlert {
+            name: "slow".into(),
+            folder: Some("f".into()),
+            when: "failed".into(),
+            r#for: Some("2s".into()),
+            ..Default::default()
+        };
+        c.create_alert(req).await.unwrap();
+        catalog.set_state(t.id, TaskState::Failed).await.unwrap();
+        let mut before = Evaluator::default();
+        before.round(&c).await.unwrap();
+        assert!(c.alert_events(true).await.unwrap().is_empty(), "within the grace period");
+        drop(before);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let mut after = Evaluator::default();
+        after.round(&c).await.unwrap();
+        assert_eq!(c.alert_events(true).await.unwrap().len(), 1, "the grace period ran across the restart");
+        let pending = |catalog: crate::catalog::Catalog| async move {
+            catalog.db().query("SELECT task FROM alert_pending", &[]).await.unwrap().len()
+        };
+        assert_eq!(pending(catalog.clone()).await, 0, "a fired alert needs no clock");
+        // A condition that ends within its grace period leaves no clock behind.
+        catalog.set_state(t.id, TaskState::Running).await.unwrap();
+        after.round(&c).await.unwrap();
+        c.delete_alert("slow").await.unwrap();
+        let req = CreateAlert {
+            name: "slower".into(),
+            folder: Some("f".into()),
+            when: "failed".into(),
+            r#for: Some("1h".into()),
+            ..Default::default()
+        };
+        c.create_alert(req).await.unwrap();
+        catalog.set_state(t.id, TaskState::Failed).await.unwrap();
+        after.round(&c).await.unwrap();
+        assert_eq!(pending(catalog.clone()).await, 1);
+        catalog.set_state(t.id, TaskState::Running).await.unwrap();
+        Evaluator::default().round(&c).await.unwrap();
+        assert_eq!(pending(catalog.clone()).await, 0, "a restarted evaluator ends a clock it did not start");
+        assert!(c.alert_events(true).await.unwrap().is_empty());
     }
 
     #[tokio::test]

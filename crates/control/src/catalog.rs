@@ -138,6 +138,15 @@ CREATE TABLE alert_events (
 );
 CREATE UNIQUE INDEX alert_events_open ON alert_events (rule_id, task) WHERE resolved_at IS NULL;
 "#,
+    // 4: when each alert condition began to hold, so a grace period survives restarts
+    r#"
+CREATE TABLE alert_pending (
+    rule_id  INTEGER NOT NULL REFERENCES alert_rules(id) ON DELETE CASCADE,
+    task     TEXT NOT NULL,
+    since    TEXT NOT NULL,
+    PRIMARY KEY (rule_id, task)
+);
+"#,
 ];
 
 /// PostgreSQL's migrations, numbered as SQLite's. Names sort byte-wise (`COLLATE "C"`) as in
@@ -273,6 +282,15 @@ CREATE TABLE alert_events (
     delivery_error  TEXT
 );
 CREATE UNIQUE INDEX alert_events_open ON alert_events (rule_id, task) WHERE resolved_at IS NULL;
+"#,
+    // 4: when each alert condition began to hold, so a grace period survives restarts
+    r#"
+CREATE TABLE alert_pending (
+    rule_id  BIGINT NOT NULL REFERENCES alert_rules(id) ON DELETE CASCADE,
+    task     TEXT COLLATE "C" NOT NULL,
+    since    TEXT NOT NULL,
+    PRIMARY KEY (rule_id, task)
+);
 "#,
 ];
 

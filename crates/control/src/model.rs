@@ -387,6 +387,23 @@ pub struct TaskStatus {
     /// The worker that runs the task (its lease holder with a shared catalog).
     #[serde(default)]
     pub worker: Option<String>,
+    /// Set while the task's initial copy of a table runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotStatus>,
+}
+
+/// An initial copy in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotStatus {
+    /// Rows copied so far (a resumed copy counts the rows an earlier attempt committed).
+    pub rows: i64,
+    /// The server's estimate of the table's rows when the copy started (PostgreSQL's planner,
+    /// MySQL's optimizer statistics, SQL Server's partition counts), never a count.
+    pub estimated_rows: Option<i64>,
+    /// Percent of the estimate copied; None without an estimate or once the copy passed it.
+    pub percent: Option<i64>,
+    /// Seconds left at this attempt's rate so far; None until there is a rate.
+    pub eta_secs: Option<i64>,
 }
 
 /// `workers list`: one `rtsync serve` process of the catalog.

@@ -1033,6 +1033,12 @@ impl Control {
                 status.freshness_ms = Some(m.last_freshness_ms as i64);
                 status.freshness_p99_ms = Some(m.freshness_p99_ms as i64);
             }
+            status.snapshot = m.snapshot.map(|s| SnapshotStatus {
+                rows: s.rows as i64,
+                estimated_rows: s.estimated_rows.map(|n| n as i64),
+                percent: s.percent().map(|p| p as i64),
+                eta_secs: s.eta_secs.map(|n| n as i64),
+            });
             status.rejected = m.rejected as i64;
             status.dead_lettered = m.dead_lettered as i64;
             status.errors = m.errors as i64;

@@ -33,7 +33,7 @@ pub use error::{ErrorKind, SyncError, SyncResult};
 pub use mapping::{ColumnMapping, MappedBatch, Rejected};
 pub use position::Position;
 pub use sink::{Checkpoint, CommitStats, Sink};
-pub use source::{ColumnSummary, SchemaSummary, Source, TableDescription};
+pub use source::{ColumnSummary, SchemaSummary, SnapshotProgress, Source, TableDescription};
 
 /// Re-exported so that every crate of the workspace names one arrow.
 pub use arrow;

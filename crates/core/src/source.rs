@@ -17,6 +17,16 @@ pub struct TableDescription {
     pub primary_key: Vec<String>,
 }
 
+/// How far a table source's initial copy has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapshotProgress {
+    /// Rows this snapshot has emitted, counting those a resumed attempt committed before.
+    pub rows: u64,
+    /// The server's estimate of the table's rows when the copy started (planner or
+    /// statistics, never a count): None when it has none.
+    pub estimated_rows: Option<u64>,
+}
+
 /// A namespace of a database (a PostgreSQL schema, a MySQL database) when browsing it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaSummary {
@@ -70,6 +80,12 @@ pub trait Source: Send {
     /// The position the source stands at when nothing has been read yet after `open`, so an
     /// idle task can still commit where it starts (e.g. resolved "latest" offsets).
     fn start_position(&self) -> Option<Self::Position> {
+        None
+    }
+
+    /// While the initial copy of a table runs: how far it has come (the engine turns it into
+    /// a percentage and an ETA). None when there is no copy running.
+    fn snapshot_progress(&self) -> Option<SnapshotProgress> {
         None
     }
 

@@ -21,7 +21,7 @@ mod metrics;
 mod retry;
 mod task;
 
-pub use metrics::{FreshnessHistogram, TaskMetrics, TaskMetricsSnapshot};
+pub use metrics::{FreshnessHistogram, SnapshotStatus, TaskMetrics, TaskMetricsSnapshot};
 pub use retry::{Backoff, DEFAULT_MAX_BACKOFF};
 pub use task::{
     DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_ROWS, EngineConfig, Task,

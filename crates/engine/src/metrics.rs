@@ -2,6 +2,9 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rtsync_core::SnapshotProgress;
 
 /// Freshness buckets are 10 ms wide up to this many ms; slower rows land in the last bucket.
 const HISTOGRAM_MAX_MS: u64 = 120_000;
@@ -27,6 +30,35 @@ pub struct TaskMetrics {
     pub epoch: AtomicU64,
     position: Mutex<String>,
     freshness: Mutex<FreshnessHistogram>,
+    snapshot: Mutex<Option<SnapshotClock>>,
+}
+
+/// A running initial copy, and when this attempt first saw it (for its rate).
+#[derive(Debug)]
+struct SnapshotClock {
+    since: Instant,
+    rows_since: u64,
+    progress: SnapshotProgress,
+}
+
+/// An initial copy in progress, as `task show`, the progress line and the UI show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotStatus {
+    /// Rows copied so far.
+    pub rows: u64,
+    /// The server's estimate of the table's rows (None: it has none).
+    pub estimated_rows: Option<u64>,
+    /// Seconds left at this attempt's rate so far (None until it has a rate, or when the copy
+    /// has passed the estimate).
+    pub eta_secs: Option<u64>,
+}
+
+impl SnapshotStatus {
+    /// Percent copied, when there is an estimate the copy has not passed.
+    pub fn percent(&self) -> Option<u64> {
+        let est = self.estimated_rows.filter(|&e| e >= self.rows && e > 0)?;
+        Some(self.rows * 100 / est)
+    }
 }
 
 /// A point-in-time copy of [`TaskMetrics`].
@@ -48,6 +80,9 @@ pub struct TaskMetricsSnapshot {
     pub freshness_p99_ms: u64,
     pub epoch: u64,
     pub position: String,
+    /// Set while the source's initial copy runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotStatus>,
 }
 
 impl TaskMetrics {
@@ -55,6 +90,31 @@ impl TaskMetrics {
         if let Ok(mut p) = self.position.lock() {
             *p = position;
         }
+    }
+
+    /// What the source says of its initial copy after each read; None once it streams.
+    pub fn set_snapshot_progress(&self, progress: Option<SnapshotProgress>) {
+        let Ok(mut clock) = self.snapshot.lock() else { return };
+        match (progress, clock.as_mut()) {
+            (None, _) => *clock = None,
+            (Some(p), Some(c)) => c.progress = p,
+            (Some(p), None) => *clock = Some(SnapshotClock { since: Instant::now(), rows_since: p.rows, progress: p }),
+        }
+    }
+
+    fn snapshot_status(&self) -> Option<SnapshotStatus> {
+        let clock = self.snapshot.lock().ok()?;
+        let c = clock.as_ref()?;
+        let SnapshotProgress { rows, estimated_rows } = c.progress;
+        let elapsed = c.since.elapsed().as_secs_f64();
+        let copied = rows.saturating_sub(c.rows_since);
+        let eta_secs = match estimated_rows {
+            Some(est) if est >= rows && copied > 0 && elapsed >= 1.0 => {
+                Some(((est - rows) as f64 * elapsed / copied as f64).round() as u64)
+            }
+            _ => None,
+        };
+        Some(SnapshotStatus { rows, estimated_rows, eta_secs })
     }
 
     pub fn record_freshness(&self, values_ms: impl Iterator<Item = u64>) {
@@ -88,6 +148,7 @@ impl TaskMetrics {
             freshness_p99_ms: h.quantile(0.99),
             epoch: self.epoch.load(Ordering::Relaxed),
             position: self.position.lock().map(|p| p.clone()).unwrap_or_default(),
+            snapshot: self.snapshot_status(),
         }
     }
 }
@@ -144,6 +205,32 @@ impl FreshnessHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_gets_a_percentage_and_an_eta_from_its_own_rate() {
+        let m = TaskMetrics::default();
+        assert_eq!(m.snapshot().snapshot, None);
+        // A resumed copy: 40,000 rows were committed by an earlier attempt.
+        m.set_snapshot_progress(Some(SnapshotProgress { rows: 40_000, estimated_rows: Some(100_000) }));
+        let first = m.snapshot().snapshot.unwrap();
+        assert_eq!((first.rows, first.percent(), first.eta_secs), (40_000, Some(40), None), "no rate yet");
+
+        // 10 s later this attempt has copied 20,000 more: 40,000 left at 2,000 rows/s.
+        m.snapshot.lock().unwrap().as_mut().unwrap().since -= std::time::Duration::from_secs(10);
+        m.set_snapshot_progress(Some(SnapshotProgress { rows: 60_000, estimated_rows: Some(100_000) }));
+        let s = m.snapshot().snapshot.unwrap();
+        assert_eq!((s.rows, s.estimated_rows, s.percent(), s.eta_secs), (60_000, Some(100_000), Some(60), Some(20)));
+
+        // A stale estimate the copy has passed: rows only.
+        m.set_snapshot_progress(Some(SnapshotProgress { rows: 120_000, estimated_rows: Some(100_000) }));
+        let s = m.snapshot().snapshot.unwrap();
+        assert_eq!((s.percent(), s.eta_secs), (None, None));
+
+        // Streaming: no snapshot any more, and the JSON leaves the field out.
+        m.set_snapshot_progress(None);
+        assert_eq!(m.snapshot().snapshot, None);
+        assert!(!serde_json::to_string(&m.snapshot()).unwrap().contains("snapshot"));
+    }
 
     #[test]
     fn quantiles_of_a_known_distribution() {

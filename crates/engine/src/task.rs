@@ -184,7 +184,9 @@ impl<S: Source> Task<S> {
                 return Ok(());
             }
             let wait = next_commit.saturating_duration_since(Instant::now()).min(MAX_POLL_WAIT);
-            match self.source.next_batch(wait).await? {
+            let next = self.source.next_batch(wait).await?;
+            self.metrics.set_snapshot_progress(self.source.snapshot_progress());
+            match next {
                 Some(batch) => {
                     self.metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     self.metrics.bytes_in.fetch_add(batch.source_bytes, Ordering::Relaxed);

@@ -12,8 +12,49 @@ use rtsync_core::{ErrorKind, SyncError, SyncResult};
 
 use crate::{LakehouseSinkConfig, classify};
 
+/// Reads of a version whose files a vacuum deleted under them, before the query gives up.
+const STALE_VERSION_ATTEMPTS: u32 = 5;
+
 /// Runs `sql` against the table registered as `t`, e.g. `SELECT count(*) FROM t`.
+///
+/// A table whose writer vacuums with a retention shorter than the read can delete a file of the
+/// version the query loaded before the query reaches it; the query then reads the newest
+/// version again (up to [`STALE_VERSION_ATTEMPTS`] times) rather than fail.
 pub async fn query_table(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<Vec<RecordBatch>> {
+    let mut attempt = 1;
+    loop {
+        match query_once(config, sql).await {
+            Err(e) if attempt < STALE_VERSION_ATTEMPTS && lost_a_file(&e) => {
+                tracing::debug!(error = %e, attempt, "a file of the loaded version was vacuumed; reading the newest version");
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `e` comes from a file the store no longer has: the store's `NotFound`, or its text
+/// where the Parquet reader flattened it into a message ("Failed to fetch metadata for file
+/// …: Object Store error: Object at location … not found").
+pub(crate) fn lost_a_file(e: &SyncError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if matches!(
+            err.downcast_ref::<deltalake::ObjectStoreError>(),
+            Some(deltalake::ObjectStoreError::NotFound { .. })
+        ) {
+            return true;
+        }
+        let text = err.to_string();
+        if text.contains("Object at location ") && text.contains(" not found") {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+async fn query_once(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<Vec<RecordBatch>> {
     let location = config.table_location();
     let table = load_table(config, None).await?;
     let (ctx, provider) = session_for(&table, &location).await?;

@@ -774,3 +774,34 @@ async fn merge_on_read_index_catches_up_and_rebuilds() {
     want.pop();
     assert_eq!(id_names(&config).await, want, "one row per key after the rebuild, TOAST value of 8 kept");
 }
+
+#[tokio::test]
+async fn a_query_tells_a_vacuumed_file_from_other_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LakehouseSinkConfig::new(dir.path().to_str().unwrap(), "public", "orders");
+    let mut sink = DeltaSink::new("t1", config.clone()).unwrap();
+    sink.open(schema()).await.unwrap();
+    sink.write(batch(&[1, 2, 3])).await.unwrap();
+    sink.commit(&checkpoint(1, 3)).await.unwrap();
+
+    let bad_sql = query_table(&config, "SELECT no_such_column FROM t").await.unwrap_err();
+    assert!(!read::lost_a_file(&bad_sql), "{bad_sql}");
+
+    // The newest version names a file the store lost: the query reads again, then fails
+    // with the store's NotFound (never an empty answer).
+    let parquet: Vec<_> =
+        walk(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert_eq!(parquet.len(), 1);
+    std::fs::remove_file(&parquet[0]).unwrap();
+    let lost = query_table(&config, "SELECT id FROM t").await.unwrap_err();
+    assert!(read::lost_a_file(&lost), "{lost:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}

@@ -169,6 +169,10 @@ pub struct MySqlSource {
     table: Option<TableSchema>,
     batches: Option<mpsc::Receiver<SyncResult<ChangeBatch<MySqlPosition>>>>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// Rows the running snapshot has copied (None once streaming), and the optimizer's
+    /// estimate of the table's rows taken when it started.
+    snapshot_rows: Option<u64>,
+    estimated_rows: Option<u64>,
 }
 
 impl MySqlSource {
@@ -177,7 +181,17 @@ impl MySqlSource {
         config.validate()?;
         let task = task.into();
         let server_id = config.server_id_for(&task);
-        Ok(Self { config: Arc::new(config), task, server_id, info: None, table: None, batches: None, worker: None })
+        Ok(Self {
+            config: Arc::new(config),
+            task,
+            server_id,
+            info: None,
+            table: None,
+            batches: None,
+            worker: None,
+            snapshot_rows: None,
+            estimated_rows: None,
+        })
     }
 
     /// The replica server id this task registers with.
@@ -193,6 +207,22 @@ impl MySqlSource {
     /// The table's columns as last read from the catalog.
     pub fn table(&self) -> Option<&TableSchema> {
         self.table.as_ref()
+    }
+
+    /// The optimizer's estimate of the table's rows for a snapshot's progress (a failure
+    /// only costs the estimate).
+    async fn estimate_rows(&self) -> Option<u64> {
+        let cfg = &self.config;
+        let estimate = async {
+            let mut conn = snapshot::connect(&cfg.opts()?, cfg).await?;
+            let rows = snapshot::estimated_rows(&mut conn, &cfg.schema, &cfg.table).await;
+            let _ = conn.disconnect().await;
+            rows
+        };
+        estimate.await.unwrap_or_else(|e| {
+            tracing::debug!(task = %self.task, error = %e.report(), "no row estimate for the snapshot's progress");
+            None
+        })
     }
 
     fn table_or_err(&self) -> SyncResult<&TableSchema> {
@@ -255,6 +285,14 @@ impl Source for MySqlSource {
                 SnapshotMode::Never => Start::Now,
             },
         };
+        self.snapshot_rows = match &start {
+            Start::Snapshot(p) => Some(p.as_ref().and_then(|p| p.snapshot.as_ref()).map_or(0, |s| s.rows)),
+            _ => None,
+        };
+        self.estimated_rows = None;
+        if self.snapshot_rows.is_some() {
+            self.estimated_rows = self.estimate_rows().await;
+        }
         let schema = schema::batch_schema(&table.columns);
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let worker =
@@ -270,10 +308,18 @@ impl Source for MySqlSource {
         };
         match tokio::time::timeout(max_wait, rx.recv()).await {
             Err(_) => Ok(None),
-            Ok(Some(Ok(batch))) => Ok(Some(batch)),
+            Ok(Some(Ok(batch))) => {
+                self.snapshot_rows = batch.end.snapshot.as_ref().map(|s| s.rows);
+                Ok(Some(batch))
+            }
             Ok(Some(Err(e))) => Err(e),
             Ok(None) => Err(SyncError::internal("the MySQL binlog worker stopped without an error")),
         }
+    }
+
+    fn snapshot_progress(&self) -> Option<rtsync_core::SnapshotProgress> {
+        let rows = self.snapshot_rows?;
+        Some(rtsync_core::SnapshotProgress { rows, estimated_rows: self.estimated_rows })
     }
 
     /// MySQL keeps no replica state to confirm: the position lives in the target table.

@@ -229,6 +229,28 @@ impl ChunkReader {
     }
 }
 
+/// The optimizer's estimate of the table's rows (`EXPLAIN`'s `rows`, from the engine's
+/// statistics), for a snapshot's progress. None when it gives none. The plan is a table with
+/// a `rows` column (MariaDB, MySQL's traditional format) or one line of text (MySQL's tree
+/// format, the default where `explain_format` says so: `-> Table scan on t  (cost=301 rows=3000)`).
+pub(crate) async fn estimated_rows(conn: &mut Conn, schema: &str, table: &str) -> SyncResult<Option<u64>> {
+    let sql = format!("EXPLAIN SELECT * FROM {}.{}", quote_ident(schema), quote_ident(table));
+    let rows: Vec<Row> = conn.query(sql).await.map_err(|e| my_err("estimating the table's rows", e))?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    if let Some(Ok(n)) = first.get_opt::<Option<u64>, _>("rows") {
+        return Ok(n);
+    }
+    Ok(first.get_opt::<String, _>(0).and_then(Result::ok).as_deref().and_then(tree_plan_rows))
+}
+
+/// The first `rows=N` of a tree plan (`N` may be written `1.2e+06`).
+fn tree_plan_rows(plan: &str) -> Option<u64> {
+    let after = &plan[plan.find("rows=")? + "rows=".len()..];
+    let end = after.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-'))).unwrap_or(after.len());
+    let n: f64 = after[..end].parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| n.round() as u64)
+}
+
 /// `SELECT cols FROM t ORDER BY k LIMIT n`, and the keyset form
 /// `… WHERE k1 > ? OR (k1 = ? AND k2 > ?) …` (which both optimizers turn into a PK range
 /// scan, unlike a row-constructor comparison on older MariaDB).
@@ -263,6 +285,14 @@ pub(crate) fn chunk_sql(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn rows_of_a_tree_plan() {
+        assert_eq!(super::tree_plan_rows("-> Table scan on t  (cost=301 rows=3000)"), Some(3000));
+        assert_eq!(super::tree_plan_rows("-> Table scan on t  (cost=1e+06 rows=1.2e+06)"), Some(1_200_000));
+        assert_eq!(super::tree_plan_rows("-> Rows fetched before execution"), None);
+    }
+
     use super::*;
     use crate::schema::ColumnKind;
 

@@ -345,6 +345,11 @@ async fn resume_mid_snapshot_converges(server: MySqlServer) {
     assert!(committed.iter().all(|b| b.end.is_snapshot()));
     let resume_at = committed.last().unwrap().end.clone();
     assert_eq!(resume_at.snapshot.as_ref().unwrap().rows, 600);
+    // The copy's progress: rows of the last batch read, of the optimizer's estimate.
+    let progress = src.snapshot_progress().expect("a snapshot is running");
+    assert_eq!(progress.rows, first.last().unwrap().end.snapshot.as_ref().unwrap().rows);
+    let estimate = progress.estimated_rows.expect("the optimizer estimates an InnoDB table");
+    assert!((1000..=10_000).contains(&estimate), "estimate {estimate} for 3000 rows");
     for b in committed {
         mirror_apply_composite(&mut mirror, std::slice::from_ref(b));
     }
@@ -359,11 +364,13 @@ async fn resume_mid_snapshot_converges(server: MySqlServer) {
     db.exec("UPDATE t SET a = 7000 WHERE a = 2 AND b = 'k1'").await;
 
     let mut src = open("midsnap", cfg, Some(resume_at)).await;
+    assert_eq!(src.snapshot_progress().map(|p| p.rows), Some(600), "a resumed copy counts the rows committed before");
     let rest = read_until(&mut src, WAIT, snapshot_done).await;
     assert!(
         rest[0].end.snapshot.as_ref().is_some_and(|s| s.rows > 600),
         "the copy continued after the last committed chunk"
     );
+    assert_eq!(src.snapshot_progress(), None, "streaming: no snapshot");
     mirror_apply_composite(&mut mirror, &rest);
     let want: Vec<(String, String)> = db
         .query_strings("SELECT CONCAT(a, '/', b), v FROM t ORDER BY a, b")

@@ -59,6 +59,22 @@ pub(crate) fn replication_config(
     .with_buffer_size(4096)
 }
 
+/// The planner's estimate of a table's rows, for a snapshot's progress: `EXPLAIN`, which has
+/// one even before the table was ever analyzed (from its size on disk). None when the plan
+/// names none.
+pub async fn estimated_rows(client: &Client, schema: &str, table: &str) -> SyncResult<Option<u64>> {
+    let sql = format!("EXPLAIN SELECT * FROM {}", quoted_table(schema, table));
+    let rows = client.query(&sql, &[]).await.map_err(|e| pg_error(e, "estimating the table's rows"))?;
+    let first: Option<String> = rows.first().map(|r| r.get(0));
+    Ok(first.as_deref().and_then(plan_rows))
+}
+
+/// The `rows=N` of a text plan's top line (`Seq Scan on t  (cost=0.00..145.00 rows=10000 width=4)`).
+fn plan_rows(line: &str) -> Option<u64> {
+    let after = &line[line.find(" rows=")? + " rows=".len()..];
+    after[..after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len())].parse().ok()
+}
+
 /// The `schema.table` identifier, quoted.
 pub fn quoted_table(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
@@ -557,5 +573,15 @@ mod tests {
         assert!(unusable_slot("s", Some(&lost), "db").unwrap().contains("invalidated"));
         assert!(unusable_slot("s", Some(&ok), "other").unwrap().contains("database"));
         assert!(lost_slot_error("x").to_string().contains("resnapshot_on_lost_slot"));
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    #[test]
+    fn rows_from_the_top_line_of_a_plan() {
+        assert_eq!(super::plan_rows("Seq Scan on orders  (cost=0.00..1541.00 rows=100000 width=27)"), Some(100_000));
+        assert_eq!(super::plan_rows("Result  (cost=0.00..0.01 rows=1 width=0)"), Some(1));
+        assert_eq!(super::plan_rows("Seq Scan on t"), None);
     }
 }

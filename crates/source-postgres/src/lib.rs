@@ -168,7 +168,9 @@ pub use position::{Lsn, PgPosition};
 pub use rows::{TRUNCATE_OP, UNCHANGED_COLUMN};
 /// The `rtsync-core` contracts and types a user of this crate needs, so that a program can
 /// depend on this crate alone.
-pub use rtsync_core::{ChangeBatch, ErrorKind, Position, Source, SyncError, SyncResult, TableDescription, arrow};
+pub use rtsync_core::{
+    ChangeBatch, ErrorKind, Position, SnapshotProgress, Source, SyncError, SyncResult, TableDescription, arrow,
+};
 
 use crate::catalog::{
     TableInfo, ensure_free_replication_slot, ensure_primary_key_or_replica_identity_full, ensure_replication_privilege,
@@ -209,6 +211,8 @@ pub struct PostgresSource {
     acked: Option<PgPosition>,
     /// A re-snapshot over an existing target starts with a truncate row.
     pending_truncate: bool,
+    /// The planner's estimate of the table's rows, taken when a snapshot starts.
+    estimated_rows: Option<u64>,
 }
 
 /// What [`drop_replication_objects`] removed.
@@ -261,6 +265,7 @@ impl PostgresSource {
             last_batch: None,
             acked: None,
             pending_truncate: false,
+            estimated_rows: None,
         })
     }
 
@@ -276,6 +281,20 @@ impl PostgresSource {
     pub async fn drop_replication_objects(&mut self) -> SyncResult<DroppedObjects> {
         self.close_inner().await;
         drop_replication_objects(&self.config, &self.task).await
+    }
+
+    /// Takes the planner's estimate of the table's rows for the snapshot's progress (a
+    /// failure only costs the estimate).
+    async fn estimate_rows(&mut self) {
+        let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+        let estimate = match self.client().await {
+            Ok(client) => catalog::estimated_rows(client, &schema, &table).await,
+            Err(e) => Err(e),
+        };
+        self.estimated_rows = estimate.unwrap_or_else(|e| {
+            tracing::debug!(task = %self.task, error = %e.report(), "no row estimate for the snapshot's progress");
+            None
+        });
     }
 
     fn table_name(&self) -> String {
@@ -396,7 +415,8 @@ impl PostgresSource {
                 let lsn = self.new_slot(true).await?;
                 let reader = self.snapshot_reader(&info, lsn)?;
                 self.emitted = Some(reader.position());
-                tracing::info!(task = %self.task, table = %self.table_name(), slot_lsn = %lsn, "snapshot started");
+                self.estimate_rows().await;
+                tracing::info!(task = %self.task, table = %self.table_name(), slot_lsn = %lsn, estimated_rows = ?self.estimated_rows, "snapshot started");
                 self.phase = Phase::Snapshot(reader);
             }
             Some(PgPosition::Snapshot { slot_lsn, rows, last_key }) => {
@@ -415,7 +435,8 @@ impl PostgresSource {
                     reader.resume_from(rows, last_key)
                 };
                 self.emitted = Some(reader.position());
-                tracing::info!(task = %self.task, table = %self.table_name(), position = %reader.position(), "snapshot resumed");
+                self.estimate_rows().await;
+                tracing::info!(task = %self.task, table = %self.table_name(), position = %reader.position(), estimated_rows = ?self.estimated_rows, "snapshot resumed");
                 self.phase = Phase::Snapshot(reader);
             }
             Some(PgPosition::Streaming { lsn }) => {
@@ -524,6 +545,15 @@ impl Source for PostgresSource {
                     }
                 }
             }
+        }
+    }
+
+    fn snapshot_progress(&self) -> Option<SnapshotProgress> {
+        match &self.phase {
+            Phase::Snapshot(reader) => {
+                Some(SnapshotProgress { rows: reader.rows_total, estimated_rows: self.estimated_rows })
+            }
+            Phase::Streaming(_) | Phase::Closed => None,
         }
     }
 

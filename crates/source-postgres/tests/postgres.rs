@@ -398,6 +398,12 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     assert!(
         matches!(&committed, PgPosition::Snapshot { rows: 2000, last_key: Some(k), .. } if k == &vec!["2000".to_string()])
     );
+    // The copy's progress: rows emitted, of the planner's estimate (from the table's size:
+    // it was never analyzed).
+    let progress = src.snapshot_progress().expect("a snapshot is running");
+    assert_eq!(progress.rows, 2000);
+    let estimate = progress.estimated_rows.expect("the planner estimates every table");
+    assert!((2000..=20_000).contains(&estimate), "estimate {estimate} for 5000 rows");
     drop(src); // crash mid-snapshot
 
     for sql in [
@@ -411,6 +417,9 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     }
     let mut src = fx.source(cfg.clone());
     open(&mut src, Some(committed.clone())).await;
+    let resumed = src.snapshot_progress().expect("the resumed snapshot is running");
+    assert_eq!(resumed.rows, 2000, "a resumed copy counts the rows committed before");
+    assert!(resumed.estimated_rows.is_some());
     let rest = drain(&mut src, true, WAIT, |b| {
         rows_of(b, &["id"]).iter().any(|r| r.op == "c" && r.values[0].as_deref() == Some("7000"))
     })
@@ -430,6 +439,7 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     let mut state = BTreeMap::new();
     apply(&mut state, &all, &["id", "v"]);
     assert!(state == fx.state("id", &["v"]).await, "target differs from source");
+    assert_eq!(src.snapshot_progress(), None, "streaming: no snapshot");
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
 }

@@ -90,7 +90,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rtsync_core::arrow::datatypes::{Field, Schema, SchemaRef};
-use rtsync_core::{ChangeBatch, Position, Source, SyncError, SyncResult, TableDescription};
+use rtsync_core::{ChangeBatch, Position, SnapshotProgress, Source, SyncError, SyncResult, TableDescription};
 
 pub use config::SqlServerSourceConfig;
 pub use position::{Lsn, MssqlPosition};
@@ -234,6 +234,8 @@ pub struct SqlServerSource<S: CdcServer = TdsServer> {
     instances_read: Instant,
     /// How many capture instances the table had then (before the `capture_instance` filter).
     instances_seen: usize,
+    /// The server's count of the table's rows when the running snapshot started.
+    estimated_rows: Option<u64>,
 }
 
 impl SqlServerSource<TdsServer> {
@@ -271,6 +273,7 @@ impl<S: CdcServer> SqlServerSource<S> {
             pending_truncate: false,
             instances_read: Instant::now(),
             instances_seen: 0,
+            estimated_rows: None,
         }
     }
 
@@ -349,7 +352,21 @@ impl<S: CdcServer> SqlServerSource<S> {
         self.rows.as_ref().map(RowsBuilder::schema).unwrap_or_else(|| Arc::new(Schema::empty()))
     }
 
+    /// Takes the server's row count for the snapshot's progress (a failure only costs it).
+    async fn estimate_rows(&mut self) {
+        let (schema, table) = (self.config.schema.clone(), self.config.table.clone());
+        let estimate = match self.server().await {
+            Ok(server) => server.estimated_rows(&schema, &table).await,
+            Err(e) => Err(e),
+        };
+        self.estimated_rows = estimate.unwrap_or_else(|e| {
+            tracing::debug!(task = %self.task, error = %e.report(), "no row estimate for the snapshot's progress");
+            None
+        });
+    }
+
     async fn start_snapshot(&mut self) -> SyncResult<()> {
+        self.estimate_rows().await;
         let lsn = self.server().await?.begin_snapshot().await?;
         // The instances were read before the snapshot point, so one that starts after `lsn`
         // still holds every change after the snapshot point; changes between `lsn` and its
@@ -581,6 +598,7 @@ impl<S: CdcServer> Source for SqlServerSource<S> {
             Some(MssqlPosition::Snapshot { lsn, rows, last_key }) => {
                 let index = self.instance_for(lsn).unwrap_or(0);
                 self.use_instance(index)?;
+                self.estimate_rows().await;
                 tracing::info!(task = %self.task, table = %self.table_name(), lsn = %lsn, rows, "snapshot resumed");
                 self.phase = Phase::Snapshot { lsn, rows, last_key: last_key.clone(), in_transaction: false };
                 self.cursor = Some(MssqlPosition::Snapshot { lsn, rows, last_key });
@@ -632,6 +650,13 @@ impl<S: CdcServer> Source for SqlServerSource<S> {
         match self.phase {
             Phase::Streaming => self.emitted.clone(),
             _ => None,
+        }
+    }
+
+    fn snapshot_progress(&self) -> Option<SnapshotProgress> {
+        match &self.phase {
+            Phase::Snapshot { rows, .. } => Some(SnapshotProgress { rows: *rows, estimated_rows: self.estimated_rows }),
+            Phase::Streaming | Phase::Closed => None,
         }
     }
 

@@ -87,6 +87,10 @@ pub trait CdcServer: Send {
     /// the number of capture instances of `schema.table`.
     async fn lsn_bounds(&mut self, ci: &str, schema: &str, table: &str) -> SyncResult<LsnBounds>;
 
+    /// The server's count of the table's rows from its partition metadata (no scan), for
+    /// the snapshot's progress; None when it has none.
+    async fn estimated_rows(&mut self, schema: &str, table: &str) -> SyncResult<Option<u64>>;
+
     /// Starts a SNAPSHOT-isolation transaction and returns the max LSN read in it.
     async fn begin_snapshot(&mut self) -> SyncResult<Lsn>;
 
@@ -295,6 +299,13 @@ impl CdcServer for TdsServer {
         q.bind(sql::qualified(schema, table));
         let rows = self.rows(q, "reading the primary key").await?;
         Ok(rows.iter().filter_map(|r| cell_str(r, 0)).collect())
+    }
+
+    async fn estimated_rows(&mut self, schema: &str, table: &str) -> SyncResult<Option<u64>> {
+        let mut q = Query::new(sql::estimated_rows());
+        q.bind(sql::qualified(schema, table));
+        let rows = self.rows(q, "estimating the table's rows (sys.partitions)").await?;
+        Ok(rows.first().and_then(|r| cell_i64(r, 0)).and_then(|n| u64::try_from(n).ok()))
     }
 
     async fn capture_instances(&mut self, schema: &str, table: &str) -> SyncResult<Vec<CaptureInstance>> {

@@ -367,6 +367,11 @@ impl CdcServer for SimServer {
         Ok(LsnBounds { min, max: db.max_lsn, capture_instances: if ours { db.instances.len() } else { 0 } })
     }
 
+    async fn estimated_rows(&mut self, schema: &str, table: &str) -> SyncResult<Option<u64>> {
+        let db = self.db.lock();
+        Ok((db.schema == schema && db.table == table).then_some(db.rows.len() as u64))
+    }
+
     async fn begin_snapshot(&mut self) -> SyncResult<Lsn> {
         let db = self.db.lock();
         self.snapshot = Some(db.rows.clone());

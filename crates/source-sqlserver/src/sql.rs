@@ -177,6 +177,12 @@ pub fn primary_key() -> &'static str {
      WHERE i.object_id = OBJECT_ID(@P1) AND i.is_primary_key = 1 AND ic.key_ordinal > 0 ORDER BY ic.key_ordinal"
 }
 
+/// The rows of the table's heap or clustered index by the server's own count in
+/// `sys.partitions` (kept by the storage engine, no scan): a snapshot's estimate.
+pub fn estimated_rows() -> &'static str {
+    "SELECT CAST(SUM(p.rows) AS bigint) FROM sys.partitions p WHERE p.object_id = OBJECT_ID(@P1) AND p.index_id IN (0, 1)"
+}
+
 /// The capture instance's index columns (the key CDC identifies rows by without a PK).
 pub fn capture_index_columns() -> &'static str {
     "SELECT ic.column_name FROM cdc.index_columns ic JOIN cdc.change_tables ct ON ct.object_id = ic.object_id \

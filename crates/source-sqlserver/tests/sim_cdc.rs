@@ -393,6 +393,11 @@ async fn retention_loss_stops_with_the_fix_or_resnapshots() {
     s.open(Some(stopped_at)).await.unwrap();
     let first = s.next_batch(Duration::from_millis(5)).await.unwrap().unwrap();
     assert_eq!(first.rows.column_by_name(OP_COLUMN).unwrap().as_string::<i32>().value(0), "t");
+    // The copy's progress: one chunk of the server's row count.
+    let rows_now = db.lock().table().len() as u64;
+    assert!(first.end.is_snapshot() && rows_now > 5, "{rows_now} rows: more than a chunk");
+    let progress = s.snapshot_progress().expect("a snapshot is running");
+    assert_eq!((progress.rows, progress.estimated_rows), (5, Some(rows_now)));
     let mut model2 = model.clone();
     model2.apply(&first.rows);
     loop {
@@ -406,6 +411,7 @@ async fn retention_loss_stops_with_the_fix_or_resnapshots() {
         }
     }
     assert_same(&model2, &db, 7, "after the re-snapshot");
+    assert_eq!(s.snapshot_progress(), None, "streaming: no snapshot");
 }
 
 #[tokio::test]
