@@ -329,11 +329,8 @@ async fn mysql_table_through_the_daemon(server: MySqlServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_progress_in_task_show() {
     const ROWS: i64 = 300_000;
-    let url = std::env::var("RTSYNC_PG_URL").expect("RTSYNC_PG_URL is not set: run the README's test command");
-    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let url = pg_url();
+    let client = pg_connect().await;
     let schema = unique("dsnap").to_lowercase();
     client
         .batch_execute(&format!(

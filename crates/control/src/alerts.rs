@@ -840,14 +840,14 @@ mod tests {
 
         // A grace period's clock survives a restart: a condition that began before it fires
         // once the period is over, without starting the clock again.
-        let req = CreateAlert {
-            name: "slow".into(),
+        let failed_for = |name: &str, grace: &str| CreateAlert {
+            name: name.into(),
             folder: Some("f".into()),
             when: "failed".into(),
-            r#for: Some("2s".into()),
+            r#for: Some(grace.into()),
             ..Default::default()
         };
-        c.create_alert(req).await.unwrap();
+        c.create_alert(failed_for("slow", "2s")).await.unwrap();
         catalog.set_state(t.id, TaskState::Failed).await.unwrap();
         let mut before = Evaluator::default();
         before.round(&c).await.unwrap();
@@ -865,14 +865,7 @@ mod tests {
         catalog.set_state(t.id, TaskState::Running).await.unwrap();
         after.round(&c).await.unwrap();
         c.delete_alert("slow").await.unwrap();
-        let req = CreateAlert {
-            name: "slower".into(),
-            folder: Some("f".into()),
-            when: "failed".into(),
-            r#for: Some("1h".into()),
-            ..Default::default()
-        };
-        c.create_alert(req).await.unwrap();
+        c.create_alert(failed_for("slower", "1h")).await.unwrap();
         catalog.set_state(t.id, TaskState::Failed).await.unwrap();
         after.round(&c).await.unwrap();
         assert_eq!(pending(catalog.clone()).await, 1);
