@@ -58,24 +58,23 @@
 //! The table is copied in primary-key order, one keyset chunk per query
 //! (`COPY (SELECT … WHERE (key) > (last key) ORDER BY key LIMIT n) TO STDOUT`), each chunk
 //! one batch of rows with `__op = 'r'`, so memory holds one chunk however large the table.
-//! Each batch's position carries the last key copied. When the engine committed a chunk and
-//! the process dies, the next attempt resumes **after that key** instead of starting over.
-//! The last snapshot batch (empty when the table ended exactly at a chunk boundary, or is
-//! empty) carries the stream position instead, so the engine commits the snapshot's end.
+//! Each batch's position carries the last key copied (it orders positions and counts the rows
+//! for the progress figures). The last snapshot batch (empty when the table ended exactly at a
+//! chunk boundary, or is empty) carries the stream position instead, so the engine commits the
+//! snapshot's end.
 //!
-//! The exported snapshot dies with the process, so a resumed snapshot reads the remaining
-//! chunks from a fresh snapshot (current data), then streams from the slot's original
-//! consistent point. That converges: every row the fresh read copies is at least as new as the
-//! consistent point, and every change since the consistent point is replayed afterwards in
-//! commit order. A sink that applies changes as upserts (insert-or-replace by key, delete by
-//! key) ends, once the stream passes the moment of the fresh read, with every key in the state
-//! its last change gave it, which is the source's state. Between the resume and that moment
-//! the target may show some rows newer than others; it never loses one.
-//!
-//! A table without a primary key (REPLICA IDENTITY FULL, or a replica-identity index is used
-//! as the key when there is no primary key) is copied by one unordered COPY. If such a
-//! snapshot is interrupted after rows were committed, the next attempt emits a truncate row
-//! (see below) and copies the table again, so the (append-only) target has no duplicates.
+//! **An interrupted snapshot starts over.** The exported snapshot dies with the process, and
+//! no later read sees the table as of the slot's consistent point. Continuing after the last
+//! copied key from a fresh read and replaying the stream from the consistent point does not
+//! converge once values travel between keys: an UPDATE that changes a row's key and leaves an
+//! out-of-line TOAST value unchanged takes that value from the old key's stored row, and after
+//! a fresh read the stored row can be a *later* state of that key (a swap of two keys then
+//! lands one row's value under the other; the CDC fuzzer found it). So the next attempt drops
+//! the slot, creates a new one with a new exported snapshot, emits a truncate row (see below)
+//! so the rows copied so far go, and copies the whole table again; the stream then starts at
+//! the new consistent point. Debezium's initial snapshot does the same. A table without a
+//! primary key (REPLICA IDENTITY FULL, or a replica-identity index used as the key) is copied
+//! by one unordered COPY, and starts over the same way.
 //!
 //! With `snapshot = "never"` the slot is created without a snapshot and only changes committed
 //! after that are streamed.
@@ -419,24 +418,16 @@ impl PostgresSource {
                 tracing::info!(task = %self.task, table = %self.table_name(), slot_lsn = %lsn, estimated_rows = ?self.estimated_rows, "snapshot started");
                 self.phase = Phase::Snapshot(reader);
             }
-            Some(PgPosition::Snapshot { slot_lsn, rows, last_key }) => {
-                // The exported snapshot is gone: read the rest fresh (see the crate doc).
-                self.client()
-                    .await?
-                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await
-                    .map_err(|e| pg_error(e, "starting the snapshot transaction"))?;
-                let reader = self.snapshot_reader(&info, slot_lsn)?;
-                let reader = if reader.is_keyless() && rows > 0 {
-                    // No key to continue after: copy again, after a truncate.
-                    self.pending_truncate = true;
-                    reader.resume_from(rows, None)
-                } else {
-                    reader.resume_from(rows, last_key)
-                };
+            Some(PgPosition::Snapshot { rows, .. }) => {
+                // The exported snapshot died with the process: start over from a new slot,
+                // the rows copied so far truncated first (see the crate doc).
+                self.acked = None;
+                self.pending_truncate = true;
+                let lsn = self.new_slot(true).await?;
+                let reader = self.snapshot_reader(&info, lsn)?;
                 self.emitted = Some(reader.position());
                 self.estimate_rows().await;
-                tracing::info!(task = %self.task, table = %self.table_name(), position = %reader.position(), estimated_rows = ?self.estimated_rows, "snapshot resumed");
+                tracing::info!(task = %self.task, table = %self.table_name(), slot_lsn = %lsn, rows_before = rows, estimated_rows = ?self.estimated_rows, "snapshot interrupted before: copying the table again from a new slot");
                 self.phase = Phase::Snapshot(reader);
             }
             Some(PgPosition::Streaming { lsn }) => {

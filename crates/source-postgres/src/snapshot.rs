@@ -84,15 +84,13 @@ impl SnapshotReader {
         })
     }
 
-    /// Continues a snapshot that a previous attempt committed up to `rows_total` / `last_key`.
-    pub fn resume_from(mut self, rows_total: u64, last_key: Option<Vec<String>>) -> Self {
+    /// The reader as it stands after `rows_total` rows up to `last_key` (the keyset query
+    /// after a chunk).
+    #[cfg(test)]
+    fn resume_from(mut self, rows_total: u64, last_key: Option<Vec<String>>) -> Self {
         self.rows_total = rows_total;
         self.last_key = last_key;
         self
-    }
-
-    pub fn is_keyless(&self) -> bool {
-        self.key_idx.is_empty()
     }
 
     pub fn is_done(&self) -> bool {

@@ -383,7 +383,7 @@ async fn resume_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_mid_snapshot_continues_after_the_last_key() {
+async fn an_interrupted_snapshot_starts_over_from_a_new_slot() {
     let fx = Fixture::new(
         "resnap",
         "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT i, 'v' || i FROM generate_series(1, 5000) i",
@@ -395,9 +395,10 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     open(&mut src, None).await;
     let first = drain(&mut src, true, WAIT, |b| b.len() == 2).await;
     let committed = first[1].end.clone();
-    assert!(
-        matches!(&committed, PgPosition::Snapshot { rows: 2000, last_key: Some(k), .. } if k == &vec!["2000".to_string()])
-    );
+    let PgPosition::Snapshot { slot_lsn: first_slot, rows: 2000, last_key: Some(k) } = &committed else {
+        panic!("{committed:?}")
+    };
+    assert_eq!(k, &vec!["2000".to_string()]);
     // The copy's progress: rows emitted, of the planner's estimate (from the table's size:
     // it was never analyzed).
     let progress = src.snapshot_progress().expect("a snapshot is running");
@@ -406,9 +407,16 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     assert!((2000..=20_000).contains(&estimate), "estimate {estimate} for 5000 rows");
     drop(src); // crash mid-snapshot
 
+    // A key swap with an out-of-line TOAST value left unchanged: replayed over a fresh read,
+    // the value would come from the later state of the other key.
+    let big = "x".repeat(100_000);
+    fx.exec("ALTER TABLE {t} ALTER COLUMN v SET STORAGE EXTERNAL").await; // out of line, uncompressed
+    fx.exec(&format!("UPDATE {{t}} SET v = '{big}' WHERE id = 3000")).await;
     for sql in [
         "UPDATE {t} SET v = 'changed' WHERE id = 10",
-        "UPDATE {t} SET v = 'changed' WHERE id = 3000",
+        "UPDATE {t} SET id = -3000 WHERE id = 3000",
+        "UPDATE {t} SET id = 3000 WHERE id = 10",
+        "UPDATE {t} SET id = 10 WHERE id = -3000",
         "DELETE FROM {t} WHERE id = 4000",
         "INSERT INTO {t} VALUES (6000, 'new')",
         "INSERT INTO {t} VALUES (7000, 'marker')",
@@ -417,28 +425,34 @@ async fn resume_mid_snapshot_continues_after_the_last_key() {
     }
     let mut src = fx.source(cfg.clone());
     open(&mut src, Some(committed.clone())).await;
-    let resumed = src.snapshot_progress().expect("the resumed snapshot is running");
-    assert_eq!(resumed.rows, 2000, "a resumed copy counts the rows committed before");
-    assert!(resumed.estimated_rows.is_some());
+    let restarted = src.snapshot_progress().expect("the snapshot runs again");
+    assert_eq!(restarted.rows, 0, "the copy starts over");
     let rest = drain(&mut src, true, WAIT, |b| {
-        rows_of(b, &["id"]).iter().any(|r| r.op == "c" && r.values[0].as_deref() == Some("7000"))
+        rows_of(b, &["id"]).iter().any(|r| r.op == "r" && r.values[0].as_deref() == Some("7000"))
     })
     .await;
+    let PgPosition::Snapshot { slot_lsn, .. } = &rest[0].end else { panic!("{:?}", rest[0].end) };
+    assert!(slot_lsn > first_slot, "a new slot with a new consistent point");
     let rows = rows_of(&rest, &["id", "v"]);
+    assert_eq!(rows[0].op, "t", "the rows copied before go first");
     let reads: Vec<i64> =
-        rows.iter().filter(|r| r.op == "r").map(|r| r.values[0].as_ref().unwrap().parse().unwrap()).collect();
-    // The fresh read continues after key 2000 and sees the current data.
-    let mut expected: Vec<i64> = (2001..=5000).filter(|&i| i != 4000).collect();
+        rows[1..].iter().filter(|r| r.op == "r").map(|r| r.values[0].as_ref().unwrap().parse().unwrap()).collect();
+    let mut expected: Vec<i64> = (1..=5000).filter(|&i| i != 4000).collect();
     expected.extend([6000, 7000]);
-    assert_eq!(reads, expected);
-    // Then the stream replays every change since the slot's consistent point.
-    let changes: Vec<&Row> = rows.iter().filter(|r| r.op != "r").collect();
-    assert_eq!(changes.len(), 5);
+    assert_eq!(reads, expected, "the whole table, as it is now");
+    assert!(rows.iter().all(|r| r.op == "r" || r.op == "t"), "nothing before the new slot is replayed");
     let mut all = rows_of(&first, &["id", "v"]);
     all.extend(rows);
     let mut state = BTreeMap::new();
     apply(&mut state, &all, &["id", "v"]);
     assert!(state == fx.state("id", &["v"]).await, "target differs from source");
+    assert_eq!(state["10"][0].as_deref(), Some(big.as_str()), "the swapped TOAST value under its new key");
+
+    // Changes after the new consistent point stream as usual.
+    fx.exec("UPDATE {t} SET id = 11 WHERE id = 10").await;
+    let more = drain(&mut src, true, WAIT, |b| seen(b, "id", "11")).await;
+    apply(&mut state, &rows_of(&more, &["id", "v"]), &["id", "v"]);
+    assert!(state == fx.state("id", &["v"]).await, "target differs from source after streaming");
     assert_eq!(src.snapshot_progress(), None, "streaming: no snapshot");
     support::close(src).await.unwrap();
     fx.cleanup(&cfg).await;
