@@ -19,7 +19,7 @@ const STALE_VERSION_ATTEMPTS: u32 = 5;
 ///
 /// A table whose writer vacuums with a retention shorter than the read can delete a file of the
 /// version the query loaded before the query reaches it; the query then reads the newest
-/// version again (up to [`STALE_VERSION_ATTEMPTS`] times) rather than fail.
+/// version again (up to `STALE_VERSION_ATTEMPTS` times) rather than fail.
 pub async fn query_table(config: &LakehouseSinkConfig, sql: &str) -> SyncResult<Vec<RecordBatch>> {
     let mut attempt = 1;
     loop {
