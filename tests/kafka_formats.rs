@@ -1,5 +1,5 @@
-//! Avro with a Schema Registry, and Debezium change events, from the real broker (tansu) to
-//! Delta, read back by the independent Python reader.
+//! Avro and Protobuf with a Schema Registry, and Debezium change events, from the real broker
+//! (tansu) to Delta, read back by the independent Python reader.
 //!
 //! No Schema Registry server can be installed here from the package registries (Karapace and
 //! Confluent's are not published there), so each test serves the registry's REST API itself
@@ -29,8 +29,8 @@ mod registry {
 
     #[derive(Default)]
     struct State {
-        /// (subject, version, id, schema text)
-        schemas: Vec<(String, i32, u32, String)>,
+        /// (subject, version, id, schema text, schemaType: None for Avro)
+        schemas: Vec<(String, i32, u32, String, Option<&'static str>)>,
     }
 
     #[derive(Clone)]
@@ -71,13 +71,18 @@ mod registry {
         /// Registers `schema` under `subject` as its next version; returns its global id
         /// (the same text under the same subject keeps its id, as the registry does).
         pub fn register(&self, subject: &str, schema: &str) -> u32 {
+            self.register_typed(subject, schema, None)
+        }
+
+        /// [`register`](Self::register) with a `schemaType` (`PROTOBUF`).
+        pub fn register_typed(&self, subject: &str, schema: &str, schema_type: Option<&'static str>) -> u32 {
             let mut s = self.state.lock().unwrap();
-            if let Some(found) = s.schemas.iter().find(|(sub, _, _, t)| sub == subject && t == schema) {
+            if let Some(found) = s.schemas.iter().find(|(sub, _, _, t, _)| sub == subject && t == schema) {
                 return found.2;
             }
             let id = s.schemas.len() as u32 + 1;
             let version = s.schemas.iter().filter(|(sub, ..)| sub == subject).count() as i32 + 1;
-            s.schemas.push((subject.to_string(), version, id, schema.to_string()));
+            s.schemas.push((subject.to_string(), version, id, schema.to_string(), schema_type));
             id
         }
     }
@@ -113,7 +118,7 @@ mod registry {
         let not_found = (404, r#"{"error_code":40401,"message":"Subject not found."}"#.to_string());
         Ok(match parts.as_slice() {
             ["schemas", "ids", id] => match s.schemas.iter().find(|x| id.parse() == Ok(x.2)) {
-                Some(x) => (200, serde_json::json!({ "schema": x.3 }).to_string()),
+                Some(x) => (200, serde_json::json!({ "schema": x.3, "schemaType": x.4 }).to_string()),
                 None => (404, r#"{"error_code":40403,"message":"Schema not found"}"#.into()),
             },
             ["subjects", subject, "versions"] => {
@@ -126,7 +131,8 @@ mod registry {
                 match found {
                     Some(x) => (
                         200,
-                        serde_json::json!({ "subject": x.0, "version": x.1, "id": x.2, "schema": x.3 }).to_string(),
+                        serde_json::json!({ "subject": x.0, "version": x.1, "id": x.2, "schema": x.3, "schemaType": x.4 })
+                            .to_string(),
                     ),
                     None => not_found,
                 }
@@ -390,6 +396,188 @@ async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
     assert_eq!(count_rows(&table).await, total, "nothing of the widened message landed");
 }
 
+const ORDER_PROTO_V1: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+
+message Order {
+  int64 id = 1;
+  int32 qty = 2;
+  uint64 big = 3;
+  Status status = 4;
+  optional string note = 5;
+  Ship ship = 6;
+  repeated string tags = 7;
+  map<string, double> attrs = 8;
+  google.protobuf.Timestamp placed = 9;
+  google.protobuf.Int64Value score = 10;
+  bytes blob = 11;
+  enum Status { NEW = 0; PAID = 1; SHIPPED = 2; }
+}
+
+message Ship {
+  string city = 1;
+  optional int32 zip = 2;
+}
+"#;
+
+/// Version 2 adds an optional field.
+fn order_proto_v2() -> String {
+    ORDER_PROTO_V1.replace("  bytes blob = 11;\n", "  bytes blob = 11;\n  optional string coupon = 12;\n")
+}
+
+/// The `shop.Order` message of a `.proto` text, compiled as a producer's serializer would.
+fn proto_order(text: &str) -> protox::prost_reflect::MessageDescriptor {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("order.proto"), text).unwrap();
+    let pool = protox::Compiler::new([dir.path()]).unwrap().open_file("order.proto").unwrap().descriptor_pool();
+    pool.get_message_by_name("shop.Order").unwrap()
+}
+
+/// Order `i` as a Protobuf message in the Confluent wire format under schema id `id`
+/// (message indexes `[0]`, written as the single byte 0), with `coupon` when `v2`.
+fn proto_wire(id: u32, order: &protox::prost_reflect::MessageDescriptor, i: i64, v2: bool) -> Vec<u8> {
+    use protox::prost::Message;
+    use protox::prost_reflect::{DynamicMessage, MapKey, Value as P};
+    let mut m = DynamicMessage::new(order.clone());
+    m.set_field_by_name("id", P::I64(i));
+    m.set_field_by_name("qty", P::I32((i % 100) as i32));
+    m.set_field_by_name("big", P::U64(u64::MAX - i as u64));
+    m.set_field_by_name("status", P::EnumNumber((i % 3) as i32));
+    if i % 4 != 0 {
+        m.set_field_by_name("note", P::String(format!("n{i} Zürich 🚀")));
+    }
+    if i % 7 != 0 {
+        let ship_desc = order.get_field_by_name("ship").unwrap().kind();
+        let mut ship = DynamicMessage::new(ship_desc.as_message().unwrap().clone());
+        ship.set_field_by_name("city", P::String(format!("c{}", i % 10)));
+        if i % 5 != 0 {
+            ship.set_field_by_name("zip", P::I32((i % 90_000) as i32));
+        }
+        m.set_field_by_name("ship", P::Message(ship));
+    }
+    m.set_field_by_name("tags", P::List((0..i % 3).map(|t| P::String(format!("t{t}"))).collect()));
+    if i % 2 == 0 {
+        m.set_field_by_name(
+            "attrs",
+            P::Map(HashMap::from([
+                (MapKey::String("w".into()), P::F64(i as f64 / 4.0)),
+                (MapKey::String("h".into()), P::F64(1.5)),
+            ])),
+        );
+    }
+    let placed_desc = order.get_field_by_name("placed").unwrap().kind();
+    let mut placed = DynamicMessage::new(placed_desc.as_message().unwrap().clone());
+    placed.set_field_by_name("seconds", P::I64(1_700_000_000 + i));
+    placed.set_field_by_name("nanos", P::I32((i % 1000) as i32 * 1_000_000 + 999));
+    m.set_field_by_name("placed", P::Message(placed));
+    if i % 3 != 0 {
+        let score_desc = order.get_field_by_name("score").unwrap().kind();
+        let mut score = DynamicMessage::new(score_desc.as_message().unwrap().clone());
+        score.set_field_by_name("value", P::I64(-i * 1_000_003));
+        m.set_field_by_name("score", P::Message(score));
+    }
+    if i % 6 != 0 {
+        m.set_field_by_name("blob", P::Bytes(vec![0, 0xff, (i % 256) as u8].into()));
+    }
+    if v2 && i % 2 == 0 {
+        m.set_field_by_name("coupon", P::String(format!("C{i}")));
+    }
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(0);
+    out.extend(m.encode_to_vec());
+    out
+}
+
+/// What Protobuf order `i` reads back as.
+fn expected_proto_order(i: i64, v2: bool) -> serde_json::Value {
+    let attrs = if i % 2 == 0 { json!([["h", 1.5], ["w", i as f64 / 4.0]]) } else { json!([]) };
+    let ship = (i % 7 != 0).then(|| json!({"city": format!("c{}", i % 10), "zip": (i % 5 != 0).then_some(i % 90_000)}));
+    json!({
+        "id": i,
+        "qty": i % 100,
+        "big": (u64::MAX - i as u64).to_string(),
+        "status": ["NEW", "PAID", "SHIPPED"][(i % 3) as usize],
+        "note": (i % 4 != 0).then(|| format!("n{i} Zürich 🚀")),
+        "ship": ship,
+        "tags": (0..i % 3).map(|t| format!("t{t}")).collect::<Vec<_>>(),
+        "attrs": attrs,
+        "placed": (1_700_000_000 + i) * 1_000_000 + (i % 1000) * 1000,
+        "score": (i % 3 != 0).then(|| -i * 1_000_003),
+        "blob": if i % 6 != 0 { format!("00ff{:02x}", i % 256) } else { String::new() },
+        "coupon": (v2 && i % 2 == 0).then(|| format!("C{i}")),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_with_a_registry_syncs_exactly_once_and_evolves() {
+    let servers = bootstrap();
+    let topic = unique("kafka_proto");
+    let name = unique("kafka_proto_sync");
+    create_topic(&servers, &topic, 2).await;
+    let reg = registry::Registry::start("app", "s3cret");
+    let subject = format!("{topic}-value");
+    let v1_id = reg.register_typed(&subject, ORDER_PROTO_V1, Some("PROTOBUF"));
+    let v1 = proto_order(ORDER_PROTO_V1);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let body = avro_spec(&name, &servers, &topic, root.to_str().unwrap(), &reg.url, "")
+        .replace(r#"format = "avro""#, r#"format = "protobuf""#);
+    let spec = write_spec(dir.path(), &name, &body);
+    let log = dir.path().join("rtsync.log");
+    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
+
+    // 3000 version-1 orders while the task runs and is SIGKILLed twice.
+    const V1: i64 = 3000;
+    const V2: i64 = 500;
+    let p = producer(&servers);
+    let mut child = spawn_run(&spec, &log);
+    for i in 0..V1 {
+        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&proto_wire(v1_id, &v1, i, false)), None);
+        if i == 1000 || i == 2000 {
+            flush(&p);
+            std::thread::sleep(Duration::from_millis(1500));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn_run(&spec, &log);
+        }
+    }
+    flush(&p);
+    assert_eq!(wait_rows(&table, V1 as u64, Duration::from_secs(120)).await, V1 as u64, "{}", log_of(&log));
+
+    // Version 2 adds a field: the task restarts by itself and adds the column.
+    let v2_text = order_proto_v2();
+    let v2_id = reg.register_typed(&subject, &v2_text, Some("PROTOBUF"));
+    let v2 = proto_order(&v2_text);
+    for i in V1..V1 + V2 {
+        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&proto_wire(v2_id, &v2, i, true)), None);
+    }
+    flush(&p);
+    let total = (V1 + V2) as u64;
+    assert_eq!(wait_rows(&table, total, Duration::from_secs(120)).await, total, "{}", log_of(&log));
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let log_text = log_of(&log);
+    assert!(status.success(), "rtsync exited with {status}; log:\n{log_text}");
+    assert!(log_text.contains(r#"adds field \"coupon\""#) || log_text.contains(r#"adds field "coupon""#), "{log_text}");
+
+    // Exactly once, value by value, as the independent reader sees it.
+    let (rows, schema) = read_table(&table, "id");
+    assert_eq!(rows.len() as u64, total);
+    for i in 0..V1 + V2 {
+        assert_eq!(rows[&i], expected_proto_order(i, i >= V1), "row {i}");
+    }
+    assert_eq!(schema["big"], "decimal(20,0)");
+    assert_eq!(schema["placed"], "timestamp");
+    assert_eq!(schema["qty"], "integer");
+    assert_eq!(schema["score"], "long");
+    assert_eq!(schema["blob"], "binary");
+    assert_eq!(schema["coupon"], "string");
+    assert_eq!(schema["ship"]["type"], "struct", "{schema}");
+}
+
 fn log_of(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -414,6 +602,17 @@ const CONNECT_SCHEMA: &str = r#"{"type":"struct","name":"db.public.items.Envelop
     {"field":"price","type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"10"}}]},
   {"field":"op","type":"string"},{"field":"ts_ms","type":"int64","optional":true}]}"#;
 
+/// The message key of a Debezium JSON event of row `id`; with the embedded schema on even ids
+/// (both shapes in one topic).
+fn json_key(id: i64) -> String {
+    if id % 2 == 0 {
+        json!({"schema": {"type": "struct", "fields": [{"field": "id", "type": "int64"}]}, "payload": {"id": id}})
+            .to_string()
+    } else {
+        json!({"id": id}).to_string()
+    }
+}
+
 /// A Debezium JSON event; with the embedded schema on even ids (both shapes in one topic).
 fn debezium_event(op: &str, before: Option<&Item>, after: Option<&Item>, doc_unavailable: bool) -> (String, String) {
     let with_schema = before.or(after).is_some_and(|r| r.id % 2 == 0);
@@ -431,17 +630,144 @@ fn debezium_event(op: &str, before: Option<&Item>, after: Option<&Item>, doc_una
         }
     };
     let payload = json!({"before": image(before, false), "after": image(after, doc_unavailable), "op": op, "ts_ms": 1});
-    let key_id = after.or(before).unwrap().id;
-    let (value, key) = if with_schema {
+    let key_id = before.or(after).unwrap().id;
+    let value = if with_schema {
         let schema: serde_json::Value = serde_json::from_str(CONNECT_SCHEMA).unwrap();
-        (
-            json!({"schema": schema, "payload": payload}),
-            json!({"schema": {"type": "struct", "fields": [{"field": "id", "type": "int64"}]}, "payload": {"id": key_id}}),
-        )
+        json!({"schema": schema, "payload": payload})
     } else {
-        (payload, json!({"id": key_id}))
+        payload
     };
-    (key.to_string(), value.to_string())
+    (json_key(key_id), value.to_string())
+}
+
+/// One message of a Debezium topic.
+enum Change {
+    Event {
+        op: &'static str,
+        before: Option<Item>,
+        after: Option<Item>,
+        doc_unavailable: bool,
+    },
+    /// The tombstone after a delete of this row.
+    Tombstone(i64),
+}
+
+/// A seeded random history of inserts, updates (some with the doc unavailable), deletes with
+/// their tombstones, and key changes (a delete of the old key and a create of the new, as
+/// Debezium writes them): `(row id whose partition it goes to, change)`, with the rows the
+/// table must hold afterwards. Each key's events go to the partition of its key, in order.
+fn debezium_history(seed: u64) -> (Vec<(i64, Change)>, BTreeMap<i64, Item>) {
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut oracle: BTreeMap<i64, Item> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut next_id = 1i64;
+    let item = |id: i64, v: u64| Item {
+        id,
+        name: format!("item {id} v{v} é"),
+        doc: format!("doc {v}"),
+        price_cents: (id * 997 + v as i64) % 100_000,
+    };
+    let event = |op, before, after, doc_unavailable| Change::Event { op, before, after, doc_unavailable };
+    for step in 0..1500u64 {
+        let live: Vec<i64> = oracle.keys().copied().collect();
+        let choice = if live.len() < 5 { 0 } else { next(10) };
+        match choice {
+            0..=3 => {
+                let r = item(next_id, step);
+                next_id += 1;
+                events.push((r.id, event(if step < 50 { "r" } else { "c" }, None, Some(r.clone()), false)));
+                oracle.insert(r.id, r);
+            }
+            4..=6 => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle[&id].clone();
+                let unavailable = next(3) == 0;
+                let mut new = item(id, step);
+                if unavailable {
+                    new.doc = old.doc.clone();
+                }
+                events.push((id, event("u", Some(old), Some(new.clone()), unavailable)));
+                oracle.insert(id, new);
+            }
+            7..=8 => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle.remove(&id).unwrap();
+                events.push((id, event("d", Some(old), None, false)));
+                events.push((id, Change::Tombstone(id)));
+            }
+            _ => {
+                let id = live[next(live.len() as u64) as usize];
+                let old = oracle.remove(&id).unwrap();
+                let mut moved = old.clone();
+                moved.id = next_id;
+                next_id += 1;
+                events.push((id, event("d", Some(old), None, false)));
+                events.push((id, Change::Tombstone(id)));
+                events.push((moved.id, event("c", None, Some(moved.clone()), false)));
+                oracle.insert(moved.id, moved);
+            }
+        }
+    }
+    (events, oracle)
+}
+
+/// Sends `events` (key, value) while the task runs, SIGKILLs it halfway, and waits until the
+/// table holds exactly the oracle's rows; stops the task and checks them value by value.
+async fn apply_debezium_history(
+    servers: &str,
+    topic: &str,
+    spec: &std::path::Path,
+    table: &LakehouseSinkConfig,
+    events: &[(i64, String, Option<Vec<u8>>)],
+    oracle: &BTreeMap<i64, Item>,
+    seed: u64,
+) {
+    let log = spec.with_file_name("rtsync.log");
+    let p = producer(servers);
+    let mut child = spawn_run(spec, &log);
+    let half = events.len() / 2;
+    for (n, (id, key, value)) in events.iter().enumerate() {
+        send(&p, topic, (id % 3) as i32, key, value.as_deref(), None);
+        if n == half {
+            flush(&p);
+            std::thread::sleep(Duration::from_millis(1500));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn_run(spec, &log);
+        }
+    }
+    flush(&p);
+    // Wait until the table holds exactly the oracle's keys.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let rows = loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if count_rows(table).await == oracle.len() as u64 {
+            let (rows, _) = read_table(table, "id");
+            if rows.keys().copied().collect::<Vec<_>>() == oracle.keys().copied().collect::<Vec<_>>() {
+                break rows;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the table never matched (seed {seed}); log:\n{}", log_of(&log));
+    };
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "rtsync exited with {status}; log:\n{}", log_of(&log));
+    for (id, want) in oracle {
+        let got = &rows[id];
+        let price = format!("{}.{:02}", want.price_cents / 100, want.price_cents % 100);
+        assert_eq!(
+            got,
+            &json!({"id": id, "name": want.name, "doc": want.doc, "price": price}),
+            "row {id} (seed {seed})"
+        );
+    }
+    assert!(!log_of(&log).contains("__debezium_unavailable_value"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,112 +813,98 @@ type = "decimal(10,2)"
         root = root.to_str().unwrap()
     );
     let spec = write_spec(dir.path(), &name, &spec_text);
-    let log = dir.path().join("rtsync.log");
     let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
 
-    // A seeded random history of inserts, updates (some with the doc unavailable), deletes
-    // with their tombstones, and key changes (a delete of the old key and a create of the new,
-    // as Debezium writes them); each key's events go to the partition of its key, in order.
     let seed = 16u64;
-    let mut rng = seed;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
-    let mut oracle: BTreeMap<i64, Item> = BTreeMap::new();
-    let mut events: Vec<(i64, String, Option<String>)> = Vec::new(); // (partition key, key, value)
-    let mut next_id = 1i64;
-    let item = |id: i64, v: u64| Item {
-        id,
-        name: format!("item {id} v{v} é"),
-        doc: format!("doc {v}"),
-        price_cents: (id * 997 + v as i64) % 100_000,
-    };
-    for step in 0..1500u64 {
-        let live: Vec<i64> = oracle.keys().copied().collect();
-        let choice = if live.len() < 5 { 0 } else { next(10) };
-        match choice {
-            0..=3 => {
-                let r = item(next_id, step);
-                next_id += 1;
-                let (k, v) = debezium_event(if step < 50 { "r" } else { "c" }, None, Some(&r), false);
-                events.push((r.id, k, Some(v)));
-                oracle.insert(r.id, r);
+    let (history, oracle) = debezium_history(seed);
+    let events: Vec<(i64, String, Option<Vec<u8>>)> = history
+        .into_iter()
+        .map(|(id, change)| match change {
+            Change::Event { op, before, after, doc_unavailable } => {
+                let (k, v) = debezium_event(op, before.as_ref(), after.as_ref(), doc_unavailable);
+                (id, k, Some(v.into_bytes()))
             }
-            4..=6 => {
-                let id = live[next(live.len() as u64) as usize];
-                let old = oracle[&id].clone();
-                let unavailable = next(3) == 0;
-                let mut new = item(id, step);
-                if unavailable {
-                    new.doc = old.doc.clone();
-                }
-                let (k, v) = debezium_event("u", Some(&old), Some(&new), unavailable);
-                events.push((id, k, Some(v)));
-                oracle.insert(id, new);
-            }
-            7..=8 => {
-                let id = live[next(live.len() as u64) as usize];
-                let old = oracle.remove(&id).unwrap();
-                let (k, v) = debezium_event("d", Some(&old), None, false);
-                events.push((id, k.clone(), Some(v)));
-                events.push((id, k, None)); // the tombstone
-            }
-            _ => {
-                let id = live[next(live.len() as u64) as usize];
-                let old = oracle.remove(&id).unwrap();
-                let mut moved = old.clone();
-                moved.id = next_id;
-                next_id += 1;
-                let (k, v) = debezium_event("d", Some(&old), None, false);
-                events.push((id, k.clone(), Some(v)));
-                events.push((id, k, None));
-                let (k, v) = debezium_event("c", None, Some(&moved), false);
-                events.push((moved.id, k, Some(v)));
-                oracle.insert(moved.id, moved);
-            }
-        }
-    }
+            Change::Tombstone(row) => (id, json_key(row), None),
+        })
+        .collect();
+    apply_debezium_history(&servers, &topic, &spec, &table, &events, &oracle, seed).await;
+}
 
-    let p = producer(&servers);
-    let mut child = spawn_run(&spec, &log);
-    let half = events.len() / 2;
-    for (n, (id, key, value)) in events.iter().enumerate() {
-        send(&p, &topic, (id % 3) as i32, key, value.as_ref().map(String::as_bytes), None);
-        if n == half {
-            flush(&p);
-            std::thread::sleep(Duration::from_millis(1500));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            child = spawn_run(&spec, &log);
+/// Debezium's Avro envelope of the items table, and its key.
+const DBZ_ENVELOPE: &str = r#"{"type": "record", "name": "Envelope", "namespace": "db.public.items", "fields": [
+  {"name": "before", "type": ["null", {"type": "record", "name": "Value", "fields": [
+    {"name": "id", "type": "long"},
+    {"name": "name", "type": ["null", "string"], "default": null},
+    {"name": "doc", "type": ["null", "string"], "default": null},
+    {"name": "price", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}], "default": null}]}],
+   "default": null},
+  {"name": "after", "type": ["null", "Value"], "default": null},
+  {"name": "op", "type": "string"},
+  {"name": "ts_ms", "type": ["null", "long"], "default": null}]}"#;
+const DBZ_KEY: &str =
+    r#"{"type": "record", "name": "Key", "namespace": "db.public.items", "fields": [{"name": "id", "type": "long"}]}"#;
+
+/// A Debezium Avro event in the wire format under schema id `id`.
+fn debezium_avro_event(
+    id: u32,
+    schema: &AvroSchema,
+    op: &str,
+    before: Option<&Item>,
+    after: Option<&Item>,
+    doc_unavailable: bool,
+) -> Vec<u8> {
+    let some = |v: Value| Value::Union(1, Box::new(v));
+    let image = |r: Option<&Item>, unavailable: bool| match r {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(r) => {
+            let doc = if unavailable { "__debezium_unavailable_value".to_string() } else { r.doc.clone() };
+            some(Value::Record(vec![
+                ("id".into(), Value::Long(r.id)),
+                ("name".into(), some(Value::String(r.name.clone()))),
+                ("doc".into(), some(Value::String(doc))),
+                ("price".into(), some(Value::Decimal(apache_avro::Decimal::from(unscaled_bytes(r.price_cents))))),
+            ]))
         }
-    }
-    flush(&p);
-    // Wait until the table holds exactly the oracle's keys.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let rows = loop {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        if count_rows(&table).await == oracle.len() as u64 {
-            let (rows, _) = read_table(&table, "id");
-            if rows.keys().copied().collect::<Vec<_>>() == oracle.keys().copied().collect::<Vec<_>>() {
-                break rows;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "the table never matched (seed {seed}); log:\n{}", log_of(&log));
     };
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    assert!(status.success(), "rtsync exited with {status}; log:\n{}", log_of(&log));
-    for (id, want) in &oracle {
-        let got = &rows[id];
-        let price = format!("{}.{:02}", want.price_cents / 100, want.price_cents % 100);
-        assert_eq!(
-            got,
-            &json!({"id": id, "name": want.name, "doc": want.doc, "price": price}),
-            "row {id} (seed {seed})"
-        );
-    }
-    assert!(!log_of(&log).contains("__debezium_unavailable_value"));
+    let envelope = Value::Record(vec![
+        ("before".into(), image(before, false)),
+        ("after".into(), image(after, doc_unavailable)),
+        ("op".into(), Value::String(op.into())),
+        ("ts_ms".into(), some(Value::Long(1))),
+    ]);
+    wire(id, schema, envelope)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_avro_changes_apply_as_upserts_across_sigkills() {
+    let servers = bootstrap();
+    let topic = unique("kafka_dbz_avro");
+    let name = unique("kafka_dbz_avro_sync");
+    create_topic(&servers, &topic, 3).await;
+    let reg = registry::Registry::start("app", "s3cret");
+    let value_id = reg.register(&format!("{topic}-value"), DBZ_ENVELOPE);
+    // The key columns come from the key subject: no key_columns in the spec.
+    reg.register(&format!("{topic}-key"), DBZ_KEY);
+    let envelope = AvroSchema::parse_str(DBZ_ENVELOPE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let body = avro_spec(&name, &servers, &topic, root.to_str().unwrap(), &reg.url, "")
+        .replace(r#"format = "avro""#, r#"format = "debezium-avro""#);
+    let spec = write_spec(dir.path(), &name, &body);
+    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
+    let seed = 61u64;
+    let (history, oracle) = debezium_history(seed);
+    let events: Vec<(i64, String, Option<Vec<u8>>)> = history
+        .into_iter()
+        .map(|(id, change)| match change {
+            Change::Event { op, before, after, doc_unavailable } => {
+                let key = before.as_ref().or(after.as_ref()).unwrap().id.to_string();
+                let value =
+                    debezium_avro_event(value_id, &envelope, op, before.as_ref(), after.as_ref(), doc_unavailable);
+                (id, key, Some(value))
+            }
+            Change::Tombstone(row) => (id, row.to_string(), None),
+        })
+        .collect();
+    apply_debezium_history(&servers, &topic, &spec, &table, &events, &oracle, seed).await;
 }

@@ -95,6 +95,7 @@ mod expr;
 mod json;
 mod mapping;
 mod node;
+mod protobuf;
 mod records;
 mod spec;
 

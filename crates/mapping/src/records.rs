@@ -5,6 +5,9 @@
 //! * **`avro`**: each value is in the Confluent wire format (magic byte, schema id, Avro
 //!   datum). The schema of each id comes from the Schema Registry ([`SchemaLookup`], cached
 //!   per id) and the datum is decoded with it, the writer's schema.
+//! * **`protobuf`**: the same header, then the message indexes and a Protobuf message of the
+//!   registry's `.proto` schema; the message is read as the Avro record its type maps to
+//!   (see `protobuf.rs`), and from there on it is an Avro record like any other.
 //! * **`debezium-avro`**: the same, the record being Debezium's envelope (`before`, `after`,
 //!   `op`, `source`, `ts_ms`); the row is the `after` image (the `before` image, or the
 //!   message key, for a delete), tagged with its operation for the upsert sink.
@@ -49,7 +52,8 @@ use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
-use rtsync_core::kafka::{self, RegisteredSchema, SchemaLookup, SchemaType, split_wire};
+use protox::prost_reflect::{DynamicMessage, MessageDescriptor};
+use rtsync_core::kafka::{self, RegisteredSchema, SchemaLookup, SchemaType, split_message_indexes, split_wire};
 use rtsync_core::{
     ColumnMapping, ErrorKind, MappedBatch, OP_COLUMN, Op, Rejected, SyncError, SyncResult, UNCHANGED_COLUMN,
 };
@@ -57,6 +61,7 @@ use rtsync_core::{
 use crate::avro::{self, Parsed};
 use crate::expr::{Expr, Step};
 use crate::mapping::{KafkaJsonMapping, compile};
+use crate::protobuf;
 use crate::spec::ColumnSpec;
 
 /// What a [`RecordMapping`] needs besides the columns.
@@ -85,10 +90,12 @@ enum Shape {
 
 /// How values are encoded.
 enum Encoding {
-    /// Confluent wire format + Avro; `latest` is the schema id the columns were derived from.
-    Avro {
+    /// Confluent wire format + Avro or Protobuf (`kind`); `latest` is the schema id the
+    /// columns were derived from.
+    Registry {
         registry: Arc<dyn SchemaLookup>,
         latest: u32,
+        kind: SchemaType,
     },
     Json,
 }
@@ -109,8 +116,9 @@ pub struct RecordMapping {
     columns: Columns,
     schema: SchemaRef,
     options: RecordOptions,
-    /// Writer schemas by id, with how their fields land in the columns.
-    writers: Mutex<HashMap<u32, Arc<Writer>>>,
+    /// Writer schemas by id (and Protobuf message indexes), with how their fields land in
+    /// the columns.
+    writers: Mutex<HashMap<(u32, Vec<i32>), Arc<Writer>>>,
 }
 
 impl std::fmt::Debug for RecordMapping {
@@ -124,7 +132,10 @@ impl std::fmt::Debug for RecordMapping {
 
 /// One writer schema, parsed, with the column of each field of its row record.
 struct Writer {
+    /// The Avro schema (for Protobuf: the one its message maps to).
     parsed: Parsed,
+    /// Protobuf: the message type values are decoded as.
+    message: Option<MessageDescriptor>,
     /// Per field of the row record (in writer order): the column it lands in.
     slots: Vec<Option<usize>>,
     /// Why this writer cannot be read, found when it was first seen (reported per batch).
@@ -148,33 +159,53 @@ enum Image {
     Json(Option<String>),
 }
 
-/// The fields a registry schema's records land as: `(column, Avro type)` per field of the
-/// record (of the `after` image when `debezium`). For `meta detail` and for the columns.
+/// The fields a registry schema's records land as: `(column, source type)` per field of the
+/// record (of the `after` image when `debezium`; of the first message of a `.proto`
+/// schema). For `meta detail` and for the columns. Avro and Protobuf schemas alike.
 pub fn avro_fields(
     schema: &RegisteredSchema,
     debezium: bool,
     options: &RecordOptions,
 ) -> SyncResult<Vec<(Field, String)>> {
-    let parsed = parse_avro(schema)?;
+    let (parsed, message) = parse_schema(schema, schema.schema_type, &[])?;
     let record = row_record(&parsed, debezium).map_err(|e| schema_error(schema, &e))?;
     Ok(record
         .fields
         .iter()
         .map(|f| {
             let json = avro::as_json(&options.json_fields, &f.name);
-            (avro::arrow_field(&parsed, &f.name, &f.schema, json), avro::type_name(parsed.resolve(&f.schema)))
+            let source_type = match message.as_ref().and_then(|m| m.get_field_by_name(&f.name)) {
+                Some(field) => protobuf::type_name(&field),
+                None => avro::type_name(parsed.resolve(&f.schema)),
+            };
+            (avro::arrow_field(&parsed, &f.name, &f.schema, json), source_type)
         })
         .collect())
 }
 
-fn parse_avro(schema: &RegisteredSchema) -> SyncResult<Parsed> {
-    if schema.schema_type != SchemaType::Avro {
+/// A registry schema of the type `kind` parsed, with its Protobuf message at `indexes`.
+fn parse_schema(
+    schema: &RegisteredSchema,
+    kind: SchemaType,
+    indexes: &[i32],
+) -> SyncResult<(Parsed, Option<MessageDescriptor>)> {
+    if schema.schema_type != kind {
         return Err(SyncError::config(format!(
-            "schema id {} is a {:?} schema; this task's format reads Avro",
+            "schema id {} is a {:?} schema; this task's format reads {kind:?}",
             schema.id, schema.schema_type
         )));
     }
-    Parsed::parse(&schema.text).map_err(|e| schema_error(schema, &e))
+    match kind {
+        SchemaType::Avro => Ok((Parsed::parse(&schema.text).map_err(|e| schema_error(schema, &e))?, None)),
+        SchemaType::Protobuf => {
+            let pool = protobuf::compile(&schema.text).map_err(|e| schema_error(schema, &e))?;
+            let message = protobuf::message(&pool, indexes).map_err(|e| schema_error(schema, &e))?;
+            let parsed = Parsed::parse(&protobuf::avro_schema(&message).to_string())
+                .map_err(|e| schema_error(schema, &format!("message {}: {e}", message.full_name())))?;
+            Ok((parsed, Some(message)))
+        }
+        SchemaType::Json => Err(schema_error(schema, "JSON Schema registry values are not decoded (use format json)")),
+    }
 }
 
 fn problem_of(e: SyncError) -> (ErrorKind, String) {
@@ -219,7 +250,29 @@ impl RecordMapping {
         } else {
             computed(columns)?
         };
-        Ok(Self::new(Encoding::Avro { registry, latest: latest.id }, shape, columns, options))
+        Ok(Self::new(
+            Encoding::Registry { registry, latest: latest.id, kind: SchemaType::Avro },
+            shape,
+            columns,
+            options,
+        ))
+    }
+
+    /// A `protobuf` mapping. `latest` is the registry's current schema of the topic's
+    /// values: with no `columns`, the fields of its first message are the columns.
+    pub fn protobuf(
+        columns: &[ColumnSpec],
+        registry: Arc<dyn SchemaLookup>,
+        latest: &RegisteredSchema,
+        options: RecordOptions,
+    ) -> SyncResult<Self> {
+        let columns = if columns.is_empty() {
+            Columns::Typed(avro_fields(latest, false, &options)?.into_iter().map(|(f, _)| f).collect())
+        } else {
+            computed(columns)?
+        };
+        let encoding = Encoding::Registry { registry, latest: latest.id, kind: SchemaType::Protobuf };
+        Ok(Self::new(encoding, Shape::Record, columns, options))
     }
 
     /// A `debezium-json` mapping: `columns` over the row images (required).
@@ -257,19 +310,27 @@ impl RecordMapping {
         self.schema.fields().iter().map(|f| f.name().clone()).filter(|n| n != OP_COLUMN).collect()
     }
 
-    fn writer(&self, registry: &dyn SchemaLookup, latest: u32, id: u32) -> SyncResult<Arc<Writer>> {
-        if let Some(w) = self.writers.lock().ok().and_then(|m| m.get(&id).cloned()) {
+    fn writer(
+        &self,
+        registry: &dyn SchemaLookup,
+        latest: u32,
+        kind: SchemaType,
+        id: u32,
+        indexes: Vec<i32>,
+    ) -> SyncResult<Arc<Writer>> {
+        let key = (id, indexes);
+        if let Some(w) = self.writers.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(w);
         }
         let schema = registry.schema_by_id(id)?;
-        let parsed = parse_avro(&schema)?;
+        let (parsed, message) = parse_schema(&schema, kind, &key.1)?;
         let (slots, problem) = match &self.columns {
             Columns::Typed(columns) => self.plan(&schema, &parsed, columns, latest),
             Columns::Computed { .. } => (Vec::new(), None),
         };
-        let writer = Arc::new(Writer { parsed, slots, problem });
+        let writer = Arc::new(Writer { parsed, message, slots, problem });
         if let Ok(mut m) = self.writers.lock() {
-            m.insert(id, writer.clone());
+            m.insert(key, writer.clone());
         }
         Ok(writer)
     }
@@ -352,18 +413,37 @@ impl RecordMapping {
             return Ok(Ok(None));
         };
         match &self.encoding {
-            Encoding::Avro { registry, latest } => {
-                let (id, mut payload) = match split_wire(bytes) {
+            Encoding::Registry { registry, latest, kind } => {
+                let (id, payload) = match split_wire(bytes) {
                     Ok(split) => split,
                     Err(e) => return Ok(Err(format!("value is not in the schema registry wire format: {e}"))),
                 };
-                let writer = self.writer(registry.as_ref(), *latest, id)?;
+                let (indexes, mut payload) = if *kind == SchemaType::Protobuf {
+                    match split_message_indexes(payload) {
+                        Ok(split) => split,
+                        Err(e) => return Ok(Err(format!("value has no valid Protobuf message indexes: {e}"))),
+                    }
+                } else {
+                    (Vec::new(), payload)
+                };
+                let writer = self.writer(registry.as_ref(), *latest, *kind, id, indexes)?;
                 if let Some((kind, problem)) = &writer.problem {
                     return Err(SyncError::new(*kind, problem.clone()));
                 }
-                let datum = match apache_avro::from_avro_datum(&writer.parsed.schema, &mut payload, None) {
-                    Ok(d) => d,
-                    Err(e) => return Ok(Err(format!("value is not a valid Avro datum of schema id {id}: {e}"))),
+                let datum = match &writer.message {
+                    Some(message) => match DynamicMessage::decode(message.clone(), payload) {
+                        Ok(m) => protobuf::to_avro(&m),
+                        Err(e) => {
+                            return Ok(Err(format!(
+                                "value is not a valid Protobuf {} of schema id {id}: {e}",
+                                message.full_name()
+                            )));
+                        }
+                    },
+                    None => match apache_avro::from_avro_datum(&writer.parsed.schema, &mut payload, None) {
+                        Ok(d) => d,
+                        Err(e) => return Ok(Err(format!("value is not a valid Avro datum of schema id {id}: {e}"))),
+                    },
                 };
                 if self.shape == Shape::Record {
                     return Ok(Ok(Some(Decoded {

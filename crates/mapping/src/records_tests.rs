@@ -383,3 +383,82 @@ fn debezium_json_with_and_without_the_embedded_schema() {
     assert_eq!(json_key_fields(br#"{"schema":{},"payload":{"id":1}}"#), Some(vec!["id".to_string()]));
     assert!(RecordMapping::debezium_json(&[], RecordOptions::default()).is_err());
 }
+
+const PROTO: &str = r#"syntax = "proto3";
+package shop;
+message Order {
+  int64 id = 1;
+  string name = 2;
+  repeated int32 qty = 3;
+  Inner inner = 4;
+  message Inner { bool ok = 1; }
+}"#;
+
+#[test]
+fn protobuf_records_land_in_typed_columns() {
+    use protox::prost::Message;
+    use protox::prost_reflect::{DynamicMessage, Value as P};
+    let schema = RegisteredSchema {
+        id: 7,
+        schema_type: SchemaType::Protobuf,
+        text: PROTO.into(),
+        subject: Some("t-value".into()),
+        version: Some(1),
+    };
+    let schemas = Arc::new(Schemas(HashMap::from([(7, Arc::new(schema))])));
+    let mapping = RecordMapping::protobuf(&[], schemas.clone(), schemas.get(7), RecordOptions::default()).unwrap();
+    let out_schema = mapping.output_schema();
+    let types: Vec<String> = out_schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    assert_eq!(types[..2], ["id Int64", "name Utf8"]);
+    assert!(types[2].starts_with("qty List(") && types[2].contains("Int32"), "{types:?}");
+    assert!(types[3].starts_with("inner Struct(") && out_schema.field(3).is_nullable(), "{types:?}");
+
+    let pool = protobuf::compile(PROTO).unwrap();
+    let order = protobuf::message(&pool, &[0]).unwrap();
+    let mut m = DynamicMessage::new(order.clone());
+    m.set_field_by_name("id", P::I64(5));
+    m.set_field_by_name("name", P::String("Zürich".into()));
+    m.set_field_by_name("qty", P::List(vec![P::I32(1), P::I32(-2)]));
+    let mut inner = DynamicMessage::new(protobuf::message(&pool, &[0, 0]).unwrap());
+    inner.set_field_by_name("ok", P::Bool(true));
+    m.set_field_by_name("inner", P::Message(inner));
+    let framed = |indexes: &[u8], payload: &[u8]| {
+        let mut out = vec![0, 0, 0, 0, 7];
+        out.extend_from_slice(indexes);
+        out.extend_from_slice(payload);
+        out
+    };
+    let empty = DynamicMessage::new(order);
+    let values = vec![
+        Some(framed(&[0], &m.encode_to_vec())),
+        // The same message with its indexes written out: count 1, index 0.
+        Some(framed(&[2, 0], &empty.encode_to_vec())),
+        Some(framed(&[0], &[0xff])),
+        Some(framed(&[4], &[])),
+    ];
+    let out = mapping.map(&messages(&values)).unwrap();
+    assert_eq!(out.rows.num_rows(), 2);
+    let reasons: Vec<&str> = out.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons[0].contains("not a valid Protobuf shop.Order of schema id 7"), "{reasons:?}");
+    assert!(reasons[1].contains("message indexes"), "{reasons:?}");
+    let ids = out.rows.column(0).as_primitive::<Int64Type>();
+    assert_eq!((ids.value(0), ids.value(1)), (5, 0), "an absent proto3 scalar reads as its default");
+    assert_eq!(out.rows.column(1).as_string::<i32>().value(0), "Zürich");
+    let qty = out.rows.column(2).as_any().downcast_ref::<ListArray>().unwrap();
+    assert_eq!(qty.value(0).as_primitive::<Int32Type>().values().to_vec(), vec![1, -2]);
+    let inner = out.rows.column(3).as_any().downcast_ref::<StructArray>().unwrap();
+    assert!(inner.is_valid(0) && inner.is_null(1), "an absent message is NULL");
+    assert!(inner.column(0).as_boolean().value(0));
+
+    // A task reading Avro refuses a Protobuf schema id, naming both.
+    let avro = RecordMapping::avro(
+        &[],
+        schemas.clone(),
+        &Schemas::new(&[(1, ORDER_V1)]).0[&1],
+        false,
+        RecordOptions::default(),
+    )
+    .unwrap();
+    let e = avro.map(&messages(&[Some(framed(&[0], &m.encode_to_vec()))])).unwrap_err();
+    assert!(e.to_string().contains("Protobuf schema; this task's format reads Avro"), "{e}");
+}

@@ -369,12 +369,7 @@ async fn format_mapping(
         RecordOptions { json_fields: source.json_fields.clone(), unavailable_value: source.unavailable_value.clone() };
     let (mapping, keys): (RecordMapping, Option<Vec<String>>) = match source.format {
         MessageFormat::Json => return Ok((Arc::new(rtsync_mapping::compile(columns)?), None)),
-        MessageFormat::Protobuf => {
-            return Err(SyncError::config(
-                "format protobuf: this build decodes Avro and JSON only; Protobuf topics cannot be synced yet (see the README's Kafka section)",
-            ));
-        }
-        MessageFormat::Avro | MessageFormat::DebeziumAvro => {
+        MessageFormat::Avro | MessageFormat::DebeziumAvro | MessageFormat::Protobuf => {
             let config = source.schema_registry.clone().ok_or_else(|| {
                 SyncError::config(format!("format {}: the data source has no {REGISTRY_URL}", source.format))
             })?;
@@ -387,10 +382,14 @@ async fn format_mapping(
                     source.topic
                 ))
             })?;
-            let debezium = source.format == MessageFormat::DebeziumAvro;
-            let mapping = RecordMapping::avro(columns, registry.clone(), &latest, debezium, options)?;
-            let keys = if debezium { Some(avro_keys(source, &registry).await?) } else { None };
-            (mapping, keys)
+            if source.format == MessageFormat::Protobuf {
+                (RecordMapping::protobuf(columns, registry, &latest, options)?, None)
+            } else {
+                let debezium = source.format == MessageFormat::DebeziumAvro;
+                let mapping = RecordMapping::avro(columns, registry.clone(), &latest, debezium, options)?;
+                let keys = if debezium { Some(avro_keys(source, &registry).await?) } else { None };
+                (mapping, keys)
+            }
         }
         MessageFormat::DebeziumJson => {
             let (derived, sampled_keys) = if columns.is_empty() || source.key_columns.is_empty() {
@@ -484,10 +483,12 @@ async fn registry_detail(ds: &DataSource, cfg: &KafkaSourceConfig) -> Result<Opt
     let partitions =
         browse::watermarks(cfg, &cfg.topic).await.map_err(with_ds(ds))?.ok_or_else(|| missing_topic(ds, &cfg.topic))?;
     let options = RecordOptions { json_fields: cfg.json_fields.clone(), ..RecordOptions::default() };
+    let protobuf = latest.schema_type == rtsync_core::kafka::SchemaType::Protobuf;
     let (fields, debezium) = match rtsync_mapping::avro_fields(&latest, true, &options) {
-        Ok(fields) => (fields, true),
-        Err(_) => (rtsync_mapping::avro_fields(&latest, false, &options).map_err(with_ds(ds))?, false),
+        Ok(fields) if !protobuf => (fields, true),
+        _ => (rtsync_mapping::avro_fields(&latest, false, &options).map_err(with_ds(ds))?, false),
     };
+    let kind = if protobuf { "protobuf" } else { "avro" };
     let schema = rtsync_core::arrow::datatypes::Schema::new(fields.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
     let delta = rtsync_sink_lakehouse::delta_types(&Arc::new(schema)).map_err(with_ds(ds))?;
     let columns = fields
@@ -497,15 +498,20 @@ async fn registry_detail(ds: &DataSource, cfg: &KafkaSourceConfig) -> Result<Opt
             column_arg: Some(format!("{}=$.{}:{}", f.name(), f.name(), cast_type(f.data_type()))),
             name: f.name().clone(),
             ty: delta_type,
-            source_type: Some(format!("avro {avro_type}")),
+            source_type: Some(format!("{kind} {avro_type}")),
             nullable: f.is_nullable(),
             path: Some(format!("$.{}", f.name())),
             ..Default::default()
         })
         .collect();
     let version = latest.version.map(|v| format!(" version {v}")).unwrap_or_default();
-    let envelope =
-        if debezium { ", a Debezium envelope: the fields of its after image (format debezium-avro)" } else { "" };
+    let envelope = if debezium {
+        ", a Debezium envelope: the fields of its after image (format debezium-avro)"
+    } else if protobuf {
+        ", a .proto schema: the fields of its first message (format protobuf)"
+    } else {
+        ""
+    };
     Ok(Some(MetaDetail {
         datasource: ds.name.clone(),
         namespace: NAMESPACE.to_string(),
