@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use apache_avro::types::Value;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use protox::prost_reflect::{
-    self as reflect, DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
+    self as reflect, DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
 };
 use serde_json::json;
 
