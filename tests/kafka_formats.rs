@@ -495,11 +495,12 @@ fn proto_wire(id: u32, order: &protox::prost_reflect::MessageDescriptor, i: i64,
 fn expected_proto_order(i: i64, v2: bool) -> serde_json::Value {
     let attrs = if i % 2 == 0 { json!([["h", 1.5], ["w", i as f64 / 4.0]]) } else { json!([]) };
     let ship = (i % 7 != 0).then(|| json!({"city": format!("c{}", i % 10), "zip": (i % 5 != 0).then_some(i % 90_000)}));
+    let status = ["NEW", "PAID", "SHIPPED"][(i % 3) as usize];
     json!({
         "id": i,
         "qty": i % 100,
         "big": (u64::MAX - i as u64).to_string(),
-        "status": ["NEW", "PAID", "SHIPPED"][(i % 3) as usize],
+        "status": status,
         "note": (i % 4 != 0).then(|| format!("n{i} Zürich 🚀")),
         "ship": ship,
         "tags": (0..i % 3).map(|t| format!("t{t}")).collect::<Vec<_>>(),
