@@ -49,8 +49,7 @@ pub(crate) fn compile(text: &str) -> Result<DescriptorPool, String> {
     match compiler.open_file(SCHEMA_FILE) {
         Ok(_) => Ok(compiler.descriptor_pool()),
         Err(e) if e.is_file_not_found() => Err(format!(
-            "the .proto schema imports {:?}, which is neither in it nor a google/protobuf file: schema references are not supported yet",
-            e.file().unwrap_or("a file")
+            "the .proto schema imports a file that is neither in it nor a google/protobuf file ({e}): schema references are not supported yet"
         )),
         Err(e) => Err(format!("not a valid .proto schema: {e}")),
     }
@@ -306,7 +305,9 @@ message Ship { string city = 1; Ship next = 2; }
         let order = message(&pool, &[0]).unwrap();
         assert_eq!(order.full_name(), "shop.Order");
         assert_eq!(message(&pool, &[1]).unwrap().full_name(), "shop.Ship");
-        assert_eq!(message(&pool, &[0, 0]).unwrap().full_name(), "shop.Order.Line");
+        // Nested indexes count map entries, which are nested types too (as Confluent's do).
+        assert_eq!(message(&pool, &[0, 0]).unwrap().full_name(), "shop.Order.AttrsEntry");
+        assert_eq!(message(&pool, &[0, 1]).unwrap().full_name(), "shop.Order.Line");
         assert!(message(&pool, &[2]).unwrap_err().contains("no message at index 2"));
 
         // The Avro schema parses, recursive `Ship` included, and names what protobuf does.
