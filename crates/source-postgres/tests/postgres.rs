@@ -449,8 +449,8 @@ async fn an_interrupted_snapshot_starts_over_from_a_new_slot() {
     assert_eq!(state["10"][0].as_deref(), Some(big.as_str()), "the swapped TOAST value under its new key");
 
     // Changes after the new consistent point stream as usual.
-    fx.exec("UPDATE {t} SET id = 11 WHERE id = 10").await;
-    let more = drain(&mut src, true, WAIT, |b| seen(b, "id", "11")).await;
+    fx.exec("UPDATE {t} SET id = 9000 WHERE id = 10").await;
+    let more = drain(&mut src, true, WAIT, |b| seen(b, "id", "9000")).await;
     apply(&mut state, &rows_of(&more, &["id", "v"]), &["id", "v"]);
     assert!(state == fx.state("id", &["v"]).await, "target differs from source after streaming");
     assert_eq!(src.snapshot_progress(), None, "streaming: no snapshot");
