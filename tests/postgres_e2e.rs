@@ -172,7 +172,12 @@ async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
     child.kill().unwrap();
     child.wait().unwrap();
     let after_kill = count_rows(&target).await;
-    assert!(after_kill > 0 && after_kill < ROWS as u64, "killed mid-snapshot ({after_kill} of {ROWS} rows)");
+    assert!(
+        after_kill > 0 && after_kill < ROWS as u64,
+        "killed mid-snapshot ({after_kill} of {ROWS} rows, {} commits); log:\n{}",
+        commits(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     let mut child = spawn_run(&spec, &log);
     let snapshot: BTreeMap<String, i64> = [("r".to_string(), ROWS)].into();
