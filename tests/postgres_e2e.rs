@@ -148,7 +148,7 @@ async fn a_keyless_table_is_its_change_log_through_a_kill_mid_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let name = unique("pgkeyless");
     let source = format!(
-        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nmax_batch_rows = 2000",
+        "type = \"postgresql\"\nurl = \"{}\"\nschema = \"public\"\ntable = \"{table}\"\nmax_batch_rows = 2000\nsnapshot_chunk_rows = 2000",
         pg_url()
     );
     // A commit at least every 5,000 rows: the snapshot takes many commits, so the kill lands in it.
