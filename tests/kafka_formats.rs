@@ -312,29 +312,43 @@ table = "{name}"
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
-    let servers = bootstrap();
-    let topic = unique("kafka_avro");
-    let name = unique("kafka_avro_sync");
-    create_topic(&servers, &topic, 2).await;
-    let reg = registry::Registry::start("app", "s3cret");
-    let subject = format!("{topic}-value");
-    let v1_id = reg.register(&subject, ORDER_V1);
-    let v1 = AvroSchema::parse_str(ORDER_V1).unwrap();
+/// Version-1 and version-2 messages of the schema evolution tests.
+const V1: i64 = 3000;
+const V2: i64 = 500;
+
+/// What a schema evolution test leaves for its checks.
+struct Synced {
+    _dir: tempfile::TempDir,
+    spec: std::path::PathBuf,
+    log: std::path::PathBuf,
+    table: LakehouseSinkConfig,
+    producer: rdkafka::producer::BaseProducer,
+}
+
+/// A `format` task on a new topic with a registry: [`V1`] messages from `v1(i)` while the task
+/// runs and is SIGKILLed twice, then version 2 registered (`register_v2` returns its encoder)
+/// and [`V2`] messages more, which the task takes by restarting itself to add the column; then
+/// it is stopped, and must have said so.
+async fn sync_two_versions(
+    servers: &str,
+    topic: &str,
+    name: &str,
+    format: &str,
+    registry_url: &str,
+    v1: impl Fn(i64) -> Vec<u8>,
+    register_v2: impl FnOnce() -> Box<dyn Fn(i64) -> Vec<u8>>,
+) -> Synced {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lake");
-    let spec = write_spec(dir.path(), &name, &avro_spec(&name, &servers, &topic, root.to_str().unwrap(), &reg.url, ""));
+    let body = avro_spec(name, servers, topic, root.to_str().unwrap(), registry_url, "")
+        .replace(r#"format = "avro""#, &format!("format = {format:?}"));
+    let spec = write_spec(dir.path(), name, &body);
     let log = dir.path().join("rtsync.log");
-    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
-
-    // 3000 version-1 orders while the task runs and is SIGKILLed twice.
-    const V1: i64 = 3000;
-    const V2: i64 = 500;
-    let p = producer(&servers);
+    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", name);
+    let p = producer(servers);
     let mut child = spawn_run(&spec, &log);
     for i in 0..V1 {
-        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&wire(v1_id, &v1, order(&v1, i, false))), None);
+        send(&p, topic, (i % 2) as i32, &i.to_string(), Some(&v1(i)), None);
         if i == 1000 || i == 2000 {
             flush(&p);
             std::thread::sleep(Duration::from_millis(1500));
@@ -346,12 +360,9 @@ async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
     flush(&p);
     assert_eq!(wait_rows(&table, V1 as u64, Duration::from_secs(120)).await, V1 as u64, "{}", log_of(&log));
 
-    // Version 2 adds a field: the task restarts by itself and adds the column.
-    let v2_text = order_v2();
-    let v2_id = reg.register(&subject, &v2_text);
-    let v2 = AvroSchema::parse_str(&v2_text).unwrap();
+    let v2 = register_v2();
     for i in V1..V1 + V2 {
-        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&wire(v2_id, &v2, order(&v2, i, true))), None);
+        send(&p, topic, (i % 2) as i32, &i.to_string(), Some(&v2(i)), None);
     }
     flush(&p);
     let total = (V1 + V2) as u64;
@@ -361,6 +372,30 @@ async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
     let log_text = log_of(&log);
     assert!(status.success(), "rtsync exited with {status}; log:\n{log_text}");
     assert!(log_text.contains(r#"adds field \"coupon\""#) || log_text.contains(r#"adds field "coupon""#), "{log_text}");
+    Synced { _dir: dir, spec, log, table, producer: p }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
+    let servers = bootstrap();
+    let topic = unique("kafka_avro");
+    let name = unique("kafka_avro_sync");
+    create_topic(&servers, &topic, 2).await;
+    let reg = registry::Registry::start("app", "s3cret");
+    let subject = format!("{topic}-value");
+    let v1_id = reg.register(&subject, ORDER_V1);
+    let v1 = AvroSchema::parse_str(ORDER_V1).unwrap();
+    // Version 2 adds a field.
+    let register_v2 = || -> Box<dyn Fn(i64) -> Vec<u8>> {
+        let v2_text = order_v2();
+        let v2_id = reg.register(&subject, &v2_text);
+        let v2 = AvroSchema::parse_str(&v2_text).unwrap();
+        Box::new(move |i| wire(v2_id, &v2, order(&v2, i, true)))
+    };
+    let v1_message = |i| wire(v1_id, &v1, order(&v1, i, false));
+    let Synced { _dir, spec, log, table, producer: p } =
+        sync_two_versions(&servers, &topic, &name, "avro", &reg.url, v1_message, register_v2).await;
+    let total = (V1 + V2) as u64;
 
     // Exactly once, value by value, as the independent reader sees it.
     let (rows, schema) = read_table(&table, "id");
@@ -522,47 +557,17 @@ async fn protobuf_with_a_registry_syncs_exactly_once_and_evolves() {
     let subject = format!("{topic}-value");
     let v1_id = reg.register_typed(&subject, ORDER_PROTO_V1, Some("PROTOBUF"));
     let v1 = proto_order(ORDER_PROTO_V1);
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
-    let body = avro_spec(&name, &servers, &topic, root.to_str().unwrap(), &reg.url, "")
-        .replace(r#"format = "avro""#, r#"format = "protobuf""#);
-    let spec = write_spec(dir.path(), &name, &body);
-    let log = dir.path().join("rtsync.log");
-    let table = LakehouseSinkConfig::new(root.to_str().unwrap(), "public", &name);
-
-    // 3000 version-1 orders while the task runs and is SIGKILLed twice.
-    const V1: i64 = 3000;
-    const V2: i64 = 500;
-    let p = producer(&servers);
-    let mut child = spawn_run(&spec, &log);
-    for i in 0..V1 {
-        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&proto_wire(v1_id, &v1, i, false)), None);
-        if i == 1000 || i == 2000 {
-            flush(&p);
-            std::thread::sleep(Duration::from_millis(1500));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            child = spawn_run(&spec, &log);
-        }
-    }
-    flush(&p);
-    assert_eq!(wait_rows(&table, V1 as u64, Duration::from_secs(120)).await, V1 as u64, "{}", log_of(&log));
-
-    // Version 2 adds a field: the task restarts by itself and adds the column.
-    let v2_text = order_proto_v2();
-    let v2_id = reg.register_typed(&subject, &v2_text, Some("PROTOBUF"));
-    let v2 = proto_order(&v2_text);
-    for i in V1..V1 + V2 {
-        send(&p, &topic, (i % 2) as i32, &i.to_string(), Some(&proto_wire(v2_id, &v2, i, true)), None);
-    }
-    flush(&p);
+    // Version 2 adds an optional field.
+    let register_v2 = || -> Box<dyn Fn(i64) -> Vec<u8>> {
+        let v2_text = order_proto_v2();
+        let v2_id = reg.register_typed(&subject, &v2_text, Some("PROTOBUF"));
+        let v2 = proto_order(&v2_text);
+        Box::new(move |i| proto_wire(v2_id, &v2, i, true))
+    };
+    let v1_message = |i| proto_wire(v1_id, &v1, i, false);
+    let Synced { _dir, table, .. } =
+        sync_two_versions(&servers, &topic, &name, "protobuf", &reg.url, v1_message, register_v2).await;
     let total = (V1 + V2) as u64;
-    assert_eq!(wait_rows(&table, total, Duration::from_secs(120)).await, total, "{}", log_of(&log));
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let log_text = log_of(&log);
-    assert!(status.success(), "rtsync exited with {status}; log:\n{log_text}");
-    assert!(log_text.contains(r#"adds field \"coupon\""#) || log_text.contains(r#"adds field "coupon""#), "{log_text}");
 
     // Exactly once, value by value, as the independent reader sees it.
     let (rows, schema) = read_table(&table, "id");
