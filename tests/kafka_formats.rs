@@ -31,6 +31,8 @@ mod registry {
     struct State {
         /// (subject, version, id, schema text, schemaType: None for Avro)
         schemas: Vec<(String, i32, u32, String, Option<&'static str>)>,
+        /// The references of schema ids that have some.
+        references: Vec<(u32, serde_json::Value)>,
     }
 
     #[derive(Clone)]
@@ -76,6 +78,18 @@ mod registry {
 
         /// [`register`](Self::register) with a `schemaType` (`PROTOBUF`).
         pub fn register_typed(&self, subject: &str, schema: &str, schema_type: Option<&'static str>) -> u32 {
+            self.register_with_references(subject, schema, schema_type, serde_json::json!([]))
+        }
+
+        /// [`register_typed`](Self::register_typed) with schema references
+        /// (`[{"name", "subject", "version"}]`).
+        pub fn register_with_references(
+            &self,
+            subject: &str,
+            schema: &str,
+            schema_type: Option<&'static str>,
+            references: serde_json::Value,
+        ) -> u32 {
             let mut s = self.state.lock().unwrap();
             if let Some(found) = s.schemas.iter().find(|(sub, _, _, t, _)| sub == subject && t == schema) {
                 return found.2;
@@ -83,6 +97,9 @@ mod registry {
             let id = s.schemas.len() as u32 + 1;
             let version = s.schemas.iter().filter(|(sub, ..)| sub == subject).count() as i32 + 1;
             s.schemas.push((subject.to_string(), version, id, schema.to_string(), schema_type));
+            if references.as_array().is_some_and(|r| !r.is_empty()) {
+                s.references.push((id, references));
+            }
             id
         }
     }
@@ -116,9 +133,14 @@ mod registry {
         let s = state.lock().unwrap();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let not_found = (404, r#"{"error_code":40401,"message":"Subject not found."}"#.to_string());
+        let references =
+            |id: u32| s.references.iter().find(|r| r.0 == id).map_or(serde_json::json!([]), |r| r.1.clone());
         Ok(match parts.as_slice() {
             ["schemas", "ids", id] => match s.schemas.iter().find(|x| id.parse() == Ok(x.2)) {
-                Some(x) => (200, serde_json::json!({ "schema": x.3, "schemaType": x.4 }).to_string()),
+                Some(x) => (
+                    200,
+                    serde_json::json!({ "schema": x.3, "schemaType": x.4, "references": references(x.2) }).to_string(),
+                ),
                 None => (404, r#"{"error_code":40403,"message":"Schema not found"}"#.into()),
             },
             ["subjects", subject, "versions"] => {
@@ -131,8 +153,11 @@ mod registry {
                 match found {
                     Some(x) => (
                         200,
-                        serde_json::json!({ "subject": x.0, "version": x.1, "id": x.2, "schema": x.3, "schemaType": x.4 })
-                            .to_string(),
+                        serde_json::json!({
+                            "subject": x.0, "version": x.1, "id": x.2, "schema": x.3, "schemaType": x.4,
+                            "references": references(x.2),
+                        })
+                        .to_string(),
                     ),
                     None => not_found,
                 }
@@ -431,10 +456,21 @@ async fn avro_with_a_registry_syncs_exactly_once_and_evolves() {
     assert_eq!(count_rows(&table).await, total, "nothing of the widened message landed");
 }
 
+/// `shop.Ship`, in a file of its own that the order schema imports (a registry reference).
+const SHIP_PROTO: &str = r#"syntax = "proto3";
+package shop;
+
+message Ship {
+  string city = 1;
+  optional int32 zip = 2;
+}
+"#;
+
 const ORDER_PROTO_V1: &str = r#"syntax = "proto3";
 package shop;
 import "google/protobuf/timestamp.proto";
 import "google/protobuf/wrappers.proto";
+import "shop/ship.proto";
 
 message Order {
   int64 id = 1;
@@ -450,11 +486,6 @@ message Order {
   bytes blob = 11;
   enum Status { NEW = 0; PAID = 1; SHIPPED = 2; }
 }
-
-message Ship {
-  string city = 1;
-  optional int32 zip = 2;
-}
 "#;
 
 /// Version 2 adds an optional field.
@@ -465,6 +496,8 @@ fn order_proto_v2() -> String {
 /// The `shop.Order` message of a `.proto` text, compiled as a producer's serializer would.
 fn proto_order(text: &str) -> protox::prost_reflect::MessageDescriptor {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("shop")).unwrap();
+    std::fs::write(dir.path().join("shop/ship.proto"), SHIP_PROTO).unwrap();
     std::fs::write(dir.path().join("order.proto"), text).unwrap();
     let pool = protox::Compiler::new([dir.path()]).unwrap().open_file("order.proto").unwrap().descriptor_pool();
     pool.get_message_by_name("shop.Order").unwrap()
@@ -555,12 +588,15 @@ async fn protobuf_with_a_registry_syncs_exactly_once_and_evolves() {
     create_topic(&servers, &topic, 2).await;
     let reg = registry::Registry::start("app", "s3cret");
     let subject = format!("{topic}-value");
-    let v1_id = reg.register_typed(&subject, ORDER_PROTO_V1, Some("PROTOBUF"));
+    // The order schema imports shop/ship.proto, registered under a subject of its own.
+    reg.register_typed("shop-ship", SHIP_PROTO, Some("PROTOBUF"));
+    let ship_reference = json!([{"name": "shop/ship.proto", "subject": "shop-ship", "version": 1}]);
+    let v1_id = reg.register_with_references(&subject, ORDER_PROTO_V1, Some("PROTOBUF"), ship_reference.clone());
     let v1 = proto_order(ORDER_PROTO_V1);
     // Version 2 adds an optional field.
     let register_v2 = || -> Box<dyn Fn(i64) -> Vec<u8>> {
         let v2_text = order_proto_v2();
-        let v2_id = reg.register_typed(&subject, &v2_text, Some("PROTOBUF"));
+        let v2_id = reg.register_with_references(&subject, &v2_text, Some("PROTOBUF"), ship_reference);
         let v2 = proto_order(&v2_text);
         Box::new(move |i| proto_wire(v2_id, &v2, i, true))
     };

@@ -90,6 +90,15 @@ impl SchemaType {
     }
 }
 
+/// A schema another one imports (a registry schema reference), resolved to its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaReference {
+    /// The name the importing schema uses for it (a `.proto` file's import path).
+    pub name: String,
+    /// Its schema text.
+    pub text: String,
+}
+
 /// One schema as a Schema Registry serves it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisteredSchema {
@@ -101,6 +110,8 @@ pub struct RegisteredSchema {
     /// The subject and version it was looked up under, when looked up that way.
     pub subject: Option<String>,
     pub version: Option<i32>,
+    /// The schemas it references, resolved through the registry (transitively, each once).
+    pub references: Vec<SchemaReference>,
 }
 
 /// Schemas by id, for the decoders of registry-encoded messages. Implementations cache: a

@@ -2,7 +2,8 @@
 //! rendering of computed columns) serves both registry formats.
 //!
 //! **Schemas.** The registry holds a `.proto` file's text; it is compiled in process (protox,
-//! no `protoc`), with the `google/protobuf/*.proto` well-known files available to import. The
+//! no `protoc`), with the `google/protobuf/*.proto` well-known files and the schemas the
+//! registry lists as its references (by their import names) available to import. The
 //! message a value holds is named by the message indexes of the Confluent wire header: the
 //! first index picks a top-level message of the file, each further one a message nested in
 //! the previous (`[0]`, the first message, when the header says nothing else).
@@ -26,30 +27,40 @@ use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use protox::prost_reflect::{
     self as reflect, DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
 };
+use rtsync_core::kafka::SchemaReference;
 use serde_json::json;
 
-/// The name the registry's schema text is compiled under.
-const SCHEMA_FILE: &str = "schema.proto";
+/// The name the registry's schema text is compiled under (one no import uses).
+const SCHEMA_FILE: &str = "rtsync-registry-schema.proto";
 
-/// Serves the registry's schema text as [`SCHEMA_FILE`].
-struct RegistryText(String);
+/// Serves the registry's schema text as [`SCHEMA_FILE`], and its references by name.
+struct RegistryText {
+    text: String,
+    references: Vec<SchemaReference>,
+}
 
 impl FileResolver for RegistryText {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        if name == SCHEMA_FILE { File::from_source(name, &self.0) } else { Err(protox::Error::file_not_found(name)) }
+        if name == SCHEMA_FILE {
+            return File::from_source(name, &self.text);
+        }
+        match self.references.iter().find(|r| r.name == name) {
+            Some(r) => File::from_source(name, &r.text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
     }
 }
 
-/// Compiles a `.proto` schema text.
-pub(crate) fn compile(text: &str) -> Result<DescriptorPool, String> {
+/// Compiles a `.proto` schema text with the schemas it references.
+pub(crate) fn compile(text: &str, references: &[SchemaReference]) -> Result<DescriptorPool, String> {
     let mut files = ChainFileResolver::new();
-    files.add(RegistryText(text.to_string()));
+    files.add(RegistryText { text: text.to_string(), references: references.to_vec() });
     files.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(files);
     match compiler.open_file(SCHEMA_FILE) {
         Ok(_) => Ok(compiler.descriptor_pool()),
         Err(e) if e.is_file_not_found() => Err(format!(
-            "the .proto schema imports a file that is neither in it nor a google/protobuf file ({e}): schema references are not supported yet"
+            "the .proto schema imports a file that is neither one of its registry references nor a google/protobuf file ({e})"
         )),
         Err(e) => Err(format!("not a valid .proto schema: {e}")),
     }
@@ -301,7 +312,7 @@ message Ship { string city = 1; Ship next = 2; }
 
     #[test]
     fn a_message_reads_as_the_avro_record_of_its_schema() {
-        let pool = compile(SHOP).unwrap();
+        let pool = compile(SHOP, &[]).unwrap();
         let order = message(&pool, &[0]).unwrap();
         assert_eq!(order.full_name(), "shop.Order");
         assert_eq!(message(&pool, &[1]).unwrap().full_name(), "shop.Ship");
@@ -348,9 +359,18 @@ message Ship { string city = 1; Ship next = 2; }
 
     #[test]
     fn an_unknown_import_and_a_bad_schema_are_named() {
-        let e = compile("syntax = \"proto3\"; import \"other.proto\"; message A { int32 x = 1; }").unwrap_err();
+        let importing = "syntax = \"proto3\"; import \"other.proto\"; message A { B b = 1; }";
+        let e = compile(importing, &[]).unwrap_err();
         assert!(e.contains("other.proto") && e.contains("references"), "{e}");
-        let e = compile("syntax = \"proto3\"; message A { int32 x = ; }").unwrap_err();
+        // The registry's reference of that name resolves it.
+        let other = SchemaReference {
+            name: "other.proto".into(),
+            text: "syntax = \"proto3\"; message B { int32 y = 1; }".into(),
+        };
+        let pool = compile(importing, &[other]).unwrap();
+        let a = message(&pool, &[0]).unwrap();
+        assert_eq!(type_name(&a.get_field_by_name("b").unwrap()), "B");
+        let e = compile("syntax = \"proto3\"; message A { int32 x = ; }", &[]).unwrap_err();
         assert!(e.contains("not a valid .proto schema"), "{e}");
     }
 }

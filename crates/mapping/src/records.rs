@@ -198,7 +198,7 @@ fn parse_schema(
     match kind {
         SchemaType::Avro => Ok((Parsed::parse(&schema.text).map_err(|e| schema_error(schema, &e))?, None)),
         SchemaType::Protobuf => {
-            let pool = protobuf::compile(&schema.text).map_err(|e| schema_error(schema, &e))?;
+            let pool = protobuf::compile(&schema.text, &schema.references).map_err(|e| schema_error(schema, &e))?;
             let message = protobuf::message(&pool, indexes).map_err(|e| schema_error(schema, &e))?;
             let parsed = Parsed::parse(&protobuf::avro_schema(&message).to_string())
                 .map_err(|e| schema_error(schema, &format!("message {}: {e}", message.full_name())))?;

@@ -29,6 +29,7 @@ impl Schemas {
                         text: text.to_string(),
                         subject: Some("t-value".into()),
                         version: Some(*id as i32),
+                        references: Vec::new(),
                     };
                     (*id, Arc::new(s))
                 })
@@ -404,6 +405,7 @@ fn protobuf_records_land_in_typed_columns() {
         text: PROTO.into(),
         subject: Some("t-value".into()),
         version: Some(1),
+        references: Vec::new(),
     };
     let schemas = Arc::new(Schemas(HashMap::from([(7, Arc::new(schema))])));
     let mapping = RecordMapping::protobuf(&[], schemas.clone(), schemas.get(7), RecordOptions::default()).unwrap();
@@ -413,7 +415,7 @@ fn protobuf_records_land_in_typed_columns() {
     assert!(types[2].starts_with("qty List(") && types[2].contains("Int32"), "{types:?}");
     assert!(types[3].starts_with("inner Struct(") && out_schema.field(3).is_nullable(), "{types:?}");
 
-    let pool = protobuf::compile(PROTO).unwrap();
+    let pool = protobuf::compile(PROTO, &[]).unwrap();
     let order = protobuf::message(&pool, &[0]).unwrap();
     let mut m = DynamicMessage::new(order.clone());
     m.set_field_by_name("id", P::I64(5));

@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rtsync_core::kafka::{RegisteredSchema, SchemaLookup, SchemaType};
+use rtsync_core::kafka::{RegisteredSchema, SchemaLookup, SchemaReference, SchemaType};
 use rtsync_core::{ErrorKind, SyncError, SyncResult};
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +112,21 @@ struct SchemaAnswer {
     subject: Option<String>,
     #[serde(default)]
     version: Option<i32>,
+    /// Schemas this one imports: `{name, subject, version}` each.
+    #[serde(default)]
+    references: Vec<ReferenceAnswer>,
 }
+
+/// One schema reference as the registry lists it.
+#[derive(Deserialize)]
+struct ReferenceAnswer {
+    name: String,
+    subject: String,
+    version: i32,
+}
+
+/// More references than any real schema has: a registry answering in a loop.
+const MAX_REFERENCES: usize = 256;
 
 impl SchemaRegistry {
     pub fn new(config: SchemaRegistryConfig) -> SyncResult<Self> {
@@ -154,11 +168,12 @@ impl SchemaRegistry {
         else {
             return Ok(None);
         };
-        let answer: SchemaAnswer = parse(&body, &self.config)?;
+        let mut answer: SchemaAnswer = parse(&body, &self.config)?;
         let id = answer.id.ok_or_else(|| {
             SyncError::source_err(format!("the schema registry at {} answered without a schema id", self.config.url))
         })?;
-        let schema = Arc::new(registered(answer, id, &self.config)?);
+        let references = resolve_references(&self.client, &self.config, std::mem::take(&mut answer.references)).await?;
+        let schema = Arc::new(registered(answer, id, references, &self.config)?);
         self.remember(schema.clone());
         Ok(Some(schema))
     }
@@ -240,14 +255,59 @@ fn http_client(config: &SchemaRegistryConfig) -> SyncResult<reqwest::Client> {
 
 async fn fetch_by_id(client: &reqwest::Client, config: &SchemaRegistryConfig, id: u32) -> SyncResult<RegisteredSchema> {
     let body = get(client, config, &["schemas", "ids", &id.to_string()], &format!("schema id {id}")).await?;
-    let answer: SchemaAnswer = parse(&body, config)?;
-    registered(answer, id, config)
+    let mut answer: SchemaAnswer = parse(&body, config)?;
+    let references = resolve_references(client, config, std::mem::take(&mut answer.references)).await?;
+    registered(answer, id, references, config)
 }
 
-fn registered(answer: SchemaAnswer, id: u32, config: &SchemaRegistryConfig) -> SyncResult<RegisteredSchema> {
+/// The texts of the schemas `references` name (`GET /subjects/{subject}/versions/{version}`),
+/// and of the ones they reference in turn, each name once.
+async fn resolve_references(
+    client: &reqwest::Client,
+    config: &SchemaRegistryConfig,
+    references: Vec<ReferenceAnswer>,
+) -> SyncResult<Vec<SchemaReference>> {
+    let mut resolved: Vec<SchemaReference> = Vec::new();
+    let mut queue = references;
+    while let Some(reference) = queue.pop() {
+        if resolved.iter().any(|r| r.name == reference.name) {
+            continue;
+        }
+        if resolved.len() >= MAX_REFERENCES {
+            return Err(SyncError::source_err(format!(
+                "the schema registry at {} gave more than {MAX_REFERENCES} schema references",
+                config.url
+            )));
+        }
+        let what = format!(
+            "subject {:?} version {} (referenced as {:?})",
+            reference.subject, reference.version, reference.name
+        );
+        let version = reference.version.to_string();
+        let body = get(client, config, &["subjects", &reference.subject, "versions", &version], &what).await?;
+        let answer: SchemaAnswer = parse(&body, config)?;
+        queue.extend(answer.references);
+        resolved.push(SchemaReference { name: reference.name, text: answer.schema });
+    }
+    Ok(resolved)
+}
+
+fn registered(
+    answer: SchemaAnswer,
+    id: u32,
+    references: Vec<SchemaReference>,
+    config: &SchemaRegistryConfig,
+) -> SyncResult<RegisteredSchema> {
     let schema_type = SchemaType::from_registry(answer.schema_type.as_deref())
         .map_err(|e| SyncError::source_err(format!("schema id {id} at {}: {e}", config.url)))?;
-    Ok(RegisteredSchema { id, schema_type, text: answer.schema, subject: answer.subject, version: answer.version })
+    Ok(RegisteredSchema {
+        id,
+        schema_type,
+        text: answer.schema,
+        subject: answer.subject,
+        version: answer.version,
+        references,
+    })
 }
 
 fn parse(body: &[u8], config: &SchemaRegistryConfig) -> SyncResult<SchemaAnswer> {
