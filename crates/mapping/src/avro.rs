@@ -40,19 +40,42 @@ const MAP_VALUES: &str = "value";
 /// A parsed Avro schema with its named types, so references resolve.
 pub(crate) struct Parsed {
     pub schema: AvroSchema,
+    /// The schemas it references (registry schema references), whose named types it uses.
+    references: Vec<AvroSchema>,
     names: HashMap<Name, AvroSchema>,
 }
 
 impl Parsed {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let schema = AvroSchema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?;
-        let names = ResolvedSchema::try_from(&schema)
+        Self::parse_with(text, &[])
+    }
+
+    /// A schema whose named types may come from `references` (schema texts).
+    pub fn parse_with(text: &str, references: &[&str]) -> Result<Self, String> {
+        let (schema, references) = if references.is_empty() {
+            (AvroSchema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?, Vec::new())
+        } else {
+            AvroSchema::parse_str_with_list(text, references)
+                .map_err(|e| format!("not a valid Avro schema with its references: {e}"))?
+        };
+        let mut all: Vec<&AvroSchema> = references.iter().collect();
+        all.push(&schema);
+        let names = ResolvedSchema::try_from(all)
             .map_err(|e| format!("the Avro schema has an unresolved name: {e}"))?
             .get_names()
             .iter()
             .map(|(n, s)| (n.clone(), (*s).clone()))
             .collect();
-        Ok(Self { schema, names })
+        Ok(Self { schema, references, names })
+    }
+
+    /// Decodes one datum written with this schema.
+    pub fn decode(&self, payload: &mut &[u8]) -> apache_avro::AvroResult<Value> {
+        if self.references.is_empty() {
+            apache_avro::from_avro_datum(&self.schema, payload, None)
+        } else {
+            apache_avro::from_avro_datum_schemata(&self.schema, self.references.iter().collect(), payload, None)
+        }
     }
 
     /// `schema` with a reference replaced by the type it names.

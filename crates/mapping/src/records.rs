@@ -196,7 +196,10 @@ fn parse_schema(
         )));
     }
     match kind {
-        SchemaType::Avro => Ok((Parsed::parse(&schema.text).map_err(|e| schema_error(schema, &e))?, None)),
+        SchemaType::Avro => {
+            let references: Vec<&str> = schema.references.iter().map(|r| r.text.as_str()).collect();
+            Ok((Parsed::parse_with(&schema.text, &references).map_err(|e| schema_error(schema, &e))?, None))
+        }
         SchemaType::Protobuf => {
             let pool = protobuf::compile(&schema.text, &schema.references).map_err(|e| schema_error(schema, &e))?;
             let message = protobuf::message(&pool, indexes).map_err(|e| schema_error(schema, &e))?;
@@ -440,7 +443,7 @@ impl RecordMapping {
                             )));
                         }
                     },
-                    None => match apache_avro::from_avro_datum(&writer.parsed.schema, &mut payload, None) {
+                    None => match writer.parsed.decode(&mut payload) {
                         Ok(d) => d,
                         Err(e) => return Ok(Err(format!("value is not a valid Avro datum of schema id {id}: {e}"))),
                     },

@@ -464,3 +464,30 @@ fn protobuf_records_land_in_typed_columns() {
     let e = avro.map(&messages(&[Some(framed(&[0], &m.encode_to_vec()))])).unwrap_err();
     assert!(e.to_string().contains("Protobuf schema; this task's format reads Avro"), "{e}");
 }
+
+#[test]
+fn avro_schema_references_resolve() {
+    let ship =
+        r#"{"type": "record", "name": "Ship", "namespace": "shop", "fields": [{"name": "city", "type": "string"}]}"#;
+    let order = r#"{"type": "record", "name": "Order", "namespace": "shop",
+        "fields": [{"name": "id", "type": "long"}, {"name": "ship", "type": "shop.Ship"}]}"#;
+    let schema = RegisteredSchema {
+        id: 3,
+        schema_type: SchemaType::Avro,
+        text: order.into(),
+        subject: Some("t-value".into()),
+        version: Some(1),
+        references: vec![kafka::SchemaReference { name: "shop.Ship".into(), text: ship.into() }],
+    };
+    let schemas = Arc::new(Schemas(HashMap::from([(3, Arc::new(schema))])));
+    let mapping = RecordMapping::avro(&[], schemas.clone(), schemas.get(3), false, RecordOptions::default()).unwrap();
+    let out_schema = mapping.output_schema();
+    assert!(matches!(out_schema.field(1).data_type(), arrow::datatypes::DataType::Struct(f) if f[0].name() == "city"));
+    // id 5 (zig-zag 10), then "Zug" (length zig-zag 6): the datum as the writer encodes it.
+    let value = vec![0, 0, 0, 0, 3, 0x0a, 0x06, b'Z', b'u', b'g'];
+    let out = mapping.map(&messages(&[Some(value)])).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected.iter().map(|r| &r.reason).collect::<Vec<_>>());
+    assert_eq!(out.rows.column(0).as_primitive::<Int64Type>().value(0), 5);
+    let ship = out.rows.column(1).as_any().downcast_ref::<StructArray>().unwrap();
+    assert_eq!(ship.column(0).as_string::<i32>().value(0), "Zug");
+}
