@@ -520,7 +520,10 @@ async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &std::path::Path, 
             break Ok(started.elapsed());
         }
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break Err(format!("kafka-delta-ingest exited with {status} after {rows} rows; its log: {}", log.display()));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            break Err(format!("exited with {status} after {rows} rows; the end of its log:\n{tail}"));
         }
         if Instant::now() > deadline {
             break Err(format!("kafka-delta-ingest had {rows} of {messages} rows after 30 minutes"));

@@ -131,8 +131,8 @@ fn answer(stream: &mut std::net::TcpStream, state: &Mutex<State>, auth: &str) ->
             if versions.is_empty() { not_found } else { (200, serde_json::to_string(&versions).unwrap()) }
         }
         ["subjects", subject, "versions", v] => {
-            let mine = s.schemas.iter().filter(|x| x.0 == *subject);
-            let found = if *v == "latest" { mine.last() } else { mine.into_iter().find(|x| v.parse() == Ok(x.1)) };
+            let mut mine = s.schemas.iter().filter(|x| x.0 == *subject);
+            let found = if *v == "latest" { mine.next_back() } else { mine.find(|x| v.parse() == Ok(x.1)) };
             match found {
                 Some(x) => (
                     200,
