@@ -60,7 +60,7 @@ use rtsync_source_kafka::{KafkaSource, KafkaSourceConfig, MessageFormat, SchemaR
 use tokio::sync::watch;
 
 mod common;
-use common::{arg, flag, peak_rss_mib, reset_peak_rss};
+use common::{arg, flag, log_since, peak_rss_mib, reset_peak_rss, rss_mib};
 
 #[path = "../tests/common/registry.rs"]
 mod registry;
@@ -396,19 +396,10 @@ async fn sync_until(
     elapsed
 }
 
-/// This process's resident memory now (VmRSS), MiB.
-fn rss_now_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 /// Syncs `messages` already produced to `spec`'s topic; prints and returns messages/s.
 async fn throughput(what: &str, spec: &TaskSpec, messages: u64, bytes: u64) -> f64 {
     reset_peak_rss();
-    let rss_before = rss_now_mib();
+    let rss_before = rss_mib();
     let metrics = Arc::new(TaskMetrics::default());
     let elapsed = sync_until(spec, messages, metrics.clone(), || {}).await;
     let secs = elapsed.as_secs_f64();
@@ -450,36 +441,11 @@ fn bare_consume(servers: &str, topic: &str, messages: u64) -> (Duration, u64) {
     (started.elapsed(), bytes)
 }
 
-/// The rows a Delta table's log has committed so far (the sum of its adds' `numRecords`
-/// minus its removes'), read from the JSON commit files after version `*seen`.
-fn delta_log_rows(table: &std::path::Path, seen: &mut i64, rows: &mut i64) {
-    loop {
-        let file = table.join("_delta_log").join(format!("{:020}.json", *seen + 1));
-        let Ok(text) = std::fs::read_to_string(&file) else { return };
-        if !text.ends_with('\n') && !text.ends_with('}') {
-            return;
-        }
-        for line in text.lines() {
-            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            let records = |a: &serde_json::Value| {
-                a["stats"]
-                    .as_str()
-                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-                    .and_then(|s| s["numRecords"].as_i64())
-                    .unwrap_or(0)
-            };
-            if action["add"].is_object() {
-                *rows += records(&action["add"]);
-            }
-        }
-        *seen += 1;
-    }
-}
-
 /// kafka-delta-ingest on `topic` into a new table of the same 8 columns (created here, as it
-/// requires): how long until its log counts `messages` rows.
-async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &std::path::Path, messages: u64) -> Result<Duration, String> {
-    let table = root.join("kdi_orders");
+/// requires): how long until its log's adds count `messages` rows.
+async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &str, messages: u64) -> Result<Duration, String> {
+    let sink = LakehouseSinkConfig::new(root, "bench", "kdi_orders");
+    let table = std::path::PathBuf::from(sink.table_location());
     std::fs::create_dir_all(table.join("_delta_log")).map_err(|e| e.to_string())?;
     let field = |name: &str, ty: &str| serde_json::json!({"name": name, "type": ty, "nullable": true, "metadata": {}});
     let schema = serde_json::json!({"type": "struct", "fields": [
@@ -497,7 +463,7 @@ async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &std::path::Path, 
     .map(|a| a.to_string() + "\n")
     .collect::<String>();
     std::fs::write(table.join("_delta_log").join(format!("{:020}.json", 0)), first).map_err(|e| e.to_string())?;
-    let log = root.join("kdi.log");
+    let log = table.with_file_name("kdi.log");
     let started = Instant::now();
     let mut child = tokio::process::Command::new(kdi)
         .args(["ingest", topic, table.to_str().unwrap(), "--kafka", servers, "--consumer_group"])
@@ -512,11 +478,10 @@ async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &std::path::Path, 
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("{kdi}: {e}"))?;
-    let (mut seen, mut rows) = (0i64, 0i64);
     let deadline = Instant::now() + Duration::from_secs(1800);
     let result = loop {
-        delta_log_rows(&table, &mut seen, &mut rows);
-        if rows as u64 >= messages {
+        let rows = log_since(&sink, 0).rows_added;
+        if rows >= messages {
             break Ok(started.elapsed());
         }
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -528,7 +493,7 @@ async fn kdi_run(kdi: &str, servers: &str, topic: &str, root: &std::path::Path, 
         if Instant::now() > deadline {
             break Err(format!("kafka-delta-ingest had {rows} of {messages} rows after 30 minutes"));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let _ = child.kill().await;
     result
@@ -655,7 +620,7 @@ async fn main() {
 
     if !kdi.is_empty() {
         eprintln!("kafka-delta-ingest ({kdi}) on the same topic …");
-        match kdi_run(&kdi, &servers, &topic("json"), dir.path(), messages).await {
+        match kdi_run(&kdi, &servers, &topic("json"), &root, messages).await {
             Ok(took) => {
                 let theirs = messages as f64 / took.as_secs_f64();
                 println!(
@@ -702,7 +667,7 @@ async fn main() {
     let total = rate * seconds;
     eprintln!("freshness: producing {total} messages at {rate}/s while syncing …");
     reset_peak_rss();
-    let rss_before = rss_now_mib();
+    let rss_before = rss_mib();
     let metrics = Arc::new(TaskMetrics::default());
     let (srv, tp) = (servers.clone(), topic("fresh"));
     let fresh = spec("freshness", KafkaSourceConfig::new(&servers, topic("fresh")), columns(), &root);

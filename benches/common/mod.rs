@@ -322,6 +322,8 @@ pub struct LogStats {
     pub files_removed: u64,
     /// Bytes of the new data files the task's own commits wrote.
     pub bytes_added: u64,
+    /// Rows in those files (their `numRecords` statistics).
+    pub rows_added: u64,
     /// Existing files that got a new deletion vector (merge-on-read): re-added, not rewritten.
     pub dv_updates: u64,
     /// The deletion vectors' bytes (what a merge-on-read commit writes beside its new rows).
@@ -422,6 +424,11 @@ pub fn log_since(table: &LakehouseSinkConfig, after: i64) -> LogStats {
                 } else {
                     stats.files_added += 1;
                     stats.bytes_added += size;
+                    stats.rows_added += add["stats"]
+                        .as_str()
+                        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                        .and_then(|s| s["numRecords"].as_u64())
+                        .unwrap_or(0);
                 }
             } else if action.get("remove").is_some() {
                 stats.files_removed += 1;
@@ -449,11 +456,19 @@ pub fn reset_peak_rss() {
 }
 
 pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+/// This process's resident memory now, MiB.
+pub fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// A kB line of /proc/self/status, in MiB.
+fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()))
         .unwrap_or(0.0)
         / 1024.0
 }
